@@ -1,0 +1,1 @@
+//! Plinth's benchmark harness

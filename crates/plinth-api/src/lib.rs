@@ -1,0 +1,1 @@
+//! Plinth's front doors: Layotto gRPC API and the admin listener

@@ -1,0 +1,3 @@
+//! Output bindings.
+
+pub mod http;

@@ -1,0 +1,3 @@
+//! Configuration stores.
+
+pub mod memory;

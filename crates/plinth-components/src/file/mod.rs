@@ -1,0 +1,3 @@
+//! File stores.
+
+pub mod local;

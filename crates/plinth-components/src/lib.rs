@@ -1,0 +1,65 @@
+//! Plinth's components: in-memory and local backends.
+//!
+//! One directory per component, with the same files in each: `mod.rs` holds the component
+//! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
+//! [`register_all`] puts every factory of this crate into a registry.
+
+#![forbid(unsafe_code)]
+
+use plinth_core::registry::Registry;
+
+pub mod bindings;
+pub mod configuration;
+pub mod file;
+pub mod lock;
+pub mod pubsub;
+pub mod secrets;
+pub mod sequencer;
+pub mod state;
+
+mod util;
+
+/// Register every component type of this crate under its type name (`state.in-memory`,
+/// `lock.in-memory`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
+/// `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`).
+pub fn register_all(registry: &mut Registry) {
+    registry
+        .register(state::memory::TYPE_NAME, state::memory::factory)
+        .register(lock::memory::TYPE_NAME, lock::memory::factory)
+        .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
+        .register(configuration::memory::TYPE_NAME, configuration::memory::factory)
+        .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory);
+}
+
+#[cfg(test)]
+mod tests {
+    use plinth_core::ComponentSpec;
+
+    use super::*;
+
+    #[test]
+    fn every_type_is_registered_and_builds_with_defaults() {
+        let mut registry = Registry::new();
+        register_all(&mut registry);
+        let types: Vec<_> = registry.types().collect();
+        assert_eq!(types.len(), 9);
+        for (type_name, kind) in [
+            ("state.in-memory", "state"),
+            ("lock.in-memory", "lock"),
+            ("sequencer.in-memory", "sequencer"),
+            ("configuration.in-memory", "configuration"),
+            ("pubsub.in-memory", "pubsub"),
+            ("file.local", "file"),
+            ("secretstores.local.env", "secretstores"),
+        ] {
+            let spec = ComponentSpec::new("c", type_name);
+            let instance = registry.build(&spec);
+            assert_eq!(instance.map(|i| i.kind()).ok(), Some(kind), "{type_name}");
+        }
+        // These two need metadata.
+        for type_name in ["secretstores.local.file", "bindings.http"] {
+            let spec = ComponentSpec::new("c", type_name);
+            assert!(registry.build(&spec).is_err(), "{type_name} without metadata");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Lock stores.
+
+pub mod memory;

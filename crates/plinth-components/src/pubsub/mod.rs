@@ -1,0 +1,3 @@
+//! Pub/sub brokers.
+
+pub mod memory;

@@ -1,0 +1,4 @@
+//! Secret stores.
+
+pub mod env;
+pub mod file;

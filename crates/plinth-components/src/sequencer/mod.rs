@@ -1,0 +1,3 @@
+//! Sequencers.
+
+pub mod memory;

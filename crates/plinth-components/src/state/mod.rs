@@ -1,0 +1,3 @@
+//! State stores.
+
+pub mod memory;

@@ -1,0 +1,343 @@
+//! The component host: every configured component by name, its lifecycle (INIT, UP, DOWN),
+//! init with retry and backoff, periodic health probes, and replacement at run time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use plinth_core::component::{
+    ConfigurationStore, FileStore, Instance, LockStore, OutputBinding, PubSub, SecretStore, Sequencer, StateStore,
+};
+use plinth_core::registry::Registry;
+use plinth_core::{ComponentSpec, Error, Result};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::{ComponentName, SharedMetrics};
+use crate::resilience::{Policy, PolicyConfig};
+
+/// How often an UP component is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// The first and the largest wait between init attempts of a DOWN component.
+const INIT_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
+
+/// A component's lifecycle state, as readiness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Initialising for the first time.
+    Init,
+    /// Serving.
+    Up,
+    /// Failed to init or to answer a probe; retried with backoff.
+    Down,
+}
+
+/// What readiness shows of a component.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentHealth {
+    /// The component's name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// INIT, UP or DOWN.
+    pub status: Status,
+    /// Why it is not UP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether its failure is ignored by readiness.
+    #[serde(rename = "ignoreErrors", skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_errors: bool,
+}
+
+/// One hosted component.
+#[derive(Debug)]
+pub struct Hosted {
+    spec: ComponentSpec,
+    instance: Instance,
+    policy: Policy,
+    status: RwLock<(Status, Option<String>)>,
+}
+
+impl Hosted {
+    /// The spec it was built from.
+    pub fn spec(&self) -> &ComponentSpec {
+        &self.spec
+    }
+
+    /// The component's resilience policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Its current status and reason.
+    pub fn status(&self) -> (Status, Option<String>) {
+        self.status.read().map(|s| s.clone()).unwrap_or((Status::Down, Some("status lock poisoned".into())))
+    }
+
+    fn set_status(&self, status: Status, reason: Option<String>, metrics: &SharedMetrics) {
+        if let Ok(mut s) = self.status.write() {
+            *s = (status, reason);
+        }
+        metrics
+            .component_up
+            .get_or_create(&ComponentName { component: self.spec.name.clone() })
+            .set(i64::from(status == Status::Up));
+    }
+
+    /// Fail fast with UNAVAILABLE unless the component is UP.
+    pub fn ensure_up(&self) -> Result<()> {
+        match self.status() {
+            (Status::Up, _) => Ok(()),
+            (Status::Init, _) => Err(Error::unavailable(format!("component {:?} is still initialising", self.spec.name))),
+            (Status::Down, reason) => Err(Error::unavailable(format!(
+                "component {:?} is DOWN: {}",
+                self.spec.name,
+                reason.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// A typed handle to a component, as building blocks use it.
+#[derive(Debug, Clone)]
+pub struct Handle<T: ?Sized> {
+    /// The component.
+    pub component: Arc<T>,
+    /// Its host entry: spec and resilience policy.
+    pub hosted: Arc<Hosted>,
+}
+
+impl<T: ?Sized> Handle<T> {
+    /// The component's resilience policy.
+    pub fn policy(&self) -> &Policy {
+        &self.hosted.policy
+    }
+
+    /// The component's spec.
+    pub fn spec(&self) -> &ComponentSpec {
+        &self.hosted.spec
+    }
+}
+
+/// Every component, by name.
+#[derive(Debug)]
+pub struct ComponentHost {
+    registry: Registry,
+    metrics: SharedMetrics,
+    policies: BTreeMap<String, PolicyConfig>,
+    components: RwLock<BTreeMap<String, Arc<Hosted>>>,
+    changed: watch::Sender<u64>,
+}
+
+macro_rules! typed_getter {
+    ($fn:ident, $variant:ident, $trait:ident, $what:literal) => {
+        #[doc = concat!("The ", $what, " named `name`, if it is UP.")]
+        pub fn $fn(&self, name: &str) -> Result<Handle<dyn $trait>> {
+            let hosted = self.lookup(name, $what)?;
+            match &hosted.instance {
+                Instance::$variant(c) => {
+                    hosted.ensure_up()?;
+                    Ok(Handle { component: c.clone(), hosted: hosted.clone() })
+                }
+                other => Err(Error::invalid_argument(format!(
+                    "component {name:?} is a {} component, not a {}",
+                    other.kind(),
+                    $what
+                ))),
+            }
+        }
+    };
+}
+
+impl ComponentHost {
+    /// An empty host building components from `registry`, with per-component resilience
+    /// policies (components without an entry get the default).
+    pub fn new(registry: Registry, policies: BTreeMap<String, PolicyConfig>, metrics: SharedMetrics) -> Arc<Self> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(Self { registry, metrics, policies, components: RwLock::new(BTreeMap::new()), changed })
+    }
+
+    /// The registry of component types.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Build every component (synchronously validating its config), then start initialising
+    /// each in the background. Errors name the file, component and field.
+    pub fn add_all(self: &Arc<Self>, specs: Vec<ComponentSpec>) -> Result<()> {
+        let mut built = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if self.get(&spec.name).is_some() || built.iter().any(|h: &Arc<Hosted>| h.spec.name == spec.name) {
+                return Err(spec.invalid("metadata.name", "a component with this name is already defined"));
+            }
+            built.push(self.build(spec)?);
+        }
+        for hosted in built {
+            self.insert(hosted.clone());
+            self.start(hosted);
+        }
+        Ok(())
+    }
+
+    fn build(&self, spec: ComponentSpec) -> Result<Arc<Hosted>> {
+        let instance = self.registry.build(&spec)?;
+        let policy_config = self.policies.get(&spec.name).cloned().unwrap_or_default();
+        let policy = Policy::new(&spec.name, &policy_config, self.metrics.clone());
+        Ok(Arc::new(Hosted { spec, instance, policy, status: RwLock::new((Status::Init, None)) }))
+    }
+
+    fn insert(&self, hosted: Arc<Hosted>) {
+        if let Ok(mut map) = self.components.write() {
+            map.insert(hosted.spec.name.clone(), hosted);
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Init with backoff until UP, then probe periodically; a failed probe marks it DOWN and
+    /// re-inits. The task ends when the component is replaced or removed.
+    fn start(self: &Arc<Self>, hosted: Arc<Hosted>) {
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = INIT_BACKOFF.0;
+            loop {
+                // Stop when the host is gone or this instance was replaced.
+                let current = match host.upgrade() {
+                    Some(h) => h.get(&hosted.spec.name).is_some_and(|c| Arc::ptr_eq(&c, &hosted)),
+                    None => false,
+                };
+                if !current {
+                    return;
+                }
+                let metrics = match host.upgrade() {
+                    Some(h) => h.metrics.clone(),
+                    None => return,
+                };
+                let up = hosted.status().0 == Status::Up;
+                let component = hosted.instance.component();
+                let attempt = if up { component.ping() } else { component.init() };
+                let result = match tokio::time::timeout(hosted.spec.init_timeout, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::timeout(format!(
+                        "no answer within {}ms",
+                        hosted.spec.init_timeout.as_millis()
+                    ))),
+                };
+                match result {
+                    Ok(()) => {
+                        if !up {
+                            tracing::info!(component = %hosted.spec.name, r#type = %hosted.spec.type_name, "component UP");
+                            hosted.set_status(Status::Up, None, &metrics);
+                        }
+                        backoff = INIT_BACKOFF.0;
+                        tokio::time::sleep(PROBE_INTERVAL).await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(component = %hosted.spec.name, error = %err, retry_in_ms = backoff.as_millis() as u64, "component DOWN");
+                        hosted.set_status(Status::Down, Some(err.to_string()), &metrics);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(INIT_BACKOFF.1);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Replace a component with one built from `spec` (same name), initialising it before the
+    /// swap so that callers never see a half-built component. The old one is closed.
+    pub async fn replace(self: &Arc<Self>, spec: ComponentSpec) -> Result<()> {
+        let hosted = self.build(spec)?;
+        let init = tokio::time::timeout(hosted.spec.init_timeout, hosted.instance.component().init())
+            .await
+            .map_err(|_| Error::timeout(format!("component {:?} did not init in time", hosted.spec.name)))?;
+        init.map_err(|e| e.context(format!("component {:?} failed to init", hosted.spec.name)))?;
+        hosted.set_status(Status::Up, None, &self.metrics);
+        let old = self.get(&hosted.spec.name);
+        self.insert(hosted.clone());
+        self.start(hosted);
+        if let Some(old) = old {
+            old.instance.component().close().await;
+        }
+        Ok(())
+    }
+
+    /// A component by name, of any kind.
+    pub fn get(&self, name: &str) -> Option<Arc<Hosted>> {
+        self.components.read().ok()?.get(name).cloned()
+    }
+
+    fn lookup(&self, name: &str, what: &str) -> Result<Arc<Hosted>> {
+        if name.is_empty() {
+            return Err(Error::invalid_argument(format!("{what} name is empty")));
+        }
+        self.get(name).ok_or_else(|| {
+            let known = self.names_of(what);
+            Error::invalid_argument(format!("{what} {name:?} is not configured; configured: {known:?}"))
+        })
+    }
+
+    /// Names of the components of a kind.
+    pub fn names_of(&self, kind: &str) -> Vec<String> {
+        let kind = kind_prefix(kind);
+        self.components
+            .read()
+            .map(|m| m.values().filter(|h| h.instance.kind() == kind).map(|h| h.spec.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every component, for readiness and metadata.
+    pub fn health(&self) -> Vec<ComponentHealth> {
+        self.all()
+            .into_iter()
+            .map(|h| {
+                let (status, reason) = h.status();
+                ComponentHealth {
+                    name: h.spec.name.clone(),
+                    type_name: h.spec.type_name.clone(),
+                    status,
+                    reason,
+                    ignore_errors: h.spec.ignore_errors,
+                }
+            })
+            .collect()
+    }
+
+    /// Every hosted component.
+    pub fn all(&self) -> Vec<Arc<Hosted>> {
+        self.components.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Wait until components change (added or replaced).
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Close every component.
+    pub async fn close_all(&self) {
+        for hosted in self.all() {
+            hosted.instance.component().close().await;
+        }
+    }
+
+    typed_getter!(state, State, StateStore, "state store");
+    typed_getter!(pubsub, PubSub, PubSub, "pubsub");
+    typed_getter!(lock, Lock, LockStore, "lock store");
+    typed_getter!(sequencer, Sequencer, Sequencer, "sequencer");
+    typed_getter!(configuration, Configuration, ConfigurationStore, "configuration store");
+    typed_getter!(file, File, FileStore, "file store");
+    typed_getter!(secrets, Secrets, SecretStore, "secret store");
+    typed_getter!(binding, Binding, OutputBinding, "binding");
+}
+
+fn kind_prefix(what: &str) -> &str {
+    match what {
+        "state store" => "state",
+        "lock store" => "lock",
+        "configuration store" => "configuration",
+        "file store" => "file",
+        "secret store" => "secretstores",
+        "binding" => "bindings",
+        other => other,
+    }
+}

@@ -1,0 +1,168 @@
+use std::io::Write;
+
+use super::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    path
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("plinth-config-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+#[test]
+fn embedded_default_when_nothing_declared() {
+    let loaded = load(&Sources::default(), "app").expect("load");
+    assert!(loaded.embedded);
+    let names: Vec<_> = loaded.components.iter().map(|d| d.spec.name.as_str()).collect();
+    assert_eq!(names, ["statestore", "pubsub", "lockstore", "sequencer", "configstore", "filestore", "secretstore"]);
+}
+
+#[test]
+fn multi_document_components_with_secret_refs() {
+    let dir = tempdir("multi");
+    write(
+        &dir,
+        "components.yaml",
+        r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: cache
+spec:
+  type: state.in-memory
+  version: v1
+  initTimeout: 2s
+  metadata:
+  - name: keyPrefix
+    value: name
+  - name: password
+    secretKeyRef:
+      name: db
+      key: pass
+auth:
+  secretStore: secretstore
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: other-app-only
+spec:
+  type: state.in-memory
+scopes: [someone-else]
+---
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: orders
+spec:
+  pubsubname: pubsub
+  topic: orders
+  deadLetterTopic: orders-dead
+  routes:
+    default: /orders
+"#,
+    );
+    let loaded = load(&Sources { resources: vec![dir.clone()], ..Default::default() }, "app").expect("load");
+    assert!(!loaded.embedded);
+    assert_eq!(loaded.components.len(), 1, "out-of-scope component skipped");
+    let c = &loaded.components[0];
+    assert_eq!(c.spec.type_name, "state.in-memory");
+    assert_eq!(c.spec.init_timeout, Duration::from_secs(2));
+    assert_eq!(c.secret_refs, vec![SecretRef { field: "password".into(), store: "secretstore".into(), name: "db".into(), key: "pass".into() }]);
+    assert_eq!(loaded.subscriptions.len(), 1);
+    assert_eq!(loaded.subscriptions[0].dead_letter_topic.as_deref(), Some("orders-dead"));
+}
+
+#[test]
+fn errors_name_file_component_and_field() {
+    let dir = tempdir("bad");
+    let path = write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  initTimeout: soon\n",
+    );
+    let err = load(&Sources { resources: vec![path.clone()], ..Default::default() }, "app").expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("bad.yaml") && msg.contains("\"s\"") && msg.contains("initTimeout"), "{msg}");
+
+    let path = write(&dir, "typo.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  typo: state.in-memory\n");
+    let err = load(&Sources { resources: vec![path], ..Default::default() }, "app").expect_err("must fail");
+    assert!(err.to_string().contains("typo"), "{err}");
+
+    let path = write(&dir, "garbage.yaml", "{ not: [yaml");
+    assert!(load(&Sources { resources: vec![path], ..Default::default() }, "app").is_err());
+}
+
+#[test]
+fn resiliency_targets_components() {
+    let dir = tempdir("res");
+    write(
+        &dir,
+        "res.yaml",
+        r#"
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: r
+spec:
+  policies:
+    timeouts:
+      fast: 250ms
+    retries:
+      three:
+        policy: constant
+        duration: 10ms
+        maxRetries: 3
+    circuitBreakers:
+      cb:
+        maxRequests: 1
+        timeout: 5s
+        trip: consecutiveFailures > 4
+  targets:
+    components:
+      statestore:
+        outbound:
+          timeout: fast
+          retry: three
+          circuitBreaker: cb
+"#,
+    );
+    let loaded = load(&Sources { resources: vec![dir], ..Default::default() }, "app").expect("load");
+    let p = loaded.policies.get("statestore").expect("policy");
+    assert_eq!(p.timeout, Duration::from_millis(250));
+    assert_eq!(p.retry.as_ref().and_then(|r| r.max_retries), Some(3));
+    assert_eq!(p.breaker.as_ref().map(|b| b.consecutive_failures), Some(5));
+    assert_eq!(resource::trip("consecutiveFailures >= 3"), Some(3));
+    assert_eq!(resource::trip("requests > 3"), None);
+}
+
+#[test]
+fn layotto_config_json() {
+    let dir = tempdir("layotto");
+    let path = write(
+        &dir,
+        "config.json",
+        r#"{"servers":[{"listeners":[{"filter_chains":[{"filters":[{"type":"grpc","config":{"server_name":"runtime","grpc_config":{
+            "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
+            "state": {"state_demo": {"type": "in-memory", "metadata": {}}},
+            "sequencer": {"sequencer_demo": {"type": "in-memory", "biggerThan": {"key1": 100}}},
+            "secret_store": {"secret_demo": {"type": "local.env", "metadata": {}}},
+            "lock": {"lock_demo": {"type": "in-memory", "secret_ref": [{"store_name": "secret_demo", "key": "K", "sub_key": "", "inject_as": "password"}]}},
+            "app": {"app_id": "app1", "grpc_callback_port": 9999}
+        }}}]}]}]}]}"#,
+    );
+    let loaded = load(&Sources { layotto: Some(path), ..Default::default() }, "plinth").expect("load");
+    assert_eq!(loaded.settings.app_id.as_deref(), Some("app1"));
+    assert_eq!(loaded.settings.app_port, Some(9999));
+    let types: Vec<_> = loaded.components.iter().map(|d| d.spec.type_name.as_str()).collect();
+    assert!(types.contains(&"state.in-memory") && types.contains(&"sequencer.in-memory") && types.contains(&"secretstores.local.env"));
+    let seq = loaded.components.iter().find(|d| d.spec.name == "sequencer_demo").expect("seq");
+    assert_eq!(seq.spec.structured.get("biggerThan").and_then(|v| v.get("key1")).and_then(|v| v.as_i64()), Some(100));
+    assert!(loaded.components.iter().all(|d| d.spec.app_id == "app1"));
+}

@@ -1,0 +1,217 @@
+//! CloudEvents 1.0 envelopes with Dapr's fields and defaults.
+
+use bytes::Bytes;
+use plinth_core::{Error, Metadata, Result};
+use serde_json::{Map, Value};
+
+/// The content type of a structured CloudEvent.
+pub const CLOUDEVENT_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The event type Dapr stamps on published events.
+pub const DEFAULT_TYPE: &str = "com.dapr.event.sent";
+/// The data content type when the publisher names none.
+pub const DEFAULT_DATA_CONTENT_TYPE: &str = "text/plain";
+/// Publish metadata that sends the payload as is, without an envelope.
+pub const RAW_PAYLOAD: &str = "rawPayload";
+
+/// Whether a content type is JSON (`application/json`, `…+json`).
+pub fn is_json(content_type: &str) -> bool {
+    let base = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    base == "application/json" || base == "text/json" || base.ends_with("+json")
+}
+
+fn is_text(content_type: &str) -> bool {
+    let base = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    base.starts_with("text/") || base == "application/xml" || base.ends_with("+xml")
+}
+
+/// What the publisher sent.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    /// The app publishing.
+    pub app_id: &'a str,
+    /// The pub/sub component.
+    pub pubsub: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// The payload.
+    pub data: &'a [u8],
+    /// Its content type, possibly empty.
+    pub content_type: &'a str,
+    /// Publish metadata; `cloudevent.id`, `cloudevent.source`, `cloudevent.type` override
+    /// those fields, `traceparent` and `tracestate` are carried.
+    pub metadata: &'a Metadata,
+}
+
+/// Wrap a payload in a CloudEvent, or complete a CloudEvent the publisher sent. Returns the
+/// bytes to put on the broker and their content type.
+pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
+    let mut event = if p.content_type.starts_with(CLOUDEVENT_CONTENT_TYPE) {
+        match serde_json::from_slice::<Value>(p.data) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(Error::invalid_argument("data is declared application/cloudevents+json but is not a JSON object")),
+        }
+    } else {
+        let content_type = if p.content_type.is_empty() { DEFAULT_DATA_CONTENT_TYPE } else { p.content_type };
+        let mut map = Map::new();
+        map.insert("datacontenttype".into(), content_type.into());
+        if is_json(content_type) {
+            let data: Value = serde_json::from_slice(p.data).map_err(|e| {
+                Error::invalid_argument(format!("data is declared {content_type} but is not valid JSON: {e}"))
+            })?;
+            map.insert("data".into(), data);
+        } else if is_text(content_type) {
+            let text = std::str::from_utf8(p.data)
+                .map_err(|_| Error::invalid_argument(format!("data is declared {content_type} but is not UTF-8")))?;
+            map.insert("data".into(), text.into());
+        } else {
+            use base64::Engine as _;
+            map.insert("data_base64".into(), base64::engine::general_purpose::STANDARD.encode(p.data).into());
+        }
+        map
+    };
+    let md = |k: &str| p.metadata.get(k).filter(|v| !v.is_empty()).cloned();
+    let mut set_default = |key: &str, value: String| {
+        event.entry(key.to_string()).or_insert_with(|| value.into());
+    };
+    set_default("id", md("cloudevent.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+    set_default("source", md("cloudevent.source").unwrap_or_else(|| p.app_id.to_string()));
+    set_default("type", md("cloudevent.type").unwrap_or_else(|| DEFAULT_TYPE.to_string()));
+    set_default("specversion", "1.0".to_string());
+    set_default("time", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if let Some(tp) = md("traceparent") {
+        set_default("traceparent", tp.clone());
+        set_default("traceid", tp);
+    }
+    if let Some(ts) = md("tracestate") {
+        set_default("tracestate", ts);
+    }
+    // Topic and pub/sub are facts of this publication, not the publisher's to choose.
+    event.insert("topic".into(), p.topic.into());
+    event.insert("pubsubname".into(), p.pubsub.into());
+    let bytes = serde_json::to_vec(&Value::Object(event)).map_err(|e| Error::internal(format!("encoding CloudEvent: {e}")))?;
+    Ok((Bytes::from(bytes), CLOUDEVENT_CONTENT_TYPE.to_string()))
+}
+
+/// An event as subscribers receive it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicEvent {
+    /// CloudEvent id.
+    pub id: String,
+    /// CloudEvent source.
+    pub source: String,
+    /// CloudEvent type.
+    pub event_type: String,
+    /// CloudEvent spec version.
+    pub spec_version: String,
+    /// The content type of `data`.
+    pub data_content_type: String,
+    /// The payload, decoded from the envelope.
+    pub data: Bytes,
+    /// The topic.
+    pub topic: String,
+    /// The pub/sub component.
+    pub pubsub_name: String,
+    /// Broker metadata.
+    pub metadata: Metadata,
+    /// The whole envelope as it was on the broker (for HTTP apps and dead letters).
+    pub raw: Bytes,
+    /// The envelope's content type on the broker.
+    pub raw_content_type: String,
+}
+
+/// Read a message from the broker into an event. A payload that is not a CloudEvent (raw
+/// publication, or another producer) becomes an event with generated fields.
+pub fn parse(pubsub: &str, topic: &str, id: &str, raw: Bytes, content_type: &str, metadata: Metadata) -> TopicEvent {
+    let parsed = serde_json::from_slice::<Value>(&raw).ok().and_then(|v| match v {
+        Value::Object(map) if map.contains_key("specversion") => Some(map),
+        _ => None,
+    });
+    let Some(map) = parsed else {
+        return TopicEvent {
+            id: if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id.to_string() },
+            source: String::new(),
+            event_type: DEFAULT_TYPE.into(),
+            spec_version: "1.0".into(),
+            data_content_type: if content_type.is_empty() { "application/octet-stream".into() } else { content_type.into() },
+            data: raw.clone(),
+            topic: topic.into(),
+            pubsub_name: pubsub.into(),
+            metadata,
+            raw,
+            raw_content_type: content_type.into(),
+        };
+    };
+    let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let data_content_type = text("datacontenttype");
+    let data = if let Some(b64) = map.get("data_base64").and_then(Value::as_str) {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(b64).map(Bytes::from).unwrap_or_default()
+    } else {
+        match map.get("data") {
+            None | Some(Value::Null) => Bytes::new(),
+            Some(Value::String(s)) if !is_json(&data_content_type) => Bytes::from(s.clone()),
+            Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        }
+    };
+    TopicEvent {
+        id: text("id"),
+        source: text("source"),
+        event_type: text("type"),
+        spec_version: text("specversion"),
+        data_content_type,
+        data,
+        topic: topic.into(),
+        pubsub_name: pubsub.into(),
+        metadata,
+        raw,
+        raw_content_type: CLOUDEVENT_CONTENT_TYPE.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(data: &[u8], content_type: &str) -> Value {
+        let md = Metadata::new();
+        let p = Publication { app_id: "app", pubsub: "ps", topic: "t", data, content_type, metadata: &md };
+        let (bytes, ct) = envelope(&p).expect("envelope");
+        assert_eq!(ct, CLOUDEVENT_CONTENT_TYPE);
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn wraps_json_text_and_binary() {
+        let ev = publish(br#"{"a":1}"#, "application/json");
+        assert_eq!(ev["data"]["a"], 1);
+        assert_eq!(ev["specversion"], "1.0");
+        assert_eq!(ev["type"], DEFAULT_TYPE);
+        assert_eq!(ev["source"], "app");
+        assert_eq!(ev["topic"], "t");
+        assert_eq!(ev["pubsubname"], "ps");
+        let ev = publish(b"hello", "");
+        assert_eq!(ev["data"], "hello");
+        assert_eq!(ev["datacontenttype"], "text/plain");
+        let ev = publish(&[0, 159, 146, 150], "application/octet-stream");
+        assert!(ev.get("data_base64").is_some());
+    }
+
+    #[test]
+    fn round_trips() {
+        for (data, ct) in [(&br#"{"a":1}"#[..], "application/json"), (b"hello", "text/plain"), (&[0u8, 1, 2][..], "application/octet-stream")] {
+            let md = Metadata::new();
+            let p = Publication { app_id: "app", pubsub: "ps", topic: "t", data, content_type: ct, metadata: &md };
+            let (bytes, ct2) = envelope(&p).expect("envelope");
+            let ev = parse("ps", "t", "", bytes, &ct2, Metadata::new());
+            assert_eq!(&ev.data[..], data);
+            assert_eq!(ev.data_content_type, ct);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_json() {
+        let md = Metadata::new();
+        let p = Publication { app_id: "a", pubsub: "p", topic: "t", data: b"{nope", content_type: "application/json", metadata: &md };
+        assert!(envelope(&p).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! The pub/sub building block: CloudEvent envelopes on publish; subscriptions from the app
+//! callback, declarative resources and streaming clients; delivery with retries, backoff,
+//! dead letters and parking, per the outcome table in the architecture.
+
+pub mod cloudevent;
+mod delivery;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use plinth_core::component::pubsub::PublishRequest;
+use plinth_core::metadata::{parse_bool, parse_duration};
+use plinth_core::{Error, Metadata, Result};
+use tokio::sync::Semaphore;
+
+pub use cloudevent::TopicEvent;
+pub use delivery::SubscriptionHandle;
+
+use crate::components::ComponentHost;
+use crate::metrics::{SharedMetrics, TopicLabels};
+
+/// What a subscriber answered for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed: acknowledge.
+    Success,
+    /// Failed for now: redeliver with backoff.
+    Retry,
+    /// Never processable: dead-letter, or acknowledge and count.
+    Drop,
+    /// The app has no handler (gRPC UNIMPLEMENTED): acknowledge, no dead letter.
+    Unimplemented,
+    /// The subscriber failed (connection refused, timeout, bad answer): like RETRY.
+    Error(String),
+    /// The subscriber is gone for good (a closed stream): give the message back to the
+    /// broker for another subscriber, without counting an attempt.
+    Gone,
+}
+
+/// Receives events for a subscription: the app callback, a streaming client, a function.
+#[async_trait]
+pub trait EventHandler: Send + Sync + std::fmt::Debug + 'static {
+    /// Deliver one event and report the outcome.
+    async fn handle(&self, event: TopicEvent) -> Outcome;
+}
+
+/// Subscription metadata keys Plinth reads (Layotto's TopicSubscription has no dead-letter
+/// field, so these travel in its metadata, or in a declarative Subscription).
+pub mod keys {
+    /// Where events go after their last attempt, or when dropped.
+    pub const DEAD_LETTER_TOPIC: &str = "deadLetterTopic";
+    /// Attempts before dead-lettering or parking (default 5).
+    pub const MAX_ATTEMPTS: &str = "maxDeliveryAttempts";
+    /// First wait before a redelivery (default 200ms); doubles per attempt.
+    pub const RETRY_INITIAL: &str = "retryInitialInterval";
+    /// Largest wait between redeliveries, and the interval of parked messages (default 10s).
+    pub const RETRY_MAX: &str = "retryMaxInterval";
+    /// Unacknowledged events in flight for this subscription (default 32).
+    pub const MAX_IN_FLIGHT: &str = "maxInFlight";
+    /// Deliver the broker's bytes as they are, without CloudEvent parsing on publish.
+    pub const RAW_PAYLOAD: &str = super::cloudevent::RAW_PAYLOAD;
+}
+
+/// A subscription's delivery settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPolicy {
+    /// Dead-letter topic, on the same pub/sub component.
+    pub dead_letter_topic: Option<String>,
+    /// Attempts before dead-lettering or parking.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Largest backoff, and the parked retry interval.
+    pub max_backoff: Duration,
+    /// Events in flight.
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            dead_letter_topic: None,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_in_flight: 32,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Read the policy from subscription metadata, naming a bad key.
+    pub fn from_metadata(metadata: &Metadata) -> Result<Self> {
+        let mut p = Self::default();
+        let get = |k: &str| metadata.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if let Some(t) = get(keys::DEAD_LETTER_TOPIC) {
+            p.dead_letter_topic = Some(t.to_string());
+        }
+        if let Some(v) = get(keys::MAX_ATTEMPTS) {
+            p.max_attempts = v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::invalid_argument(format!("subscription metadata {}: {v:?} is not a positive integer", keys::MAX_ATTEMPTS))
+            })?;
+        }
+        let duration = |k: &str, default: Duration| -> Result<Duration> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => parse_duration(v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| Error::invalid_argument(format!("subscription metadata {k}: {v:?} is not a duration"))),
+            }
+        };
+        p.initial_backoff = duration(keys::RETRY_INITIAL, p.initial_backoff)?;
+        p.max_backoff = duration(keys::RETRY_MAX, p.max_backoff)?.max(p.initial_backoff);
+        if let Some(v) = get(keys::MAX_IN_FLIGHT) {
+            p.max_in_flight = v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
+                Error::invalid_argument(format!("subscription metadata {}: {v:?} must be between 1 and 10000", keys::MAX_IN_FLIGHT))
+            })?;
+        }
+        Ok(p)
+    }
+}
+
+/// A subscription to start.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// Subscription metadata, passed to the component.
+    pub metadata: Metadata,
+    /// Delivery settings.
+    pub policy: DeliveryPolicy,
+}
+
+/// The pub/sub API every front door calls.
+#[derive(Debug, Clone)]
+pub struct PubSubApi {
+    host: Arc<ComponentHost>,
+    app_id: Arc<str>,
+    metrics: SharedMetrics,
+    app_concurrency: Option<Arc<Semaphore>>,
+}
+
+impl PubSubApi {
+    /// Pub/sub over the host's components for app `app_id`. `app_max_concurrency` bounds all
+    /// deliveries to the app together.
+    pub fn new(host: Arc<ComponentHost>, app_id: &str, metrics: SharedMetrics, app_max_concurrency: Option<usize>) -> Self {
+        Self {
+            host,
+            app_id: app_id.into(),
+            metrics,
+            app_concurrency: app_max_concurrency.filter(|n| *n > 0).map(|n| Arc::new(Semaphore::new(n))),
+        }
+    }
+
+    /// The app id events are published as.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Publish an event: wrapped in a CloudEvent unless `rawPayload` is set. Returns once the
+    /// broker has accepted it.
+    pub async fn publish(&self, pubsub: &str, topic: &str, data: &[u8], content_type: &str, metadata: Metadata) -> Result<()> {
+        if topic.is_empty() {
+            return Err(Error::invalid_argument("topic is empty"));
+        }
+        let handle = self.host.pubsub(pubsub)?;
+        let raw = match metadata.get(keys::RAW_PAYLOAD) {
+            Some(v) => parse_bool(keys::RAW_PAYLOAD, v)?,
+            None => false,
+        };
+        let (data, content_type) = if raw {
+            (Bytes::copy_from_slice(data), content_type.to_string())
+        } else {
+            cloudevent::envelope(&cloudevent::Publication {
+                app_id: &self.app_id,
+                pubsub,
+                topic,
+                data,
+                content_type,
+                metadata: &metadata,
+            })?
+        };
+        self.publish_bytes(pubsub.to_string(), topic.to_string(), data, content_type, metadata, handle).await
+    }
+
+    // Owned arguments and a boxed future: delivery tasks call this, and futures borrowing
+    // across the generic policy call trip rustc's higher-ranked `Send` inference.
+    fn publish_bytes(
+        &self,
+        pubsub: String,
+        topic: String,
+        data: Bytes,
+        content_type: String,
+        metadata: Metadata,
+        handle: crate::components::Handle<dyn plinth_core::component::PubSub>,
+    ) -> futures::future::BoxFuture<'static, Result<()>> {
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let req = PublishRequest { topic: topic.clone(), data, content_type, metadata };
+            let component = handle.component.clone();
+            handle
+                .policy()
+                .call("publish", move || {
+                    let (c, r) = (component.clone(), req.clone());
+                    async move { c.publish(r).await }
+                })
+                .await?;
+            metrics.published.get_or_create(&TopicLabels { pubsub, topic }).inc();
+            Ok(())
+        })
+    }
+
+    /// Subscribe `handler` to a topic. Delivery runs until the returned handle is dropped or
+    /// cancelled.
+    pub async fn subscribe(&self, spec: SubscriptionSpec, handler: Arc<dyn EventHandler>) -> Result<SubscriptionHandle> {
+        if spec.topic.is_empty() {
+            return Err(Error::invalid_argument("topic is empty"));
+        }
+        if spec.policy.dead_letter_topic.as_deref() == Some(spec.topic.as_str()) {
+            return Err(Error::invalid_argument(format!("dead-letter topic {:?} is the subscribed topic itself", spec.topic)));
+        }
+        let handle = self.host.pubsub(&spec.pubsub)?;
+        delivery::start(self.clone(), handle, spec, handler).await
+    }
+
+    /// Publish an event's original envelope to a dead-letter topic.
+    fn dead_letter(&self, pubsub: &str, topic: &str, event: &TopicEvent) -> futures::future::BoxFuture<'static, Result<()>> {
+        let handle = match self.host.pubsub(pubsub) {
+            Ok(h) => h,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let mut metadata = Metadata::new();
+        metadata.insert(keys::RAW_PAYLOAD.into(), "true".into());
+        self.publish_bytes(pubsub.to_string(), topic.to_string(), event.raw.clone(), event.raw_content_type.clone(), metadata, handle)
+    }
+}
+
+#[cfg(test)]
+mod tests;

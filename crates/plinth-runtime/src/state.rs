@@ -1,0 +1,165 @@
+//! The state building block: validation, key prefixing and capability checks in front of
+//! every state store.
+
+use std::sync::Arc;
+
+use plinth_core::component::state::{
+    BulkGetItem, Consistency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateStore, TransactionOp,
+};
+use plinth_core::metadata::parse_ttl;
+use plinth_core::{Error, Metadata, Result};
+
+use crate::components::{ComponentHost, Handle};
+use crate::keys;
+
+/// Largest number of keys in one bulk call.
+pub const MAX_BULK_KEYS: usize = 10_000;
+
+/// The state API every front door calls.
+#[derive(Debug, Clone)]
+pub struct StateApi {
+    host: Arc<ComponentHost>,
+    app_id: Arc<str>,
+}
+
+impl StateApi {
+    /// State over the host's components for app `app_id`.
+    pub fn new(host: Arc<ComponentHost>, app_id: &str) -> Self {
+        Self { host, app_id: app_id.into() }
+    }
+
+    fn store(&self, name: &str) -> Result<Handle<dyn StateStore>> {
+        self.host.state(name)
+    }
+
+    fn key(&self, store: &Handle<dyn StateStore>, key: &str) -> Result<String> {
+        keys::prefixed(store.spec(), &self.app_id, key)
+    }
+
+    fn check_write_metadata(store: &Handle<dyn StateStore>, metadata: &Metadata) -> Result<()> {
+        if parse_ttl(metadata)?.is_some() && !store.component.features().ttl {
+            return Err(Error::unimplemented(format!(
+                "state store {:?} does not support TTL (ttlInSeconds)",
+                store.spec().name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Read one key.
+    pub async fn get(&self, store: &str, key: &str, metadata: Metadata, consistency: Consistency) -> Result<Option<GetResponse>> {
+        let handle = self.store(store)?;
+        let req = GetRequest { key: self.key(&handle, key)?, metadata, consistency };
+        let component = handle.component.clone();
+        handle.policy().call("get", move || { let (c, r) = (component.clone(), req.clone()); async move { c.get(r).await } }).await
+    }
+
+    /// Read many keys; the items carry the keys as the caller gave them.
+    pub async fn bulk_get(&self, store: &str, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkGetItem>> {
+        if keys.len() > MAX_BULK_KEYS {
+            return Err(Error::invalid_argument(format!("bulk get of {} keys exceeds the limit of {MAX_BULK_KEYS}", keys.len())));
+        }
+        let handle = self.store(store)?;
+        let prefixed = keys.iter().map(|k| self.key(&handle, k)).collect::<Result<Vec<_>>>()?;
+        let component = handle.component.clone();
+        let mut items = handle
+            .policy()
+            .call("bulk_get", move || {
+                let (c, k, m) = (component.clone(), prefixed.clone(), metadata.clone());
+                async move { c.bulk_get(k, m).await }
+            })
+            .await?;
+        for (item, key) in items.iter_mut().zip(keys) {
+            item.key = key;
+        }
+        Ok(items)
+    }
+
+    /// Save one or more keys. Keys arrive unprefixed.
+    pub async fn save(&self, store: &str, mut items: Vec<SetRequest>) -> Result<()> {
+        if items.len() > MAX_BULK_KEYS {
+            return Err(Error::invalid_argument(format!("saving {} keys at once exceeds the limit of {MAX_BULK_KEYS}", items.len())));
+        }
+        let handle = self.store(store)?;
+        for item in &mut items {
+            item.key = self.key(&handle, &item.key)?;
+            Self::check_write_metadata(&handle, &item.metadata)?;
+        }
+        let component = handle.component.clone();
+        if items.len() == 1 {
+            let item = items.pop().unwrap_or_default();
+            return handle.policy().call("set", move || { let (c, r) = (component.clone(), item.clone()); async move { c.set(r).await } }).await;
+        }
+        handle
+            .policy()
+            .call("bulk_set", move || { let (c, r) = (component.clone(), items.clone()); async move { c.bulk_set(r).await } })
+            .await
+            .map_err(|e| unprefix_error(e, &handle, &self.app_id))
+    }
+
+    /// Delete one key.
+    pub async fn delete(&self, store: &str, mut req: DeleteRequest) -> Result<()> {
+        let handle = self.store(store)?;
+        req.key = self.key(&handle, &req.key)?;
+        let component = handle.component.clone();
+        handle.policy().call("delete", move || { let (c, r) = (component.clone(), req.clone()); async move { c.delete(r).await } }).await
+    }
+
+    /// Delete many keys.
+    pub async fn bulk_delete(&self, store: &str, mut reqs: Vec<DeleteRequest>) -> Result<()> {
+        if reqs.len() > MAX_BULK_KEYS {
+            return Err(Error::invalid_argument(format!("deleting {} keys at once exceeds the limit of {MAX_BULK_KEYS}", reqs.len())));
+        }
+        let handle = self.store(store)?;
+        for req in &mut reqs {
+            req.key = self.key(&handle, &req.key)?;
+        }
+        let component = handle.component.clone();
+        handle
+            .policy()
+            .call("bulk_delete", move || { let (c, r) = (component.clone(), reqs.clone()); async move { c.bulk_delete(r).await } })
+            .await
+            .map_err(|e| unprefix_error(e, &handle, &self.app_id))
+    }
+
+    /// Apply operations atomically and in order.
+    pub async fn transact(&self, store: &str, mut ops: Vec<TransactionOp>, metadata: Metadata) -> Result<()> {
+        if ops.len() > MAX_BULK_KEYS {
+            return Err(Error::invalid_argument(format!("a transaction of {} operations exceeds the limit of {MAX_BULK_KEYS}", ops.len())));
+        }
+        let handle = self.store(store)?;
+        if !handle.component.features().transactional {
+            return Err(Error::unimplemented(format!("state store {store:?} does not support transactions")));
+        }
+        for op in &mut ops {
+            match op {
+                TransactionOp::Upsert(r) => {
+                    r.key = self.key(&handle, &r.key)?;
+                    Self::check_write_metadata(&handle, &r.metadata)?;
+                }
+                TransactionOp::Delete(r) => r.key = self.key(&handle, &r.key)?,
+            }
+        }
+        let component = handle.component.clone();
+        handle
+            .policy()
+            .call("transact", move || {
+                let (c, o, m) = (component.clone(), ops.clone(), metadata.clone());
+                async move { c.transact(o, m).await }
+            })
+            .await
+            .map_err(|e| unprefix_error(e, &handle, &self.app_id))
+    }
+}
+
+/// Errors from bulk calls name prefixed keys; callers know their keys unprefixed.
+fn unprefix_error(err: Error, handle: &Handle<dyn StateStore>, app_id: &str) -> Error {
+    let prefix = keys::prefixed(handle.spec(), app_id, "x").ok().and_then(|p| p.strip_suffix('x').map(str::to_string));
+    match prefix {
+        Some(p) if !p.is_empty() && err.message().contains(&p) => {
+            let message = err.message().replace(&format!("\"{p}"), "\"");
+            Error::new(err.kind(), message)
+        }
+        _ => err,
+    }
+}
