@@ -1,1 +1,18 @@
-//! Plinth's front doors: Layotto gRPC API and the admin listener
+//! Plinth's front doors. Each translates a wire protocol onto the building blocks in
+//! `plinth-runtime` and back, and holds no building-block logic: Layotto's gRPC API
+//! (`spec.proto.runtime.v1`), the Layotto app callback Plinth calls, and the admin listener
+//! (actuator, metrics). Errors become gRPC and HTTP statuses in one place, [`status`].
+
+pub mod admin;
+pub mod layotto;
+pub mod server;
+pub mod status;
+mod telemetry;
+
+pub use server::{ListenOptions, Server};
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here, not in the caller's future.
+    let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+}

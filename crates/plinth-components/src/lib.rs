@@ -27,8 +27,15 @@ pub fn register_all(registry: &mut Registry) {
         .register(state::memory::TYPE_NAME, state::memory::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
-        .register(configuration::memory::TYPE_NAME, configuration::memory::factory)
-        .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory);
+        .register(
+            configuration::memory::TYPE_NAME,
+            configuration::memory::factory,
+        )
+        .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
+        .register(file::local::TYPE_NAME, file::local::factory)
+        .register(secrets::env::TYPE_NAME, secrets::env::factory)
+        .register(secrets::file::TYPE_NAME, secrets::file::factory)
+        .register(bindings::http::TYPE_NAME, bindings::http::factory);
 }
 
 #[cfg(test)]
@@ -59,7 +66,10 @@ mod tests {
         // These two need metadata.
         for type_name in ["secretstores.local.file", "bindings.http"] {
             let spec = ComponentSpec::new("c", type_name);
-            assert!(registry.build(&spec).is_err(), "{type_name} without metadata");
+            assert!(
+                registry.build(&spec).is_err(),
+                "{type_name} without metadata"
+            );
         }
     }
 }

@@ -40,7 +40,9 @@ pub const MAX_TOMBSTONES: usize = 4096;
 
 /// Build a `configuration.in-memory` store; it takes no metadata.
 pub fn factory(_spec: &ComponentSpec) -> Result<Instance> {
-    Ok(Instance::Configuration(Arc::new(InMemoryConfigurationStore::new())))
+    Ok(Instance::Configuration(Arc::new(
+        InMemoryConfigurationStore::new(),
+    )))
 }
 
 /// A configuration store in memory that pushes every change to its watchers.
@@ -70,7 +72,12 @@ impl Default for InMemoryConfigurationStore {
 type ItemId = (String, String, String, String);
 
 fn item_id(app_id: &str, item: &ConfigurationItem) -> ItemId {
-    (app_id.to_owned(), item.group.clone(), item.label.clone(), item.key.clone())
+    (
+        app_id.to_owned(),
+        item.group.clone(),
+        item.label.clone(),
+        item.key.clone(),
+    )
 }
 
 /// A change with the highest version it carries.
@@ -132,11 +139,17 @@ impl Items {
         }
         let mut deleted: BTreeMap<&str, Vec<ConfigurationItem>> = BTreeMap::new();
         for tomb in self.tombstones.iter().filter(|t| t.version > since) {
-            deleted.entry(tomb.app_id.as_str()).or_default().push(tomb.item.clone());
+            deleted
+                .entry(tomb.app_id.as_str())
+                .or_default()
+                .push(tomb.item.clone());
         }
         let mut written: BTreeMap<&str, Vec<ConfigurationItem>> = BTreeMap::new();
         for ((app_id, ..), stored) in self.current.iter().filter(|(_, s)| s.version > since) {
-            written.entry(app_id.as_str()).or_default().push(stored.item.clone());
+            written
+                .entry(app_id.as_str())
+                .or_default()
+                .push(stored.item.clone());
         }
         let change = |deleted: bool| {
             move |(app_id, items): (&str, Vec<ConfigurationItem>)| ConfigurationChange {
@@ -145,8 +158,10 @@ impl Items {
                 deleted,
             }
         };
-        let changes =
-            deleted.into_iter().map(change(true)).chain(written.into_iter().map(change(false)));
+        let changes = deleted
+            .into_iter()
+            .map(change(true))
+            .chain(written.into_iter().map(change(false)));
         (changes.collect(), self.version)
     }
 }
@@ -155,7 +170,10 @@ impl InMemoryConfigurationStore {
     /// An empty store.
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Self { items: Arc::default(), changes }
+        Self {
+            items: Arc::default(),
+            changes,
+        }
     }
 
     fn publish(&self, version: u64, change: ConfigurationChange) {
@@ -215,7 +233,9 @@ impl ConfigurationStore for InMemoryConfigurationStore {
 
     async fn set(&self, app_id: &str, new_items: Vec<ConfigurationItem>) -> Result<()> {
         if new_items.iter().any(|item| item.key.is_empty()) {
-            return Err(Error::invalid_argument("a configuration item has an empty key"));
+            return Err(Error::invalid_argument(
+                "a configuration item has an empty key",
+            ));
         }
         if new_items.is_empty() {
             return Ok(());
@@ -226,9 +246,15 @@ impl ConfigurationStore for InMemoryConfigurationStore {
             let version = items.next_version()?;
             item.version = version.to_string();
             changed.push(item.clone());
-            items.current.insert(item_id(app_id, &item), Stored { version, item });
+            items
+                .current
+                .insert(item_id(app_id, &item), Stored { version, item });
         }
-        let change = ConfigurationChange { app_id: app_id.to_owned(), items: changed, deleted: false };
+        let change = ConfigurationChange {
+            app_id: app_id.to_owned(),
+            items: changed,
+            deleted: false,
+        };
         self.publish(items.version, change);
         Ok(())
     }
@@ -251,11 +277,25 @@ impl ConfigurationStore for InMemoryConfigurationStore {
             }
             let version = items.next_version()?;
             let (app_id, group, label, key) = id;
-            let item = ConfigurationItem { key, group, label, version: version.to_string(), ..Default::default() };
+            let item = ConfigurationItem {
+                key,
+                group,
+                label,
+                version: version.to_string(),
+                ..Default::default()
+            };
             deleted.push(item.clone());
-            items.remember_deletion(Tombstone { version, app_id, item });
+            items.remember_deletion(Tombstone {
+                version,
+                app_id,
+                item,
+            });
         }
-        let change = ConfigurationChange { app_id: query.app_id.clone(), items: deleted, deleted: true };
+        let change = ConfigurationChange {
+            app_id: query.app_id.clone(),
+            items: deleted,
+            deleted: true,
+        };
         self.publish(items.version, change);
         Ok(())
     }

@@ -38,7 +38,9 @@ pub struct InMemoryLockStore {
 
 impl fmt::Debug for InMemoryLockStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryLockStore").field("locks", &lock(&self.locks).held.len()).finish()
+        f.debug_struct("InMemoryLockStore")
+            .field("locks", &lock(&self.locks).held.len())
+            .finish()
     }
 }
 
@@ -86,7 +88,12 @@ fn deadline(now: Instant, expire: Duration) -> Result<Instant> {
 impl InMemoryLockStore {
     /// An empty lock store.
     pub fn new() -> Self {
-        Self { locks: Mutex::new(Locks { held: HashMap::new(), sweep_at: SWEEP_FLOOR }) }
+        Self {
+            locks: Mutex::new(Locks {
+                held: HashMap::new(),
+                sweep_at: SWEEP_FLOOR,
+            }),
+        }
     }
 }
 
@@ -103,7 +110,13 @@ impl LockStore for InMemoryLockStore {
             return Ok(false);
         }
         locks.maybe_sweep(now);
-        locks.held.insert(resource.to_owned(), Held { owner: owner.to_owned(), expires_at });
+        locks.held.insert(
+            resource.to_owned(),
+            Held {
+                owner: owner.to_owned(),
+                expires_at,
+            },
+        );
         Ok(true)
     }
 
@@ -119,7 +132,12 @@ impl LockStore for InMemoryLockStore {
         }
     }
 
-    async fn keep_alive(&self, resource: &str, owner: &str, expire: Duration) -> Result<LockStatus> {
+    async fn keep_alive(
+        &self,
+        resource: &str,
+        owner: &str,
+        expire: Duration,
+    ) -> Result<LockStatus> {
         let now = Instant::now();
         let expires_at = deadline(now, expire)?;
         let mut locks = lock(&self.locks);

@@ -26,26 +26,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::util::lock;
 
+mod config;
 #[cfg(test)]
 mod tests;
+
+pub use config::{DEFAULT_MAX_QUEUE_LENGTH, InMemoryPubSubConfig, MAX_QUEUE_LENGTH};
 
 /// The type name this component registers under.
 pub const TYPE_NAME: &str = "pubsub.in-memory";
 
-/// Component metadata: how many messages one consumer group may hold.
-pub const MAX_QUEUE_LENGTH: &str = "maxQueueLength";
-/// The default of [`MAX_QUEUE_LENGTH`].
-pub const DEFAULT_MAX_QUEUE_LENGTH: usize = 10_000;
 /// The most unsettled deliveries one subscription may have, whatever it asks for.
 const MAX_IN_FLIGHT_LIMIT: usize = 65_536;
 
 /// Build a `pubsub.in-memory` broker from its metadata (`maxQueueLength`).
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
-    let max_queue_length = spec.parse_or(MAX_QUEUE_LENGTH, DEFAULT_MAX_QUEUE_LENGTH)?;
-    if max_queue_length == 0 {
-        return Err(spec.invalid(&format!("metadata.{MAX_QUEUE_LENGTH}"), "must be at least 1"));
-    }
-    Ok(Instance::PubSub(Arc::new(InMemoryPubSub::new(max_queue_length))))
+    let config = InMemoryPubSubConfig::from_spec(spec)?;
+    Ok(Instance::PubSub(Arc::new(InMemoryPubSub::new(
+        config.max_queue_length,
+    ))))
 }
 
 /// A broker in memory with consumer groups, competing consumers and redelivery.
@@ -125,7 +123,9 @@ struct InMemoryAcker {
 impl fmt::Debug for InMemoryAcker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id = self.queued.as_ref().map(|q| q.message.id.as_str());
-        f.debug_struct("InMemoryAcker").field("message_id", &id).finish_non_exhaustive()
+        f.debug_struct("InMemoryAcker")
+            .field("message_id", &id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,10 +175,21 @@ async fn pull(
             queued = group.next() => queued,
         };
         let message = queued.message.clone();
-        let acker = InMemoryAcker { group: Arc::clone(&group), queued: Some(queued), _permit: permit };
+        let acker = InMemoryAcker {
+            group: Arc::clone(&group),
+            queued: Some(queued),
+            _permit: permit,
+        };
         // On failure the delivery comes back in the error and is dropped: its acker gives the
         // message back.
-        if tx.send(Delivery { message, acker: Box::new(acker) }).await.is_err() {
+        if tx
+            .send(Delivery {
+                message,
+                acker: Box::new(acker),
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -219,7 +230,10 @@ impl Component for InMemoryPubSub {
 #[async_trait]
 impl PubSub for InMemoryPubSub {
     fn features(&self) -> PubSubFeatures {
-        PubSubFeatures { ordered: true, durable: false }
+        PubSubFeatures {
+            ordered: true,
+            durable: false,
+        }
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<()> {
@@ -261,7 +275,9 @@ impl PubSub for InMemoryPubSub {
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription> {
         self.check_open()?;
         if req.topic.is_empty() || req.group.is_empty() {
-            return Err(Error::invalid_argument("a subscription needs a topic and a consumer group"));
+            return Err(Error::invalid_argument(
+                "a subscription needs a topic and a consumer group",
+            ));
         }
         let max_in_flight = req.max_in_flight.clamp(1, MAX_IN_FLIGHT_LIMIT);
         let group = {

@@ -18,8 +18,18 @@ fn message(topic: &str, data: &str) -> PublishRequest {
     }
 }
 
-async fn subscribe(broker: &InMemoryPubSub, topic: &str, group: &str, max_in_flight: usize) -> Subscription {
-    let req = SubscribeRequest { topic: topic.into(), group: group.into(), max_in_flight, ..Default::default() };
+async fn subscribe(
+    broker: &InMemoryPubSub,
+    topic: &str,
+    group: &str,
+    max_in_flight: usize,
+) -> Subscription {
+    let req = SubscribeRequest {
+        topic: topic.into(),
+        group: group.into(),
+        max_in_flight,
+        ..Default::default()
+    };
     match broker.subscribe(req).await {
         Ok(sub) => sub,
         Err(err) => panic!("subscribe failed: {err}"),
@@ -32,7 +42,10 @@ async fn publish(broker: &InMemoryPubSub, topic: &str, data: &str) {
 }
 
 async fn recv(sub: &mut Subscription) -> Option<Delivery> {
-    tokio::time::timeout(Duration::from_secs(60), sub.receiver.recv()).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(60), sub.receiver.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn data(sub: &mut Subscription) -> String {
@@ -47,15 +60,22 @@ async fn data(sub: &mut Subscription) -> String {
 }
 
 async fn nothing(sub: &mut Subscription) -> bool {
-    tokio::time::timeout(Duration::from_secs(60), sub.receiver.recv()).await.is_err()
+    tokio::time::timeout(Duration::from_secs(60), sub.receiver.recv())
+        .await
+        .is_err()
 }
 
 fn group(broker: &InMemoryPubSub, topic: &str, name: &str) -> Option<Arc<Group>> {
-    lock(&broker.topics).get(topic).and_then(|g| g.get(name)).cloned()
+    lock(&broker.topics)
+        .get(topic)
+        .and_then(|g| g.get(name))
+        .cloned()
 }
 
 fn queued(broker: &InMemoryPubSub, topic: &str, name: &str) -> usize {
-    group(broker, topic, name).map(|g| lock(&g.queue).len()).unwrap_or_default()
+    group(broker, topic, name)
+        .map(|g| lock(&g.queue).len())
+        .unwrap_or_default()
 }
 
 #[tokio::test(start_paused = true)]
@@ -64,9 +84,15 @@ async fn messages_carry_an_id_topic_and_content_type() {
     let mut sub = subscribe(&broker, "t", "g", 1).await;
     publish(&broker, "t", "hello").await;
     let delivery = recv(&mut sub).await;
-    let message = delivery.as_ref().map(|d| d.message.clone()).unwrap_or_default();
+    let message = delivery
+        .as_ref()
+        .map(|d| d.message.clone())
+        .unwrap_or_default();
     assert!(uuid::Uuid::parse_str(&message.id).is_ok_and(|id| id.get_version_num() == 4));
-    assert_eq!((message.topic.as_str(), message.content_type.as_str()), ("t", "text/plain"));
+    assert_eq!(
+        (message.topic.as_str(), message.content_type.as_str()),
+        ("t", "text/plain")
+    );
     assert_eq!(message.data, Bytes::from("hello"));
     assert!(broker.features().ordered && !broker.features().durable);
 }
@@ -96,7 +122,11 @@ async fn consumers_of_a_group_compete_and_groups_each_get_everything() {
     for sub in [&mut a1, &mut a2] {
         for _ in 0..10 {
             let delivery = recv(sub).await;
-            assert!(delivery.as_ref().is_some_and(|d| ids.insert(d.message.id.clone())));
+            assert!(
+                delivery
+                    .as_ref()
+                    .is_some_and(|d| ids.insert(d.message.id.clone()))
+            );
             held.extend(delivery);
         }
         assert!(nothing(sub).await, "in flight is bounded");
@@ -109,7 +139,11 @@ async fn consumers_of_a_group_compete_and_groups_each_get_everything() {
         }
         got
     };
-    assert_eq!(b_got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>(), "in publish order");
+    assert_eq!(
+        b_got,
+        (0..20).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "in publish order"
+    );
     for delivery in held {
         assert!(delivery.ack().await.is_ok());
     }
@@ -165,10 +199,19 @@ async fn a_full_queue_rejects_the_message_for_every_group() {
     assert_eq!(queued(&broker, "t", "slow"), 2);
 
     let err = broker.publish(message("t", "3")).await.err();
-    assert_eq!(err.as_ref().map(|e| e.kind()), Some(ErrorKind::ResourceExhausted));
+    assert_eq!(
+        err.as_ref().map(|e| e.kind()),
+        Some(ErrorKind::ResourceExhausted)
+    );
     let text = err.map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(text.contains("\"t\"") && text.contains("\"slow\""), "{text}");
-    assert!(nothing(&mut fast).await, "no group got the rejected message");
+    assert!(
+        text.contains("\"t\"") && text.contains("\"slow\""),
+        "{text}"
+    );
+    assert!(
+        nothing(&mut fast).await,
+        "no group got the rejected message"
+    );
     assert_eq!(queued(&broker, "t", "slow"), 2);
 }
 
@@ -212,7 +255,11 @@ async fn close_ends_subscriptions_and_refuses_publishing() {
     let mut sub = subscribe(&broker, "t", "g", 1).await;
     broker.close().await;
     assert!(recv(&mut sub).await.is_none());
-    let err = broker.publish(message("t", "x")).await.err().map(|e| e.kind());
+    let err = broker
+        .publish(message("t", "x"))
+        .await
+        .err()
+        .map(|e| e.kind());
     assert_eq!(err, Some(ErrorKind::Unavailable));
 }
 

@@ -33,7 +33,9 @@ pub struct InMemorySequencer {
 
 impl fmt::Debug for InMemorySequencer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemorySequencer").field("keys", &lock(&self.last).len()).finish()
+        f.debug_struct("InMemorySequencer")
+            .field("keys", &lock(&self.last).len())
+            .finish()
     }
 }
 

@@ -18,7 +18,10 @@ async fn reserve_returns_an_inclusive_range_and_advances() {
     assert_eq!(seq.next_id("k").await.ok(), Some(1));
     assert_eq!(seq.reserve("k", 10).await.ok(), Some(Some((2, 11))));
     assert_eq!(seq.next_id("k").await.ok(), Some(12));
-    assert_eq!(seq.reserve("k", 0).await.err().map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+    assert_eq!(
+        seq.reserve("k", 0).await.err().map(|e| e.kind()),
+        Some(ErrorKind::InvalidArgument)
+    );
 }
 
 #[tokio::test]
@@ -34,7 +37,10 @@ async fn ensure_floor_only_raises() {
 async fn overflow_is_resource_exhausted() {
     let seq = InMemorySequencer::new();
     assert!(seq.ensure_floor("k", i64::MAX - 2).await.is_ok());
-    assert_eq!(seq.reserve("k", 2).await.ok(), Some(Some((i64::MAX - 1, i64::MAX))));
+    assert_eq!(
+        seq.reserve("k", 2).await.ok(),
+        Some(Some((i64::MAX - 1, i64::MAX)))
+    );
     let exhausted = Some(ErrorKind::ResourceExhausted);
     assert_eq!(seq.next_id("k").await.err().map(|e| e.kind()), exhausted);
     assert_eq!(seq.reserve("k", 1).await.err().map(|e| e.kind()), exhausted);
@@ -49,7 +55,9 @@ async fn concurrent_callers_never_share_an_id() {
             let seq = Arc::clone(&seq);
             tokio::spawn(async move {
                 if i % 10 == 0 {
-                    seq.reserve("k", 5).await.map(|r| r.map(|(lo, hi)| (lo..=hi).collect()))
+                    seq.reserve("k", 5)
+                        .await
+                        .map(|r| r.map(|(lo, hi)| (lo..=hi).collect()))
                 } else {
                     seq.next_id("k").await.map(|id| Some(vec![id]))
                 }
@@ -58,7 +66,12 @@ async fn concurrent_callers_never_share_an_id() {
         .collect();
     let mut seen = HashSet::new();
     for task in tasks {
-        let ids = task.await.ok().and_then(|r| r.ok()).flatten().unwrap_or_default();
+        let ids = task
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten()
+            .unwrap_or_default();
         assert!(!ids.is_empty());
         for id in ids {
             assert!(seen.insert(id), "id {id} issued twice");

@@ -187,12 +187,20 @@ impl Write {
             Some(Ttl::After(ttl)) => Some(expiry_after(ttl, now)?),
             Some(Ttl::Never) | None => None,
         };
-        let content_type = req.metadata.get(CONTENT_TYPE).filter(|c| !c.is_empty()).cloned();
+        let content_type = req
+            .metadata
+            .get(CONTENT_TYPE)
+            .filter(|c| !c.is_empty())
+            .cloned();
         Ok(Self {
             etag: valid_etag(req.etag)?,
             key: valid_key(req.key)?,
             concurrency: req.options.concurrency,
-            value: Some(NewValue { data: req.value, expiry, content_type }),
+            value: Some(NewValue {
+                data: req.value,
+                expiry,
+                content_type,
+            }),
         })
     }
 
@@ -216,9 +224,9 @@ fn valid_key(key: String) -> Result<String> {
 /// This store only ever issues decimal numbers, so anything else cannot be one of its ETags.
 fn valid_etag(etag: Option<String>) -> Result<Option<String>> {
     match etag.filter(|e| !e.is_empty()) {
-        Some(e) if !e.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(Error::etag_invalid(format!("etag {e:?} is not a decimal version number")))
-        }
+        Some(e) if !e.bytes().all(|b| b.is_ascii_digit()) => Err(Error::etag_invalid(format!(
+            "etag {e:?} is not a decimal version number"
+        ))),
         etag => Ok(etag),
     }
 }
@@ -249,7 +257,10 @@ async fn sweep(table: Weak<Mutex<Table>>, every: Duration) {
 impl InMemoryStateStore {
     /// An empty store. Call `init` to start the sweep of expired keys.
     pub fn new() -> Self {
-        Self { table: Arc::default(), sweeper: Mutex::new(None) }
+        Self {
+            table: Arc::default(),
+            sweeper: Mutex::new(None),
+        }
     }
 
     fn apply(&self, ops: Vec<Write>) -> Result<()> {
@@ -279,7 +290,12 @@ impl Component for InMemoryStateStore {
 #[async_trait]
 impl StateStore for InMemoryStateStore {
     fn features(&self) -> StateFeatures {
-        StateFeatures { etag: true, transactional: true, ttl: true, query: false }
+        StateFeatures {
+            etag: true,
+            transactional: true,
+            ttl: true,
+            query: false,
+        }
     }
 
     async fn get(&self, req: GetRequest) -> Result<Option<GetResponse>> {

@@ -7,7 +7,11 @@ use plinth_core::metadata::TTL_IN_SECONDS;
 use super::*;
 
 fn put(key: &str, value: &str) -> SetRequest {
-    SetRequest { key: key.into(), value: Bytes::from(value.to_owned()), ..Default::default() }
+    SetRequest {
+        key: key.into(),
+        value: Bytes::from(value.to_owned()),
+        ..Default::default()
+    }
 }
 
 fn with_etag(mut req: SetRequest, etag: &str) -> SetRequest {
@@ -21,16 +25,26 @@ fn with_ttl(mut req: SetRequest, secs: &str) -> SetRequest {
 }
 
 fn first_write(mut req: SetRequest) -> SetRequest {
-    req.options = StateOptions { concurrency: Concurrency::FirstWrite, ..Default::default() };
+    req.options = StateOptions {
+        concurrency: Concurrency::FirstWrite,
+        ..Default::default()
+    };
     req
 }
 
 fn del(key: &str, etag: Option<&str>) -> DeleteRequest {
-    DeleteRequest { key: key.into(), etag: etag.map(Into::into), ..Default::default() }
+    DeleteRequest {
+        key: key.into(),
+        etag: etag.map(Into::into),
+        ..Default::default()
+    }
 }
 
 async fn read(store: &InMemoryStateStore, key: &str) -> Option<GetResponse> {
-    let req = GetRequest { key: key.into(), ..Default::default() };
+    let req = GetRequest {
+        key: key.into(),
+        ..Default::default()
+    };
     store.get(req).await.ok().flatten()
 }
 
@@ -48,46 +62,93 @@ async fn set_get_delete_with_increasing_etags() {
     assert!(read(&store, "k").await.is_none());
     assert!(store.set(put("k", "v1")).await.is_ok());
     let first = read(&store, "k").await;
-    assert_eq!(first.as_ref().map(|r| r.data.clone()), Some(Bytes::from("v1")));
-    assert_eq!(first.as_ref().and_then(|r| r.etag.clone()).as_deref(), Some("1"));
+    assert_eq!(
+        first.as_ref().map(|r| r.data.clone()),
+        Some(Bytes::from("v1"))
+    );
+    assert_eq!(
+        first.as_ref().and_then(|r| r.etag.clone()).as_deref(),
+        Some("1")
+    );
     assert!(first.is_some_and(|r| r.metadata.is_empty() && r.content_type.is_none()));
     assert!(store.set(put("k", "v2")).await.is_ok());
-    assert_eq!(read(&store, "k").await.and_then(|r| r.etag).as_deref(), Some("2"));
+    assert_eq!(
+        read(&store, "k").await.and_then(|r| r.etag).as_deref(),
+        Some("2")
+    );
     assert!(store.delete(del("k", None)).await.is_ok());
     assert!(read(&store, "k").await.is_none());
     // The counter is store-wide, so a recreated key does not get an old ETag back.
     assert!(store.set(put("k", "v3")).await.is_ok());
-    assert_eq!(read(&store, "k").await.and_then(|r| r.etag).as_deref(), Some("3"));
+    assert_eq!(
+        read(&store, "k").await.and_then(|r| r.etag).as_deref(),
+        Some("3")
+    );
 }
 
 #[tokio::test]
 async fn etag_rules() {
     let store = InMemoryStateStore::new();
-    assert_eq!(kind(store.set(with_etag(put("k", "v"), "1")).await), Some(ErrorKind::EtagMismatch));
+    assert_eq!(
+        kind(store.set(with_etag(put("k", "v"), "1")).await),
+        Some(ErrorKind::EtagMismatch)
+    );
     assert!(store.set(put("k", "v")).await.is_ok());
-    assert_eq!(kind(store.set(with_etag(put("k", "x"), "abc")).await), Some(ErrorKind::EtagInvalid));
-    assert_eq!(kind(store.set(with_etag(put("k", "x"), "-1")).await), Some(ErrorKind::EtagInvalid));
-    assert_eq!(kind(store.set(with_etag(put("k", "x"), "7")).await), Some(ErrorKind::EtagMismatch));
+    assert_eq!(
+        kind(store.set(with_etag(put("k", "x"), "abc")).await),
+        Some(ErrorKind::EtagInvalid)
+    );
+    assert_eq!(
+        kind(store.set(with_etag(put("k", "x"), "-1")).await),
+        Some(ErrorKind::EtagInvalid)
+    );
+    assert_eq!(
+        kind(store.set(with_etag(put("k", "x"), "7")).await),
+        Some(ErrorKind::EtagMismatch)
+    );
     assert_eq!(value(&store, "k").await, Some(Bytes::from("v")));
     assert!(store.set(with_etag(put("k", "x"), "1")).await.is_ok());
     assert_eq!(value(&store, "k").await, Some(Bytes::from("x")));
     // An empty ETag counts as none.
     assert!(store.set(with_etag(put("k", "y"), "")).await.is_ok());
 
-    assert_eq!(kind(store.delete(del("k", Some("1"))).await), Some(ErrorKind::EtagMismatch));
-    assert_eq!(kind(store.delete(del("k", Some("zz"))).await), Some(ErrorKind::EtagInvalid));
+    assert_eq!(
+        kind(store.delete(del("k", Some("1"))).await),
+        Some(ErrorKind::EtagMismatch)
+    );
+    assert_eq!(
+        kind(store.delete(del("k", Some("zz"))).await),
+        Some(ErrorKind::EtagInvalid)
+    );
     assert!(store.delete(del("k", Some("3"))).await.is_ok());
-    assert!(store.delete(del("k", None)).await.is_ok(), "deleting a missing key is fine");
-    assert_eq!(kind(store.delete(del("k", Some("3"))).await), Some(ErrorKind::EtagMismatch));
-    assert_eq!(kind(store.set(put("", "v")).await), Some(ErrorKind::InvalidArgument));
+    assert!(
+        store.delete(del("k", None)).await.is_ok(),
+        "deleting a missing key is fine"
+    );
+    assert_eq!(
+        kind(store.delete(del("k", Some("3"))).await),
+        Some(ErrorKind::EtagMismatch)
+    );
+    assert_eq!(
+        kind(store.set(put("", "v")).await),
+        Some(ErrorKind::InvalidArgument)
+    );
 }
 
 #[tokio::test]
 async fn first_write_needs_the_etag_once_the_key_exists() {
     let store = InMemoryStateStore::new();
     assert!(store.set(first_write(put("k", "a"))).await.is_ok());
-    assert_eq!(kind(store.set(first_write(put("k", "b"))).await), Some(ErrorKind::EtagMismatch));
-    assert!(store.set(first_write(with_etag(put("k", "b"), "1"))).await.is_ok());
+    assert_eq!(
+        kind(store.set(first_write(put("k", "b"))).await),
+        Some(ErrorKind::EtagMismatch)
+    );
+    assert!(
+        store
+            .set(first_write(with_etag(put("k", "b"), "1")))
+            .await
+            .is_ok()
+    );
     assert_eq!(
         kind(store.set(first_write(with_etag(put("k", "c"), "1"))).await),
         Some(ErrorKind::EtagMismatch)
@@ -99,7 +160,8 @@ async fn first_write_needs_the_etag_once_the_key_exists() {
 async fn content_type_is_kept() {
     let store = InMemoryStateStore::new();
     let mut req = put("k", "{}");
-    req.metadata.insert("contentType".into(), "application/json".into());
+    req.metadata
+        .insert("contentType".into(), "application/json".into());
     assert!(store.set(req).await.is_ok());
     let got = read(&store, "k").await.and_then(|r| r.content_type);
     assert_eq!(got.as_deref(), Some("application/json"));
@@ -109,7 +171,9 @@ async fn content_type_is_kept() {
 async fn ttl_expires_and_reports_its_time() {
     let store = InMemoryStateStore::new();
     assert!(store.set(with_ttl(put("k", "v"), "1")).await.is_ok());
-    let expire = read(&store, "k").await.and_then(|r| r.metadata.get(TTL_EXPIRE_TIME).cloned());
+    let expire = read(&store, "k")
+        .await
+        .and_then(|r| r.metadata.get(TTL_EXPIRE_TIME).cloned());
     let expire = expire.unwrap_or_default();
     assert!(DateTime::parse_from_rfc3339(&expire).is_ok(), "{expire}");
     assert!(expire.ends_with('Z'), "{expire}");
@@ -118,11 +182,17 @@ async fn ttl_expires_and_reports_its_time() {
     assert!(read(&store, "k").await.is_some());
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(read(&store, "k").await.is_none());
-    assert!(lock(&store.table).entries.is_empty(), "a read removes the expired key");
+    assert!(
+        lock(&store.table).entries.is_empty(),
+        "a read removes the expired key"
+    );
     // An ETag for an expired key is a mismatch: the key does not exist any more.
     assert!(store.set(with_ttl(put("k", "v"), "1")).await.is_ok());
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(kind(store.set(with_etag(put("k", "w"), "2")).await), Some(ErrorKind::EtagMismatch));
+    assert_eq!(
+        kind(store.set(with_etag(put("k", "w"), "2")).await),
+        Some(ErrorKind::EtagMismatch)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,9 +207,16 @@ async fn ttl_never_or_absent_clears_the_expiry() {
         let got = read(&store, key).await;
         assert!(got.is_some_and(|r| r.metadata.is_empty()), "{key}");
     }
-    assert_eq!(kind(store.set(with_ttl(put("c", "v"), "soon")).await), Some(ErrorKind::InvalidArgument));
     assert_eq!(
-        kind(store.set(with_ttl(put("c", "v"), &i64::MAX.to_string())).await),
+        kind(store.set(with_ttl(put("c", "v"), "soon")).await),
+        Some(ErrorKind::InvalidArgument)
+    );
+    assert_eq!(
+        kind(
+            store
+                .set(with_ttl(put("c", "v"), &i64::MAX.to_string()))
+                .await
+        ),
         Some(ErrorKind::InvalidArgument)
     );
 }
@@ -185,7 +262,10 @@ async fn transactions_see_their_own_writes_in_order() {
     assert!(read(&store, "b").await.is_none());
     // The next write continues after the last version the transaction used.
     assert!(store.set(put("c", "v")).await.is_ok());
-    assert_eq!(read(&store, "c").await.and_then(|r| r.etag).as_deref(), Some("5"));
+    assert_eq!(
+        read(&store, "c").await.and_then(|r| r.etag).as_deref(),
+        Some("5")
+    );
 }
 
 #[tokio::test]
@@ -198,7 +278,10 @@ async fn a_failing_operation_leaves_nothing_applied() {
         TransactionOp::Delete(del("a", Some("1"))), // a is at version 2 inside the transaction
     ];
     let err = store.transact(ops, Metadata::new()).await.err();
-    assert_eq!(err.as_ref().map(|e| e.kind()), Some(ErrorKind::EtagMismatch));
+    assert_eq!(
+        err.as_ref().map(|e| e.kind()),
+        Some(ErrorKind::EtagMismatch)
+    );
     assert!(err.is_some_and(|e| e.message().contains("operation 2")));
     assert_eq!(value(&store, "a").await, Some(Bytes::from("old")));
     assert!(read(&store, "b").await.is_none());
@@ -212,7 +295,10 @@ async fn a_failing_operation_leaves_nothing_applied() {
     assert_eq!(kind(err), Some(ErrorKind::InvalidArgument));
     assert!(read(&store, "b").await.is_none());
     assert!(store.set(put("z", "v")).await.is_ok());
-    assert_eq!(read(&store, "z").await.and_then(|r| r.etag).as_deref(), Some("2"));
+    assert_eq!(
+        read(&store, "z").await.and_then(|r| r.etag).as_deref(),
+        Some("2")
+    );
 }
 
 #[tokio::test]
@@ -220,7 +306,10 @@ async fn bulk_set_is_per_key() {
     let store = InMemoryStateStore::new();
     let reqs = vec![put("a", "1"), with_etag(put("b", "2"), "9"), put("c", "3")];
     let err = store.bulk_set(reqs).await.err();
-    assert_eq!(err.as_ref().map(|e| e.kind()), Some(ErrorKind::EtagMismatch));
+    assert_eq!(
+        err.as_ref().map(|e| e.kind()),
+        Some(ErrorKind::EtagMismatch)
+    );
     assert!(err.is_some_and(|e| e.message().contains("\"b\"")));
     assert!(read(&store, "a").await.is_some());
     assert!(read(&store, "b").await.is_none());
@@ -230,5 +319,13 @@ async fn bulk_set_is_per_key() {
 #[test]
 fn features() {
     let features = InMemoryStateStore::new().features();
-    assert_eq!(features, StateFeatures { etag: true, transactional: true, ttl: true, query: false });
+    assert_eq!(
+        features,
+        StateFeatures {
+            etag: true,
+            transactional: true,
+            ttl: true,
+            query: false
+        }
+    );
 }

@@ -1,0 +1,323 @@
+//! Starting, probing and stopping a system under test (SUT) as a child
+//! process.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::pin::pinned_command;
+use crate::procfs::Proc;
+
+/// Output lines kept per SUT for error reports.
+const LOG_TAIL: usize = 40;
+
+/// How a SUT announces that it is ready and where it listens.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// The SUT prints `LISTENING <host:port>` on stdout once it accepts
+    /// connections (the bare server).
+    ListeningLine,
+    /// Plinth with `--log-format json`: one `listening` log line per bound
+    /// listener (fields `listener`, `address`), then `plinth started`; then
+    /// the admin listener's readiness endpoint answers 200.
+    PlinthJsonLogs {
+        /// Listener whose address the benchmark calls, e.g. `grpc`.
+        serve_listener: String,
+        /// Listener that serves the readiness probe, e.g. `admin`.
+        admin_listener: String,
+        /// HTTP path of the readiness probe.
+        readiness_path: String,
+    },
+}
+
+/// How to launch a SUT.
+#[derive(Debug, Clone)]
+pub struct SutSpec {
+    /// Label used in reports, e.g. `plinth` or `bare`.
+    pub label: String,
+    /// Executable.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Startup protocol.
+    pub readiness: Readiness,
+    /// How long startup may take before it counts as failed.
+    pub startup_timeout: Duration,
+}
+
+/// A running SUT. Killed on drop if not stopped with [`Sut::stop`].
+#[derive(Debug)]
+pub struct Sut {
+    label: String,
+    child: Child,
+    addr: SocketAddr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    startup: Duration,
+}
+
+/// What the output reader thread reports during startup.
+#[derive(Debug)]
+enum Event {
+    Listening { listener: String, addr: SocketAddr },
+    Started,
+}
+
+impl Sut {
+    /// Starts `spec` (under `taskset -c <core>` when `core` is set) and
+    /// blocks until it is ready.
+    pub fn start(spec: &SutSpec, core: Option<usize>) -> anyhow::Result<Self> {
+        let begin = Instant::now();
+        let mut cmd: Command = pinned_command(core, &spec.program);
+        cmd.args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} ({})", spec.label, spec.program.display()))?;
+
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            let parse = match spec.readiness {
+                Readiness::ListeningLine => parse_listening_line,
+                Readiness::PlinthJsonLogs { .. } => parse_plinth_json_line,
+            };
+            spawn_reader(stdout, Arc::clone(&tail), Some((tx, parse)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            spawn_reader(stderr, Arc::clone(&tail), None);
+        }
+        let mut sut = Self {
+            label: spec.label.clone(),
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tail,
+            startup: Duration::ZERO,
+        };
+
+        let deadline = begin + spec.startup_timeout;
+        if let Err(e) = sut.await_ready(&spec.readiness, &rx, deadline) {
+            return Err(e.context(sut.describe_failure()));
+        }
+        sut.startup = begin.elapsed();
+        Ok(sut)
+    }
+
+    /// Address the benchmark sends requests to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Handle for `/proc` statistics.
+    pub fn proc(&self) -> Proc {
+        Proc::Pid(self.child.id())
+    }
+
+    /// Label from the spec.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Time from spawn until ready.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "{} exited unexpectedly ({status})\n{}",
+                self.label,
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit, then kills.
+    pub fn stop(mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.child.id().to_string();
+        // `kill(1)` keeps this crate free of `unsafe` libc calls.
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        let status = self.child.wait()?;
+        bail!(
+            "{} did not exit within {grace:?} of SIGTERM; killed ({status})",
+            self.label
+        )
+    }
+
+    /// The last lines the process wrote to stdout and stderr.
+    pub fn log_tail(&self) -> String {
+        let tail = self
+            .tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        tail.join("\n")
+    }
+
+    fn describe_failure(&mut self) -> String {
+        let exited = match self.child.try_wait() {
+            Ok(Some(status)) => format!(" (exited: {status})"),
+            _ => String::new(),
+        };
+        format!(
+            "{} failed to start{exited}; last output:\n{}",
+            self.label,
+            self.log_tail()
+        )
+    }
+
+    /// Follows the startup protocol and sets the service address.
+    fn await_ready(
+        &mut self,
+        readiness: &Readiness,
+        rx: &mpsc::Receiver<Event>,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Event::Listening { listener, addr }) => {
+                    if matches!(readiness, Readiness::ListeningLine) {
+                        self.addr = addr;
+                        return Ok(());
+                    }
+                    listeners.push((listener, addr));
+                }
+                Ok(Event::Started) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("not started within the startup timeout")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("output closed before startup completed")
+                }
+            }
+        }
+        let Readiness::PlinthJsonLogs {
+            serve_listener,
+            admin_listener,
+            readiness_path,
+        } = readiness
+        else {
+            bail!("unexpected startup event");
+        };
+        let find = |name: &str| {
+            listeners
+                .iter()
+                .find(|(l, _)| l == name)
+                .map(|(_, a)| *a)
+                .with_context(|| format!("no `listening` line for listener {name:?}"))
+        };
+        self.addr = find(serve_listener)?;
+        let admin = find(admin_listener)?;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            match probe(admin, readiness_path) {
+                Ok(200) => return Ok(()),
+                Ok(code) => last = format!("HTTP {code}"),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "readiness probe http://{admin}{readiness_path} not 200 within the startup timeout (last: {last})"
+        )
+    }
+}
+
+/// Reads lines from `stream` into `tail`; with `startup`, also parses each
+/// line into startup events until the receiver goes away.
+fn spawn_reader<R: Read + Send + 'static>(
+    stream: R,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    startup: Option<(mpsc::Sender<Event>, fn(&str) -> Option<Event>)>,
+) {
+    std::thread::spawn(move || {
+        let mut startup = startup;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some((tx, parse)) = &startup {
+                if let Some(event) = parse(&line) {
+                    let done = matches!(event, Event::Started);
+                    if tx.send(event).is_err() || done {
+                        startup = None;
+                    }
+                }
+            }
+            if let Ok(mut tail) = tail.lock() {
+                if tail.len() == LOG_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        }
+    });
+}
+
+fn parse_listening_line(line: &str) -> Option<Event> {
+    let addr = line.strip_prefix("LISTENING ")?.trim().parse().ok()?;
+    Some(Event::Listening {
+        listener: String::new(),
+        addr,
+    })
+}
+
+fn parse_plinth_json_line(line: &str) -> Option<Event> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    // tracing-subscriber nests event fields under `fields` unless the
+    // subscriber flattens them; accept both.
+    let fields = value.get("fields").unwrap_or(&value);
+    match fields.get("message")?.as_str()? {
+        "listening" => {
+            let listener = fields.get("listener")?.as_str()?.to_owned();
+            let addr = fields.get("address")?.as_str()?.parse().ok()?;
+            Some(Event::Listening { listener, addr })
+        }
+        "plinth started" => Some(Event::Started),
+        _ => None,
+    }
+}
+
+/// One `GET http://<admin><path>`; returns the HTTP status code.
+fn probe(admin: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let timeout = Duration::from_secs(1);
+    let mut stream = TcpStream::connect_timeout(&admin, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line)?;
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .context("empty HTTP response")?;
+    Ok(code.parse()?)
+}

@@ -1,0 +1,177 @@
+//! Listeners and graceful shutdown: binds every listener (port 0 picks an ephemeral port),
+//! logs each bound address, serves until asked to stop, then drains in-flight requests
+//! within a deadline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plinth_core::{Error, Result};
+use plinth_proto::runtime::v1::lifecycle_server::LifecycleServer;
+use plinth_proto::runtime::v1::runtime_server::RuntimeServer;
+use plinth_runtime::Runtime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::{self, AdminState, LogControl};
+use crate::layotto::{self, AppChannel, LayottoService, LifecycleService};
+use crate::telemetry::RpcTelemetryLayer;
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// The address every listener binds (`--listen-address`).
+    pub address: IpAddr,
+    /// Layotto's gRPC port (`--grpc-port`).
+    pub grpc_port: u16,
+    /// The Dapr gRPC port (`--dapr-grpc-port`); serves the same services.
+    pub dapr_grpc_port: u16,
+    /// The admin port (`--admin-port`).
+    pub admin_port: u16,
+    /// The app's callback port (`--app-port`), if any.
+    pub app_port: Option<u16>,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_size: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::from([127, 0, 0, 1]),
+            grpc_port: 34904,
+            dapr_grpc_port: 50001,
+            admin_port: 34999,
+            app_port: None,
+            max_message_size: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running Plinth: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Server {
+    /// Bound addresses by listener name (`grpc`, `dapr-grpc`, `admin`).
+    pub addresses: Vec<(&'static str, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    shutting_down: Arc<AtomicBool>,
+    tasks: JoinSet<()>,
+    rt: Arc<Runtime>,
+    _subscriptions: Option<layotto::callback_subscriptions::Subscriptions>,
+}
+
+async fn bind(address: IpAddr, port: u16, name: &'static str) -> Result<TcpListener> {
+    let addr = SocketAddr::new(address, port);
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot bind the {name} listener on {addr}: {e}")))
+}
+
+impl Server {
+    /// Bind every listener and start serving.
+    pub async fn start(rt: Arc<Runtime>, options: ListenOptions, log: Option<Arc<dyn LogControl>>) -> Result<Self> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let listeners_ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        let mut addresses = Vec::new();
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<RuntimeServer<LayottoService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(plinth_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::internal(format!("building gRPC reflection: {e}")))?;
+        let runtime_service = RuntimeServer::new(LayottoService::new(rt.clone(), shutdown_rx.clone()))
+            .max_decoding_message_size(options.max_message_size)
+            .max_encoding_message_size(options.max_message_size);
+        let lifecycle_service = LifecycleServer::new(LifecycleService::new(rt.clone()));
+
+        for (name, port) in [("grpc", options.grpc_port), ("dapr-grpc", options.dapr_grpc_port)] {
+            let listener = bind(options.address, port, name).await?;
+            let addr = listener.local_addr().map_err(Error::from)?;
+            tracing::info!(listener = name, address = %addr, "listening");
+            addresses.push((name, addr));
+            let router = tonic::transport::Server::builder()
+                .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
+                .add_service(health_service.clone())
+                .add_service(reflection.clone())
+                .add_service(runtime_service.clone())
+                .add_service(lifecycle_service.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let signal = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let incoming = TcpListenerStream::new(listener);
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(listener = name, error = %e, "gRPC listener failed");
+                }
+            });
+        }
+
+        let admin_listener = bind(options.address, options.admin_port, "admin").await?;
+        let admin_addr = admin_listener.local_addr().map_err(Error::from)?;
+        tracing::info!(listener = "admin", address = %admin_addr, "listening");
+        addresses.push(("admin", admin_addr));
+        let admin_state = AdminState {
+            rt: rt.clone(),
+            listeners_ready: listeners_ready.clone(),
+            shutting_down: shutting_down.clone(),
+            log,
+        };
+        let app = admin::router(admin_state);
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(signal).await {
+                tracing::error!(listener = "admin", error = %e, "admin listener failed");
+            }
+        });
+
+        let app_port = options.app_port.or(rt.loaded.settings.app_port);
+        let subscriptions = match app_port {
+            Some(port) => {
+                let channel = AppChannel::new(&options.address.to_string(), port)?;
+                tracing::info!(app = %channel.address(), "delivering events to the app's callback");
+                Some(layotto::start_app_subscriptions(rt.clone(), channel, rt.loaded.subscriptions.clone(), shutdown_rx.clone()))
+            }
+            None => {
+                if !rt.loaded.subscriptions.is_empty() {
+                    tracing::warn!("declarative subscriptions need --app-port to deliver to; they are not started");
+                }
+                None
+            }
+        };
+
+        listeners_ready.store(true, Ordering::Release);
+        tracing::info!(app_id = %rt.app_id, components = rt.host.all().len(), "plinth started");
+        Ok(Self { addresses, shutdown, shutting_down, tasks, rt, _subscriptions: subscriptions })
+    }
+
+    /// The bound address of a listener.
+    pub fn address(&self, name: &str) -> Option<SocketAddr> {
+        self.addresses.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+
+    /// Stop accepting, let in-flight requests finish within `grace`, then close components.
+    pub async fn shutdown(mut self, grace: Duration) {
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+        self.shutting_down.store(true, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over; abandoning requests still in flight");
+            self.tasks.abort_all();
+        }
+        self.rt.shutdown().await;
+        tracing::info!("plinth stopped");
+    }
+}
