@@ -62,7 +62,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -349,7 +349,7 @@ mod tests {
         let mut n = 0u32;
         let out = closed_loop(cfg, move || {
             n += 1;
-            let fail = n % 2 == 0;
+            let fail = n.is_multiple_of(2);
             async move {
                 tokio::task::yield_now().await;
                 if fail { Err("boom") } else { Ok(()) }

@@ -90,6 +90,11 @@ pub fn spread_with(s: &Spread, f: impl Fn(f64) -> String) -> String {
     }
 }
 
+/// Like [`spread_with`], `-` for `None`.
+pub fn opt_spread(s: Option<&Spread>, f: impl Fn(f64) -> String) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| spread_with(s, f))
+}
+
 /// A ratio as `0.93×`.
 pub fn ratio(x: f64) -> String {
     format!("{x:.2}×")
@@ -130,18 +135,17 @@ pub fn load_tables(
             row.push(s.dropped.to_string());
             row.push(s.errors.to_string());
             rows.push(row);
-            if s.side == Side::Candidate {
-                if let Some(c) = comparisons
+            if s.side == Side::Candidate
+                && let Some(c) = comparisons
                     .iter()
                     .find(|c| c.load == *load && c.scenario == s.scenario)
-                {
-                    let mut row = vec![s.scenario.clone(), "ratio".into()];
-                    row.push(spread_with(&c.rps_ratio, ratio));
-                    row.push(spread_with(&c.p50_ratio, ratio));
-                    row.push(String::new());
-                    row.push(spread_with(&c.p99_ratio, ratio));
-                    rows.push(row);
-                }
+            {
+                let mut row = vec![s.scenario.clone(), "ratio".into()];
+                row.push(opt_spread(c.rps_ratio.as_ref(), ratio));
+                row.push(opt_spread(c.p50_ratio.as_ref(), ratio));
+                row.push(String::new());
+                row.push(opt_spread(c.p99_ratio.as_ref(), ratio));
+                rows.push(row);
             }
         }
         if rows.is_empty() {

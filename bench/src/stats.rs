@@ -130,10 +130,10 @@ pub struct Spread {
 }
 
 impl Spread {
-    /// The spread of `values`, or `None` if there are none (NaNs are
-    /// ignored).
+    /// The spread of `values`, or `None` if there are none (NaNs and
+    /// infinities are ignored).
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
             return None;
         }
@@ -269,15 +269,15 @@ pub struct Comparison {
     /// Offered load.
     pub load: Load,
     /// candidate / baseline achieved rps.
-    pub rps_ratio: Spread,
+    pub rps_ratio: Option<Spread>,
     /// candidate / baseline p50.
-    pub p50_ratio: Spread,
+    pub p50_ratio: Option<Spread>,
     /// candidate / baseline p99.
-    pub p99_ratio: Spread,
+    pub p99_ratio: Option<Spread>,
     /// candidate − baseline p50, µs.
-    pub p50_added_us: Spread,
+    pub p50_added_us: Option<Spread>,
     /// candidate − baseline p99, µs.
-    pub p99_added_us: Spread,
+    pub p99_added_us: Option<Spread>,
 }
 
 /// Per-run values of a quantity that is not a load measurement (e.g. idle
@@ -366,6 +366,13 @@ pub fn compare(measurements: &[Measurement]) -> Vec<Comparison> {
         .into_iter()
         .filter_map(|group| {
             let first = group.first()?;
+            let both = [Side::Baseline, Side::Candidate];
+            if !both
+                .iter()
+                .all(|side| group.iter().any(|m| m.side == *side))
+            {
+                return None;
+            }
             let runs = |side: Side, metric: Metric| -> Vec<(u32, f64)> {
                 group
                     .iter()
@@ -378,16 +385,16 @@ pub fn compare(measurements: &[Measurement]) -> Vec<Comparison> {
                 let c = runs(Side::Candidate, metric);
                 Spread::of(pair(&b, &c).map(|(b, c)| f(b, c)))
             };
-            let ratio = |b: f64, c: f64| c / b;
+            let ratio = |b: f64, c: f64| if b > 0.0 { c / b } else { f64::NAN };
             let added = |b: f64, c: f64| c - b;
             Some(Comparison {
                 scenario: first.scenario.clone(),
                 load: first.load,
-                rps_ratio: paired(Metric::Rps, ratio)?,
-                p50_ratio: paired(Metric::P50, ratio)?,
-                p99_ratio: paired(Metric::P99, ratio)?,
-                p50_added_us: paired(Metric::P50, added)?,
-                p99_added_us: paired(Metric::P99, added)?,
+                rps_ratio: paired(Metric::Rps, ratio),
+                p50_ratio: paired(Metric::P50, ratio),
+                p99_ratio: paired(Metric::P99, ratio),
+                p50_added_us: paired(Metric::P50, added),
+                p99_added_us: paired(Metric::P99, added),
             })
         })
         .collect()
@@ -395,10 +402,10 @@ pub fn compare(measurements: &[Measurement]) -> Vec<Comparison> {
 
 /// Groups measurements by `key`, keeping the order in which keys first
 /// appear.
-fn groups<'a, K: Ord>(
-    measurements: &'a [Measurement],
+fn groups<K: Ord>(
+    measurements: &[Measurement],
     key: impl Fn(&Measurement) -> K,
-) -> Vec<Vec<&'a Measurement>> {
+) -> Vec<Vec<&Measurement>> {
     let mut order: BTreeMap<K, usize> = BTreeMap::new();
     let mut out: Vec<Vec<&Measurement>> = Vec::new();
     for m in measurements {
@@ -463,9 +470,12 @@ mod tests {
         assert_eq!(summaries[0].side, Side::Baseline);
         assert_eq!(summaries[0].rps.median, 100.0);
         let c = &compare(&ms)[0];
-        assert_eq!(c.rps_ratio.median, 0.9);
-        assert_eq!(c.rps_ratio.min, 0.8);
-        assert_eq!(c.p99_added_us.median, 30.0);
-        assert_eq!(c.p99_added_us.min, 10.0);
+        let rps = c.rps_ratio.unwrap();
+        assert_eq!((rps.median, rps.min), (0.9, 0.8));
+        let added = c.p99_added_us.unwrap();
+        assert_eq!((added.median, added.min), (30.0, 10.0));
+        // p50 is 0 on both sides: no meaningful ratio.
+        assert!(c.p50_ratio.is_none());
+        assert_eq!(c.p50_added_us.unwrap().median, 0.0);
     }
 }

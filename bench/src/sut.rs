@@ -250,23 +250,26 @@ impl Sut {
     }
 }
 
+/// Turns an output line into a startup event, if it is one.
+type LineParser = fn(&str) -> Option<Event>;
+
 /// Reads lines from `stream` into `tail`; with `startup`, also parses each
 /// line into startup events until the receiver goes away.
 fn spawn_reader<R: Read + Send + 'static>(
     stream: R,
     tail: Arc<Mutex<VecDeque<String>>>,
-    startup: Option<(mpsc::Sender<Event>, fn(&str) -> Option<Event>)>,
+    startup: Option<(mpsc::Sender<Event>, LineParser)>,
 ) {
     std::thread::spawn(move || {
         let mut startup = startup;
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if let Some((tx, parse)) = &startup {
-                if let Some(event) = parse(&line) {
-                    let done = matches!(event, Event::Started);
-                    if tx.send(event).is_err() || done {
-                        startup = None;
-                    }
+            if let Some((tx, parse)) = &startup
+                && let Some(event) = parse(&line)
+            {
+                let done = matches!(event, Event::Started);
+                if tx.send(event).is_err() || done {
+                    startup = None;
                 }
             }
             if let Ok(mut tail) = tail.lock() {

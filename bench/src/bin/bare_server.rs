@@ -49,11 +49,14 @@ struct Entry {
 #[derive(Debug)]
 struct Bare {
     hello: String,
-    state: Mutex<HashMap<(String, String), Entry>>,
+    state: Mutex<Store>,
 }
 
+/// Values by (store name, key).
+type Store = HashMap<(String, String), Entry>;
+
 impl Bare {
-    fn state(&self) -> Result<std::sync::MutexGuard<'_, HashMap<(String, String), Entry>>, Status> {
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, Store>, Status> {
         self.state
             .lock()
             .map_err(|_| Status::internal("state lock poisoned"))

@@ -428,9 +428,6 @@ fn main() -> anyhow::Result<()> {
     // Before any thread exists: re-exec under taskset if pinning.
     let pinning = pin::pin_generator(!args.no_pin, args.generator_core, args.sut_core);
     let cfg = Config::resolve(&args)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
 
     let baseline = SutSpec {
         label: "bare".into(),
@@ -491,10 +488,10 @@ fn main() -> anyhow::Result<()> {
         let mut targets = Vec::new();
         for (side, spec) in [(Side::Baseline, &baseline), (Side::Candidate, &candidate)] {
             let sut = Sut::start(spec, pinning.sut_core())?;
-            if let (Side::Candidate, Pinning::Pinned { .. }) = (side, pinning) {
-                if let Ok(cpus) = sut.proc().cpus_allowed() {
-                    eprintln!("  {} pid {} on CPUs {cpus}", sut.label(), sut.pid());
-                }
+            if run == 1
+                && let Ok(cpus) = sut.proc().cpus_allowed()
+            {
+                eprintln!("  {} pid {} on CPUs {cpus}", sut.label(), sut.pid());
             }
             process
                 .startup_ms
@@ -516,6 +513,11 @@ fn main() -> anyhow::Result<()> {
             process.idle_rss_kib.push(t.side, run, kib as f64);
         }
 
+        // A fresh runtime per run: dropping it at the end of the run closes
+        // every client connection, so the SUTs can shut down gracefully.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             for t in &mut targets {
                 let mut client = connect(t.sut.addr()).await?;
@@ -550,10 +552,10 @@ fn main() -> anyhow::Result<()> {
                             m.errors,
                             m.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
                         );
-                        if phase.load == (Load::Open { rate: cfg.high_rate }) {
-                            if let Some(kib) = m.sut_rss_max_kib {
-                                update_max(&mut rss_under_load, t.side, run, kib as f64);
-                            }
+                        if phase.load == (Load::Open { rate: cfg.high_rate })
+                            && let Some(kib) = m.sut_rss_max_kib
+                        {
+                            update_max(&mut rss_under_load, t.side, run, kib as f64);
                         }
                         t.sut.check_alive()?;
                     }
@@ -562,6 +564,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
 
+        drop(rt);
         for t in targets {
             let label = t.sut.label().to_owned();
             drop(t.client);
@@ -578,7 +581,7 @@ fn main() -> anyhow::Result<()> {
     let measurements = session.measurements().to_vec();
     let summaries = stats::summarize(&measurements);
     let comparisons = stats::compare(&measurements);
-    let checks = checks(&cfg, &comparisons, &process);
+    let checks = checks(&cfg, &candidate.label, &comparisons, &process);
 
     print_report(
         &cfg,
@@ -632,60 +635,69 @@ fn update_max(series: &mut Series, side: Side, run: u32, value: f64) {
     }
 }
 
-fn checks(cfg: &Config, comparisons: &[stats::Comparison], process: &ProcessSeries) -> Vec<Check> {
-    let mut checks = Vec::new();
+fn checks(
+    cfg: &Config,
+    candidate: &str,
+    comparisons: &[stats::Comparison],
+    process: &ProcessSeries,
+) -> Vec<Check> {
+    let low = Load::Open { rate: cfg.low_rate };
+    let max = Load::Closed {
+        concurrency: cfg.concurrency,
+    };
     let find = |load: Load, scenario: Scenario| {
         comparisons
             .iter()
             .find(|c| c.load == load && c.scenario == scenario.name())
     };
+    // A missing value (no successful calls on a side) fails its check.
+    let check = |name: String,
+                 value: Option<&stats::Spread>,
+                 fmt: fn(f64) -> String,
+                 target: String,
+                 ok: &dyn Fn(f64) -> bool| Check {
+        name,
+        value: report::opt_spread(value, fmt),
+        target,
+        pass: value.is_some_and(|v| ok(v.median)),
+    };
+
+    let mut checks = Vec::new();
     for &scenario in &cfg.scenarios {
-        if let Some(c) = find(Load::Open { rate: cfg.low_rate }, scenario) {
-            checks.push(Check {
-                name: format!(
-                    "{}: added p99 at {}",
-                    scenario.name(),
-                    Load::Open { rate: cfg.low_rate }.label()
-                ),
-                value: format!(
-                    "{} µs",
-                    report::spread_with(&c.p99_added_us, report::signed)
-                ),
-                target: format!("≤ +{TARGET_ADDED_P99_US:.0} µs"),
-                pass: c.p99_added_us.median <= TARGET_ADDED_P99_US,
-            });
-        }
+        let c = find(low, scenario);
+        checks.push(check(
+            format!(
+                "{}: added p99 at {} ({candidate} − bare)",
+                scenario.name(),
+                low.label()
+            ),
+            c.and_then(|c| c.p99_added_us.as_ref()),
+            |x| format!("{} µs", report::signed(x)),
+            format!("≤ +{TARGET_ADDED_P99_US:.0} µs"),
+            &|v| v <= TARGET_ADDED_P99_US,
+        ));
     }
     for &scenario in &cfg.scenarios {
-        if let Some(c) = find(
-            Load::Closed {
-                concurrency: cfg.concurrency,
-            },
-            scenario,
-        ) {
-            checks.push(Check {
-                name: format!(
-                    "{}: throughput vs bare ({})",
-                    scenario.name(),
-                    Load::Closed {
-                        concurrency: cfg.concurrency
-                    }
-                    .label()
-                ),
-                value: report::spread_with(&c.rps_ratio, report::ratio),
-                target: format!("≥ {TARGET_THROUGHPUT_RATIO:.2}×"),
-                pass: c.rps_ratio.median >= TARGET_THROUGHPUT_RATIO,
-            });
-        }
+        let c = find(max, scenario);
+        checks.push(check(
+            format!(
+                "{}: throughput {candidate}/bare ({})",
+                scenario.name(),
+                max.label()
+            ),
+            c.and_then(|c| c.rps_ratio.as_ref()),
+            report::ratio,
+            format!("≥ {TARGET_THROUGHPUT_RATIO:.2}×"),
+            &|v| v >= TARGET_THROUGHPUT_RATIO,
+        ));
     }
-    if let Some(rss) = process.idle_rss_kib.spread(Side::Candidate) {
-        checks.push(Check {
-            name: "idle RSS".into(),
-            value: report::spread_with(&rss, report::megabytes),
-            target: format!("≤ {TARGET_IDLE_RSS_MB:.0} MB"),
-            pass: rss.median * 1024.0 / 1e6 <= TARGET_IDLE_RSS_MB,
-        });
-    }
+    checks.push(check(
+        format!("idle RSS of {candidate}"),
+        process.idle_rss_kib.spread(Side::Candidate).as_ref(),
+        report::megabytes,
+        format!("≤ {TARGET_IDLE_RSS_MB:.0} MB"),
+        &|kib| kib * 1024.0 / 1e6 <= TARGET_IDLE_RSS_MB,
+    ));
     checks
 }
 

@@ -1,10 +1,10 @@
 //! The admin listener: actuator probes and info, run-time log levels, and `/metrics`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -57,7 +57,11 @@ async fn readiness(State(s): State<AdminState>) -> Response {
         "listeners": if stopping { "STOPPING" } else if listeners { "UP" } else { "INIT" },
         "components": components,
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -97,15 +101,30 @@ async fn logger(State(s): State<AdminState>, body: axum::body::Bytes) -> Respons
         }
     };
     let level = req.level.to_ascii_lowercase();
-    if !matches!(level.as_str(), "trace" | "debug" | "info" | "warn" | "error" | "off") {
+    if !matches!(
+        level.as_str(),
+        "trace" | "debug" | "info" | "warn" | "error" | "off"
+    ) {
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("level {:?} is not trace, debug, info, warn, error or off", req.level) })))
             .into_response();
     }
-    if !req.logger.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-') {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "logger must be a module path such as plinth_runtime::pubsub" }))).into_response();
+    if !req
+        .logger
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "logger must be a module path such as plinth_runtime::pubsub" })),
+        )
+            .into_response();
     }
     let Some(log) = &s.log else {
-        return (StatusCode::NOT_IMPLEMENTED, Json(json!({ "error": "log levels cannot be changed in this process" }))).into_response();
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            Json(json!({ "error": "log levels cannot be changed in this process" })),
+        )
+            .into_response();
     };
     match log.set_level(&req.logger, &level) {
         Ok(()) => {
@@ -118,7 +137,10 @@ async fn logger(State(s): State<AdminState>, body: axum::body::Bytes) -> Respons
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.rt.metrics.encode(),
     )
         .into_response()

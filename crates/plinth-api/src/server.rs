@@ -3,8 +3,8 @@
 //! within a deadline.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use plinth_core::{Error, Result};
@@ -71,7 +71,11 @@ async fn bind(address: IpAddr, port: u16, name: &'static str) -> Result<TcpListe
 
 impl Server {
     /// Bind every listener and start serving.
-    pub async fn start(rt: Arc<Runtime>, options: ListenOptions, log: Option<Arc<dyn LogControl>>) -> Result<Self> {
+    pub async fn start(
+        rt: Arc<Runtime>,
+        options: ListenOptions,
+        log: Option<Arc<dyn LogControl>>,
+    ) -> Result<Self> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shutting_down = Arc::new(AtomicBool::new(false));
         let listeners_ready = Arc::new(AtomicBool::new(false));
@@ -79,17 +83,23 @@ impl Server {
         let mut addresses = Vec::new();
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<RuntimeServer<LayottoService>>().await;
+        health_reporter
+            .set_serving::<RuntimeServer<LayottoService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(plinth_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::internal(format!("building gRPC reflection: {e}")))?;
-        let runtime_service = RuntimeServer::new(LayottoService::new(rt.clone(), shutdown_rx.clone()))
-            .max_decoding_message_size(options.max_message_size)
-            .max_encoding_message_size(options.max_message_size);
+        let runtime_service =
+            RuntimeServer::new(LayottoService::new(rt.clone(), shutdown_rx.clone()))
+                .max_decoding_message_size(options.max_message_size)
+                .max_encoding_message_size(options.max_message_size);
         let lifecycle_service = LifecycleServer::new(LifecycleService::new(rt.clone()));
 
-        for (name, port) in [("grpc", options.grpc_port), ("dapr-grpc", options.dapr_grpc_port)] {
+        for (name, port) in [
+            ("grpc", options.grpc_port),
+            ("dapr-grpc", options.dapr_grpc_port),
+        ] {
             let listener = bind(options.address, port, name).await?;
             let addr = listener.local_addr().map_err(Error::from)?;
             tracing::info!(listener = name, address = %addr, "listening");
@@ -128,7 +138,10 @@ impl Server {
             let signal = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(signal).await {
+            if let Err(e) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
                 tracing::error!(listener = "admin", error = %e, "admin listener failed");
             }
         });
@@ -138,11 +151,18 @@ impl Server {
             Some(port) => {
                 let channel = AppChannel::new(&options.address.to_string(), port)?;
                 tracing::info!(app = %channel.address(), "delivering events to the app's callback");
-                Some(layotto::start_app_subscriptions(rt.clone(), channel, rt.loaded.subscriptions.clone(), shutdown_rx.clone()))
+                Some(layotto::start_app_subscriptions(
+                    rt.clone(),
+                    channel,
+                    rt.loaded.subscriptions.clone(),
+                    shutdown_rx.clone(),
+                ))
             }
             None => {
                 if !rt.loaded.subscriptions.is_empty() {
-                    tracing::warn!("declarative subscriptions need --app-port to deliver to; they are not started");
+                    tracing::warn!(
+                        "declarative subscriptions need --app-port to deliver to; they are not started"
+                    );
                 }
                 None
             }
@@ -150,17 +170,30 @@ impl Server {
 
         listeners_ready.store(true, Ordering::Release);
         tracing::info!(app_id = %rt.app_id, components = rt.host.all().len(), "plinth started");
-        Ok(Self { addresses, shutdown, shutting_down, tasks, rt, _subscriptions: subscriptions })
+        Ok(Self {
+            addresses,
+            shutdown,
+            shutting_down,
+            tasks,
+            rt,
+            _subscriptions: subscriptions,
+        })
     }
 
     /// The bound address of a listener.
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
-        self.addresses.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+        self.addresses
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Stop accepting, let in-flight requests finish within `grace`, then close components.
     pub async fn shutdown(mut self, grace: Duration) {
-        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
         self.shutting_down.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         let drained = tokio::time::timeout(grace, async {

@@ -31,7 +31,10 @@ impl<S> Layer<S> for RpcTelemetryLayer {
     type Service = RpcTelemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcTelemetry { inner, metrics: self.metrics.clone() }
+        RpcTelemetry {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -83,7 +86,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let path = req.uri().path();
         let (api, method) = match path.rsplit_once('/') {
-            Some((service, method)) if service.ends_with("spec.proto.runtime.v1.Runtime") => ("layotto", method.to_string()),
+            Some((service, method)) if service.ends_with("spec.proto.runtime.v1.Runtime") => {
+                ("layotto", method.to_string())
+            }
             Some((service, method)) => (service_api(service), method.to_string()),
             None => ("grpc", path.to_string()),
         };
@@ -93,15 +98,23 @@ where
         Box::pin(async move {
             let mut result = fut.await;
             if let Ok(resp) = &mut result {
-                let decode_failure = resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"13")
-                    && resp
-                        .headers()
-                        .get("grpc-message")
-                        .is_some_and(|m| m.to_str().unwrap_or_default().to_ascii_lowercase().contains("decode"));
+                let decode_failure = resp.headers().get("grpc-status").map(|v| v.as_bytes())
+                    == Some(b"13")
+                    && resp.headers().get("grpc-message").is_some_and(|m| {
+                        m.to_str()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase()
+                            .contains("decode")
+                    });
                 if decode_failure {
-                    resp.headers_mut().insert("grpc-status", HeaderValue::from_static("3"));
+                    resp.headers_mut()
+                        .insert("grpc-status", HeaderValue::from_static("3"));
                 }
-                let code = resp.headers().get("grpc-status").map(|v| code_name(v.as_bytes())).unwrap_or("OK");
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .map(|v| code_name(v.as_bytes()))
+                    .unwrap_or("OK");
                 metrics.record_rpc(api, &method, code, started.elapsed());
             }
             result

@@ -76,7 +76,11 @@ macro_rules! ctor {
 impl Error {
     /// An error of `kind` with a message for the caller.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     ctor! {
@@ -127,9 +131,10 @@ impl From<std::io::Error> for Error {
             Io::AlreadyExists => ErrorKind::AlreadyExists,
             Io::InvalidInput | Io::InvalidData => ErrorKind::InvalidArgument,
             Io::TimedOut => ErrorKind::Timeout,
-            Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted | Io::NotConnected => {
-                ErrorKind::Unavailable
-            }
+            Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
         Error::new(kind, err.to_string()).with_source(err)

@@ -27,7 +27,10 @@ pub enum Ttl {
 /// Read `ttlInSeconds` from request metadata: absent or empty means none was asked for;
 /// `-1` and `0` mean no expiry; a positive integer is the TTL; anything else is an error.
 pub fn parse_ttl(metadata: &Metadata) -> Result<Option<Ttl>> {
-    let Some(raw) = metadata.get(TTL_IN_SECONDS).map(|v| v.trim()).filter(|v| !v.is_empty())
+    let Some(raw) = metadata
+        .get(TTL_IN_SECONDS)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
     else {
         return Ok(None);
     };
@@ -61,7 +64,9 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (num, tail) = rest.split_at(split);
         let value: f64 = num.parse().ok()?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let scale = match unit {
             "ns" => 1e-9,
@@ -97,7 +102,9 @@ pub fn parse_bool(key: &str, raw: &str) -> Result<bool> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "y" | "on" => Ok(true),
         "false" | "0" | "no" | "n" | "off" | "" => Ok(false),
-        _ => Err(Error::invalid_argument(format!("metadata {key}: {raw:?} is not a boolean"))),
+        _ => Err(Error::invalid_argument(format!(
+            "metadata {key}: {raw:?} is not a boolean"
+        ))),
     }
 }
 
@@ -126,7 +133,10 @@ mod tests {
         let md = |v: &str| Metadata::from([(TTL_IN_SECONDS.to_string(), v.to_string())]);
         assert_eq!(parse_ttl(&Metadata::new()).ok(), Some(None));
         assert_eq!(parse_ttl(&md("-1")).ok(), Some(Some(Ttl::Never)));
-        assert_eq!(parse_ttl(&md("10")).ok(), Some(Some(Ttl::After(Duration::from_secs(10)))));
+        assert_eq!(
+            parse_ttl(&md("10")).ok(),
+            Some(Some(Ttl::After(Duration::from_secs(10))))
+        );
         assert!(parse_ttl(&md("-2")).is_err());
         assert!(parse_ttl(&md("ten")).is_err());
     }

@@ -38,11 +38,17 @@ impl Registry {
     pub fn build(&self, spec: &ComponentSpec) -> Result<Instance> {
         let factory = self.factories.get(spec.type_name.as_str()).ok_or_else(|| {
             let kind = spec.kind();
-            let known: Vec<_> =
-                self.factories.keys().filter(|t| t.split('.').next() == Some(kind)).collect();
+            let known: Vec<_> = self
+                .factories
+                .keys()
+                .filter(|t| t.split('.').next() == Some(kind))
+                .collect();
             spec.invalid(
                 "spec.type",
-                format!("unknown component type {:?}; known {kind} types: {known:?}", spec.type_name),
+                format!(
+                    "unknown component type {:?}; known {kind} types: {known:?}",
+                    spec.type_name
+                ),
             )
         })?;
         factory(spec)
@@ -61,5 +67,8 @@ impl Registry {
 
 /// Turn a misuse of the registry (wrong kind for a name) into a clear error.
 pub fn wrong_kind(spec: &ComponentSpec, expected: &str) -> Error {
-    spec.invalid("spec.type", format!("factory did not build a {expected} component"))
+    spec.invalid(
+        "spec.type",
+        format!("factory did not build a {expected} component"),
+    )
 }

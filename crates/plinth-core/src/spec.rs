@@ -78,7 +78,10 @@ impl ComponentSpec {
 
     /// A metadata value, trimmed, if present and non-empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.metadata
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     /// The first present key among aliases (Dapr renamed several keys over the years).
@@ -88,14 +91,17 @@ impl ComponentSpec {
 
     /// A required metadata value.
     pub fn require(&self, key: &str) -> Result<&str> {
-        self.get(key).ok_or_else(|| self.invalid(&format!("metadata.{key}"), "is required"))
+        self.get(key)
+            .ok_or_else(|| self.invalid(&format!("metadata.{key}"), "is required"))
     }
 
     /// A metadata value parsed with `FromStr`, or `default` when absent.
     pub fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => parse_value(key, raw).map_err(|e| self.invalid(&format!("metadata.{key}"), e)),
+            Some(raw) => {
+                parse_value(key, raw).map_err(|e| self.invalid(&format!("metadata.{key}"), e))
+            }
         }
     }
 
@@ -103,7 +109,9 @@ impl ComponentSpec {
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => parse_bool(key, raw).map_err(|e| self.invalid(&format!("metadata.{key}"), e)),
+            Some(raw) => {
+                parse_bool(key, raw).map_err(|e| self.invalid(&format!("metadata.{key}"), e))
+            }
         }
     }
 
@@ -112,7 +120,10 @@ impl ComponentSpec {
         match self.get(key) {
             None => Ok(default),
             Some(raw) => parse_duration(raw).ok_or_else(|| {
-                self.invalid(&format!("metadata.{key}"), format!("{raw:?} is not a duration"))
+                self.invalid(
+                    &format!("metadata.{key}"),
+                    format!("{raw:?} is not a duration"),
+                )
             }),
         }
     }

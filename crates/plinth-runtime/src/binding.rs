@@ -24,15 +24,26 @@ impl BindingApi {
         let handle = self.host.binding(name)?;
         let operations = handle.component.operations();
         if req.operation.is_empty() {
-            return Err(Error::invalid_argument(format!("binding {name:?}: operation is empty; supported: {operations:?}")));
+            return Err(Error::invalid_argument(format!(
+                "binding {name:?}: operation is empty; supported: {operations:?}"
+            )));
         }
-        if !operations.iter().any(|o| o.eq_ignore_ascii_case(&req.operation)) {
+        if !operations
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(&req.operation))
+        {
             return Err(Error::invalid_argument(format!(
                 "binding {name:?} does not support operation {:?}; supported: {operations:?}",
                 req.operation
             )));
         }
         let c = handle.component.clone();
-        handle.policy().call("invoke", move || { let (c, r) = (c.clone(), req.clone()); async move { c.invoke(r).await } }).await
+        handle
+            .policy()
+            .call("invoke", move || {
+                let (c, r) = (c.clone(), req.clone());
+                async move { c.invoke(r).await }
+            })
+            .await
     }
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use plinth_core::component::{
-    ConfigurationStore, FileStore, Instance, LockStore, OutputBinding, PubSub, SecretStore, Sequencer, StateStore,
+    ConfigurationStore, FileStore, Instance, LockStore, OutputBinding, PubSub, SecretStore,
+    Sequencer, StateStore,
 };
 use plinth_core::registry::Registry;
 use plinth_core::{ComponentSpec, Error, Result};
@@ -73,7 +74,10 @@ impl Hosted {
 
     /// Its current status and reason.
     pub fn status(&self) -> (Status, Option<String>) {
-        self.status.read().map(|s| s.clone()).unwrap_or((Status::Down, Some("status lock poisoned".into())))
+        self.status
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or((Status::Down, Some("status lock poisoned".into())))
     }
 
     fn set_status(&self, status: Status, reason: Option<String>, metrics: &SharedMetrics) {
@@ -82,7 +86,9 @@ impl Hosted {
         }
         metrics
             .component_up
-            .get_or_create(&ComponentName { component: self.spec.name.clone() })
+            .get_or_create(&ComponentName {
+                component: self.spec.name.clone(),
+            })
             .set(i64::from(status == Status::Up));
     }
 
@@ -90,7 +96,10 @@ impl Hosted {
     pub fn ensure_up(&self) -> Result<()> {
         match self.status() {
             (Status::Up, _) => Ok(()),
-            (Status::Init, _) => Err(Error::unavailable(format!("component {:?} is still initialising", self.spec.name))),
+            (Status::Init, _) => Err(Error::unavailable(format!(
+                "component {:?} is still initialising",
+                self.spec.name
+            ))),
             (Status::Down, reason) => Err(Error::unavailable(format!(
                 "component {:?} is DOWN: {}",
                 self.spec.name,
@@ -139,7 +148,10 @@ macro_rules! typed_getter {
             match &hosted.instance {
                 Instance::$variant(c) => {
                     hosted.ensure_up()?;
-                    Ok(Handle { component: c.clone(), hosted: hosted.clone() })
+                    Ok(Handle {
+                        component: c.clone(),
+                        hosted: hosted.clone(),
+                    })
                 }
                 other => Err(Error::invalid_argument(format!(
                     "component {name:?} is a {} component, not a {}",
@@ -154,9 +166,19 @@ macro_rules! typed_getter {
 impl ComponentHost {
     /// An empty host building components from `registry`, with per-component resilience
     /// policies (components without an entry get the default).
-    pub fn new(registry: Registry, policies: BTreeMap<String, PolicyConfig>, metrics: SharedMetrics) -> Arc<Self> {
+    pub fn new(
+        registry: Registry,
+        policies: BTreeMap<String, PolicyConfig>,
+        metrics: SharedMetrics,
+    ) -> Arc<Self> {
         let (changed, _) = watch::channel(0);
-        Arc::new(Self { registry, metrics, policies, components: RwLock::new(BTreeMap::new()), changed })
+        Arc::new(Self {
+            registry,
+            metrics,
+            policies,
+            components: RwLock::new(BTreeMap::new()),
+            changed,
+        })
     }
 
     /// The registry of component types.
@@ -169,8 +191,13 @@ impl ComponentHost {
     pub fn add_all(self: &Arc<Self>, specs: Vec<ComponentSpec>) -> Result<()> {
         let mut built = Vec::with_capacity(specs.len());
         for spec in specs {
-            if self.get(&spec.name).is_some() || built.iter().any(|h: &Arc<Hosted>| h.spec.name == spec.name) {
-                return Err(spec.invalid("metadata.name", "a component with this name is already defined"));
+            if self.get(&spec.name).is_some()
+                || built.iter().any(|h: &Arc<Hosted>| h.spec.name == spec.name)
+            {
+                return Err(spec.invalid(
+                    "metadata.name",
+                    "a component with this name is already defined",
+                ));
             }
             built.push(self.build(spec)?);
         }
@@ -185,7 +212,12 @@ impl ComponentHost {
         let instance = self.registry.build(&spec)?;
         let policy_config = self.policies.get(&spec.name).cloned().unwrap_or_default();
         let policy = Policy::new(&spec.name, &policy_config, self.metrics.clone());
-        Ok(Arc::new(Hosted { spec, instance, policy, status: RwLock::new((Status::Init, None)) }))
+        Ok(Arc::new(Hosted {
+            spec,
+            instance,
+            policy,
+            status: RwLock::new((Status::Init, None)),
+        }))
     }
 
     fn insert(&self, hosted: Arc<Hosted>) {
@@ -204,7 +236,9 @@ impl ComponentHost {
             loop {
                 // Stop when the host is gone or this instance was replaced.
                 let current = match host.upgrade() {
-                    Some(h) => h.get(&hosted.spec.name).is_some_and(|c| Arc::ptr_eq(&c, &hosted)),
+                    Some(h) => h
+                        .get(&hosted.spec.name)
+                        .is_some_and(|c| Arc::ptr_eq(&c, &hosted)),
                     None => false,
                 };
                 if !current {
@@ -216,7 +250,11 @@ impl ComponentHost {
                 };
                 let up = hosted.status().0 == Status::Up;
                 let component = hosted.instance.component();
-                let attempt = if up { component.ping() } else { component.init() };
+                let attempt = if up {
+                    component.ping()
+                } else {
+                    component.init()
+                };
                 let result = match tokio::time::timeout(hosted.spec.init_timeout, attempt).await {
                     Ok(r) => r,
                     Err(_) => Err(Error::timeout(format!(
@@ -248,9 +286,15 @@ impl ComponentHost {
     /// swap so that callers never see a half-built component. The old one is closed.
     pub async fn replace(self: &Arc<Self>, spec: ComponentSpec) -> Result<()> {
         let hosted = self.build(spec)?;
-        let init = tokio::time::timeout(hosted.spec.init_timeout, hosted.instance.component().init())
-            .await
-            .map_err(|_| Error::timeout(format!("component {:?} did not init in time", hosted.spec.name)))?;
+        let init =
+            tokio::time::timeout(hosted.spec.init_timeout, hosted.instance.component().init())
+                .await
+                .map_err(|_| {
+                    Error::timeout(format!(
+                        "component {:?} did not init in time",
+                        hosted.spec.name
+                    ))
+                })?;
         init.map_err(|e| e.context(format!("component {:?} failed to init", hosted.spec.name)))?;
         hosted.set_status(Status::Up, None, &self.metrics);
         let old = self.get(&hosted.spec.name);
@@ -273,7 +317,9 @@ impl ComponentHost {
         }
         self.get(name).ok_or_else(|| {
             let known = self.names_of(what);
-            Error::invalid_argument(format!("{what} {name:?} is not configured; configured: {known:?}"))
+            Error::invalid_argument(format!(
+                "{what} {name:?} is not configured; configured: {known:?}"
+            ))
         })
     }
 
@@ -282,7 +328,12 @@ impl ComponentHost {
         let kind = kind_prefix(kind);
         self.components
             .read()
-            .map(|m| m.values().filter(|h| h.instance.kind() == kind).map(|h| h.spec.name.clone()).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|h| h.instance.kind() == kind)
+                    .map(|h| h.spec.name.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -305,7 +356,10 @@ impl ComponentHost {
 
     /// Every hosted component.
     pub fn all(&self) -> Vec<Arc<Hosted>> {
-        self.components.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.components
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Wait until components change (added or replaced).
@@ -324,7 +378,12 @@ impl ComponentHost {
     typed_getter!(pubsub, PubSub, PubSub, "pubsub");
     typed_getter!(lock, Lock, LockStore, "lock store");
     typed_getter!(sequencer, Sequencer, Sequencer, "sequencer");
-    typed_getter!(configuration, Configuration, ConfigurationStore, "configuration store");
+    typed_getter!(
+        configuration,
+        Configuration,
+        ConfigurationStore,
+        "configuration store"
+    );
     typed_getter!(file, File, FileStore, "file store");
     typed_getter!(secrets, Secrets, SecretStore, "secret store");
     typed_getter!(binding, Binding, OutputBinding, "binding");

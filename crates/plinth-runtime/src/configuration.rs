@@ -21,7 +21,10 @@ pub struct ConfigurationApi {
 impl ConfigurationApi {
     /// Configuration over the host's components; `app_id` is used when a request names none.
     pub fn new(host: Arc<ComponentHost>, app_id: &str) -> Self {
-        Self { host, app_id: app_id.into() }
+        Self {
+            host,
+            app_id: app_id.into(),
+        }
     }
 
     fn normalise(&self, mut query: ConfigurationQuery) -> ConfigurationQuery {
@@ -32,20 +35,42 @@ impl ConfigurationApi {
     }
 
     /// Items matching the query (an empty key list means all).
-    pub async fn get(&self, store: &str, query: ConfigurationQuery) -> Result<Vec<ConfigurationItem>> {
+    pub async fn get(
+        &self,
+        store: &str,
+        query: ConfigurationQuery,
+    ) -> Result<Vec<ConfigurationItem>> {
         let handle = self.host.configuration(store)?;
         let query = self.normalise(query);
         let component = handle.component.clone();
-        handle.policy().call("get", move || { let (c, q) = (component.clone(), query.clone()); async move { c.get(&q).await } }).await
+        handle
+            .policy()
+            .call("get", move || {
+                let (c, q) = (component.clone(), query.clone());
+                async move { c.get(&q).await }
+            })
+            .await
     }
 
     /// Create or replace items.
-    pub async fn save(&self, store: &str, app_id: &str, items: Vec<ConfigurationItem>) -> Result<()> {
+    pub async fn save(
+        &self,
+        store: &str,
+        app_id: &str,
+        items: Vec<ConfigurationItem>,
+    ) -> Result<()> {
         if let Some(bad) = items.iter().find(|i| i.key.is_empty()) {
-            return Err(Error::invalid_argument(format!("configuration item with empty key (group {:?})", bad.group)));
+            return Err(Error::invalid_argument(format!(
+                "configuration item with empty key (group {:?})",
+                bad.group
+            )));
         }
         let handle = self.host.configuration(store)?;
-        let app_id = if app_id.is_empty() { self.app_id.to_string() } else { app_id.to_string() };
+        let app_id = if app_id.is_empty() {
+            self.app_id.to_string()
+        } else {
+            app_id.to_string()
+        };
         let component = handle.component.clone();
         handle
             .policy()
@@ -61,14 +86,24 @@ impl ConfigurationApi {
         let handle = self.host.configuration(store)?;
         let query = self.normalise(query);
         let component = handle.component.clone();
-        handle.policy().call("delete", move || { let (c, q) = (component.clone(), query.clone()); async move { c.delete(&q).await } }).await
+        handle
+            .policy()
+            .call("delete", move || {
+                let (c, q) = (component.clone(), query.clone());
+                async move { c.delete(&q).await }
+            })
+            .await
     }
 
     /// Subscribe to changes of the items matching `query`. Each batch holds the changed items
     /// (deleted ones with empty content). The stream ends when the receiver is dropped; if
     /// the subscriber falls too far behind it is ended with an error rather than buffered
     /// without bound.
-    pub async fn subscribe(&self, store: &str, query: ConfigurationQuery) -> Result<mpsc::Receiver<Result<Vec<ConfigurationItem>>>> {
+    pub async fn subscribe(
+        &self,
+        store: &str,
+        query: ConfigurationQuery,
+    ) -> Result<mpsc::Receiver<Result<Vec<ConfigurationItem>>>> {
         let handle = self.host.configuration(store)?;
         let query = self.normalise(query);
         let mut changes = handle.component.watch().await?;

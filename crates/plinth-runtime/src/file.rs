@@ -24,13 +24,19 @@ pub fn validate_name(name: &str) -> Result<()> {
         return Err(Error::invalid_argument("file name is empty"));
     }
     if name.len() > 1024 {
-        return Err(Error::invalid_argument("file name is longer than 1024 bytes"));
+        return Err(Error::invalid_argument(
+            "file name is longer than 1024 bytes",
+        ));
     }
     if name.contains('\0') || name.contains('\\') {
-        return Err(Error::invalid_argument(format!("file name {name:?} contains a NUL or backslash")));
+        return Err(Error::invalid_argument(format!(
+            "file name {name:?} contains a NUL or backslash"
+        )));
     }
     if name.starts_with('/') || name.split('/').any(|part| part == ".." || part == ".") {
-        return Err(Error::invalid_argument(format!("file name {name:?} escapes the store (absolute or contains . or ..)")));
+        return Err(Error::invalid_argument(format!(
+            "file name {name:?} escapes the store (absolute or contains . or ..)"
+        )));
     }
     Ok(())
 }
@@ -43,7 +49,13 @@ impl FileApi {
 
     /// Write a file from a stream of chunks. The upload is not timed out as a whole (it runs
     /// at the client's pace); the store bounds each chunk's wait.
-    pub async fn put(&self, store: &str, name: &str, metadata: &Metadata, body: ByteStream) -> Result<()> {
+    pub async fn put(
+        &self,
+        store: &str,
+        name: &str,
+        metadata: &Metadata,
+        body: ByteStream,
+    ) -> Result<()> {
         validate_name(name)?;
         let handle = self.host.file(store)?;
         handle.component.put(name, metadata, body).await
@@ -54,14 +66,29 @@ impl FileApi {
         validate_name(name)?;
         let handle = self.host.file(store)?;
         let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
-        handle.policy().call("get", move || { let (c, n, m) = (c.clone(), n.clone(), m.clone()); async move { c.get(&n, &m).await } }).await
+        handle
+            .policy()
+            .call("get", move || {
+                let (c, n, m) = (c.clone(), n.clone(), m.clone());
+                async move { c.get(&n, &m).await }
+            })
+            .await
     }
 
     /// List a page of files under `prefix`. A negative page size is an error; zero means the
     /// default.
-    pub async fn list(&self, store: &str, prefix: &str, page_size: i64, marker: &str, metadata: Metadata) -> Result<FileList> {
+    pub async fn list(
+        &self,
+        store: &str,
+        prefix: &str,
+        page_size: i64,
+        marker: &str,
+        metadata: Metadata,
+    ) -> Result<FileList> {
         if page_size < 0 {
-            return Err(Error::invalid_argument(format!("page size must not be negative, got {page_size}")));
+            return Err(Error::invalid_argument(format!(
+                "page size must not be negative, got {page_size}"
+            )));
         }
         if !prefix.is_empty() {
             validate_name(prefix.trim_end_matches('/'))?;
@@ -71,9 +98,20 @@ impl FileApi {
             n => u32::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
         };
         let handle = self.host.file(store)?;
-        let req = ListRequest { prefix: prefix.to_string(), page_size, marker: marker.to_string(), metadata };
+        let req = ListRequest {
+            prefix: prefix.to_string(),
+            page_size,
+            marker: marker.to_string(),
+            metadata,
+        };
         let c = handle.component.clone();
-        handle.policy().call("list", move || { let (c, r) = (c.clone(), req.clone()); async move { c.list(r).await } }).await
+        handle
+            .policy()
+            .call("list", move || {
+                let (c, r) = (c.clone(), req.clone());
+                async move { c.list(r).await }
+            })
+            .await
     }
 
     /// Delete a file.
@@ -81,7 +119,13 @@ impl FileApi {
         validate_name(name)?;
         let handle = self.host.file(store)?;
         let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
-        handle.policy().call("delete", move || { let (c, n, m) = (c.clone(), n.clone(), m.clone()); async move { c.delete(&n, &m).await } }).await
+        handle
+            .policy()
+            .call("delete", move || {
+                let (c, n, m) = (c.clone(), n.clone(), m.clone());
+                async move { c.delete(&n, &m).await }
+            })
+            .await
     }
 
     /// A file's metadata.
@@ -89,6 +133,12 @@ impl FileApi {
         validate_name(name)?;
         let handle = self.host.file(store)?;
         let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
-        handle.policy().call("stat", move || { let (c, n, m) = (c.clone(), n.clone(), m.clone()); async move { c.stat(&n, &m).await } }).await
+        handle
+            .policy()
+            .call("stat", move || {
+                let (c, n, m) = (c.clone(), n.clone(), m.clone());
+                async move { c.stat(&n, &m).await }
+            })
+            .await
     }
 }

@@ -40,7 +40,9 @@ pub fn unprefixed<'k>(spec: &ComponentSpec, app_id: &str, key: &'k str) -> &'k s
         p if p.eq_ignore_ascii_case("none") => return key,
         literal => literal,
     };
-    key.strip_prefix(prefix).and_then(|k| k.strip_prefix(SEPARATOR)).unwrap_or(key)
+    key.strip_prefix(prefix)
+        .and_then(|k| k.strip_prefix(SEPARATOR))
+        .unwrap_or(key)
 }
 
 /// Keys must be non-empty; under a prefixing strategy they may not contain the separator,
@@ -50,7 +52,9 @@ pub fn validate_key(key: &str) -> Result<()> {
         return Err(Error::invalid_argument("key is empty"));
     }
     if key.contains(SEPARATOR) {
-        return Err(Error::invalid_argument(format!("key {key:?} contains the reserved separator \"||\"")));
+        return Err(Error::invalid_argument(format!(
+            "key {key:?} contains the reserved separator \"||\""
+        )));
     }
     Ok(())
 }
@@ -61,12 +65,22 @@ mod tests {
 
     #[test]
     fn strategies() {
-        let spec = |p: &str| ComponentSpec::new("store", "state.in-memory").with_metadata(KEY_PREFIX, p);
+        let spec =
+            |p: &str| ComponentSpec::new("store", "state.in-memory").with_metadata(KEY_PREFIX, p);
         let plain = ComponentSpec::new("store", "state.in-memory");
         assert_eq!(prefixed(&plain, "app", "k").ok().as_deref(), Some("app||k"));
-        assert_eq!(prefixed(&spec("name"), "app", "k").ok().as_deref(), Some("store||k"));
-        assert_eq!(prefixed(&spec("none"), "app", "k").ok().as_deref(), Some("k"));
-        assert_eq!(prefixed(&spec("team"), "app", "k").ok().as_deref(), Some("team||k"));
+        assert_eq!(
+            prefixed(&spec("name"), "app", "k").ok().as_deref(),
+            Some("store||k")
+        );
+        assert_eq!(
+            prefixed(&spec("none"), "app", "k").ok().as_deref(),
+            Some("k")
+        );
+        assert_eq!(
+            prefixed(&spec("team"), "app", "k").ok().as_deref(),
+            Some("team||k")
+        );
         assert_eq!(unprefixed(&plain, "app", "app||k"), "k");
         assert!(prefixed(&plain, "app", "").is_err());
         assert!(prefixed(&plain, "app", "other||k").is_err());

@@ -31,10 +31,14 @@ fn validate(resource: &str, owner: &str) -> Result<()> {
 
 fn expire(secs: i64) -> Result<Duration> {
     if secs <= 0 {
-        return Err(Error::invalid_argument(format!("expire must be a positive number of seconds, got {secs}")));
+        return Err(Error::invalid_argument(format!(
+            "expire must be a positive number of seconds, got {secs}"
+        )));
     }
     if secs > MAX_EXPIRE_SECS {
-        return Err(Error::invalid_argument(format!("expire of {secs}s exceeds the maximum of {MAX_EXPIRE_SECS}s")));
+        return Err(Error::invalid_argument(format!(
+            "expire of {secs}s exceeds the maximum of {MAX_EXPIRE_SECS}s"
+        )));
     }
     Ok(Duration::from_secs(secs.unsigned_abs()))
 }
@@ -42,11 +46,20 @@ fn expire(secs: i64) -> Result<Duration> {
 impl LockApi {
     /// Locks over the host's components for app `app_id`.
     pub fn new(host: Arc<ComponentHost>, app_id: &str) -> Self {
-        Self { host, app_id: app_id.into() }
+        Self {
+            host,
+            app_id: app_id.into(),
+        }
     }
 
     /// Take a lock if free. Returns whether it was taken.
-    pub async fn try_lock(&self, store: &str, resource: &str, owner: &str, expire_secs: i64) -> Result<bool> {
+    pub async fn try_lock(
+        &self,
+        store: &str,
+        resource: &str,
+        owner: &str,
+        expire_secs: i64,
+    ) -> Result<bool> {
         validate(resource, owner)?;
         let ttl = expire(expire_secs)?;
         let handle = self.host.lock(store)?;
@@ -77,7 +90,13 @@ impl LockApi {
     }
 
     /// Extend a lock held by `owner` to `expire_secs` from now.
-    pub async fn keep_alive(&self, store: &str, resource: &str, owner: &str, expire_secs: i64) -> Result<LockStatus> {
+    pub async fn keep_alive(
+        &self,
+        store: &str,
+        resource: &str,
+        owner: &str,
+        expire_secs: i64,
+    ) -> Result<LockStatus> {
         validate(resource, owner)?;
         let ttl = expire(expire_secs)?;
         let handle = self.host.lock(store)?;

@@ -12,8 +12,8 @@ use prometheus_client::registry::Registry;
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
 ];
 
 fn latency_histogram() -> Histogram {
@@ -126,26 +126,55 @@ impl Metrics {
         let rpc_requests = Family::default();
         let rpc_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let component_ops = Family::default();
-        let component_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let component_latency =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let component_up = Family::default();
         let deliveries = Family::default();
         let parked = Family::default();
         let published = Family::default();
         let retries = Family::default();
         let breaker_state = Family::default();
-        registry.register("api_requests", "API calls by api, method and result code", rpc_requests.clone());
-        registry.register("api_request_duration_seconds", "API call latency", rpc_latency.clone());
-        registry.register("component_operations", "Component operations by outcome", component_ops.clone());
+        registry.register(
+            "api_requests",
+            "API calls by api, method and result code",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "API call latency",
+            rpc_latency.clone(),
+        );
+        registry.register(
+            "component_operations",
+            "Component operations by outcome",
+            component_ops.clone(),
+        );
         registry.register(
             "component_operation_duration_seconds",
             "Component operation latency, including retries",
             component_latency.clone(),
         );
-        registry.register("component_up", "1 when the component is UP", component_up.clone());
-        registry.register("pubsub_deliveries", "Deliveries to subscribers by outcome", deliveries.clone());
-        registry.register("pubsub_parked_messages", "Messages parked after their maximum attempts", parked.clone());
+        registry.register(
+            "component_up",
+            "1 when the component is UP",
+            component_up.clone(),
+        );
+        registry.register(
+            "pubsub_deliveries",
+            "Deliveries to subscribers by outcome",
+            deliveries.clone(),
+        );
+        registry.register(
+            "pubsub_parked_messages",
+            "Messages parked after their maximum attempts",
+            parked.clone(),
+        );
         registry.register("pubsub_published", "Messages published", published.clone());
-        registry.register("resilience_retries", "Retries of component calls", retries.clone());
+        registry.register(
+            "resilience_retries",
+            "Retries of component calls",
+            retries.clone(),
+        );
         registry.register(
             "resilience_circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
@@ -167,32 +196,69 @@ impl Metrics {
     }
 
     /// Record one API call.
-    pub fn record_rpc(&self, api: &'static str, method: &str, code: &'static str, elapsed: Duration) {
-        self.rpc_requests.get_or_create(&RpcLabels { api, method: method.to_string(), code }).inc();
+    pub fn record_rpc(
+        &self,
+        api: &'static str,
+        method: &str,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
+        self.rpc_requests
+            .get_or_create(&RpcLabels {
+                api,
+                method: method.to_string(),
+                code,
+            })
+            .inc();
         self.rpc_latency
-            .get_or_create(&RpcMethod { api, method: method.to_string() })
+            .get_or_create(&RpcMethod {
+                api,
+                method: method.to_string(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Record one component operation.
-    pub fn record_component(&self, component: &str, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+    pub fn record_component(
+        &self,
+        component: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
         self.component_ops
-            .get_or_create(&ComponentOutcome { component: component.to_string(), operation, outcome })
+            .get_or_create(&ComponentOutcome {
+                component: component.to_string(),
+                operation,
+                outcome,
+            })
             .inc();
         self.component_latency
-            .get_or_create(&ComponentOp { component: component.to_string(), operation })
+            .get_or_create(&ComponentOp {
+                component: component.to_string(),
+                operation,
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Record one pub/sub delivery outcome.
     pub fn record_delivery(&self, pubsub: &str, topic: &str, outcome: &'static str) {
         self.deliveries
-            .get_or_create(&DeliveryLabels { pubsub: pubsub.to_string(), topic: topic.to_string(), outcome })
+            .get_or_create(&DeliveryLabels {
+                pubsub: pubsub.to_string(),
+                topic: topic.to_string(),
+                outcome,
+            })
             .inc();
     }
 
     /// Let a later layer register its own metrics.
-    pub fn register<M: prometheus_client::registry::Metric>(&self, name: &str, help: &str, metric: M) {
+    pub fn register<M: prometheus_client::registry::Metric>(
+        &self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) {
         if let Ok(mut registry) = self.registry.lock() {
             registry.register(name, help, metric);
         }

@@ -73,7 +73,11 @@ impl Runtime {
     /// unreachable backend is not (its component starts DOWN and is retried).
     pub async fn start(options: Options) -> Result<Arc<Self>> {
         let loaded = config::load(&options.sources, &options.app_id)?;
-        let app_id = loaded.settings.app_id.clone().unwrap_or(options.app_id.clone());
+        let app_id = loaded
+            .settings
+            .app_id
+            .clone()
+            .unwrap_or(options.app_id.clone());
         if app_id.is_empty() {
             return Err(Error::invalid_argument("app id is empty"));
         }
@@ -82,11 +86,17 @@ impl Runtime {
         let secrets = SecretsApi::new(host.clone());
 
         // Secret stores first: other components' secret references resolve through them.
-        let (stores, others): (Vec<Declared>, Vec<Declared>) =
-            loaded.components.iter().cloned().partition(|d| d.spec.kind() == "secretstores");
+        let (stores, others): (Vec<Declared>, Vec<Declared>) = loaded
+            .components
+            .iter()
+            .cloned()
+            .partition(|d| d.spec.kind() == "secretstores");
         for d in &stores {
             if let Some(r) = d.secret_refs.first() {
-                return Err(d.spec.invalid(&format!("metadata.{}.secretKeyRef", r.field), "secret stores cannot take secrets from other stores"));
+                return Err(d.spec.invalid(
+                    &format!("metadata.{}.secretKeyRef", r.field),
+                    "secret stores cannot take secrets from other stores",
+                ));
             }
         }
         host.add_all(stores.into_iter().map(|d| d.spec).collect())?;
@@ -104,7 +114,12 @@ impl Runtime {
 
         Ok(Arc::new(Self {
             state: StateApi::new(host.clone(), &app_id),
-            pubsub: PubSubApi::new(host.clone(), &app_id, metrics.clone(), options.app_max_concurrency),
+            pubsub: PubSubApi::new(
+                host.clone(),
+                &app_id,
+                metrics.clone(),
+                options.app_max_concurrency,
+            ),
             lock: LockApi::new(host.clone(), &app_id),
             sequencer: SequencerApi::new(host.clone(), &app_id),
             configuration: ConfigurationApi::new(host.clone(), &app_id),
@@ -121,7 +136,10 @@ impl Runtime {
 
     /// Whether every component that counts for readiness is UP.
     pub fn components_ready(&self) -> bool {
-        self.host.health().iter().all(|c| c.ignore_errors || c.status == Status::Up)
+        self.host
+            .health()
+            .iter()
+            .all(|c| c.ignore_errors || c.status == Status::Up)
     }
 
     /// Stop: close every component.
@@ -133,7 +151,10 @@ impl Runtime {
 /// Wait until the secret store a component references is UP, for at most its init timeout.
 async fn wait_up(host: &Arc<ComponentHost>, store: &str, spec: &ComponentSpec) -> Result<()> {
     let Some(hosted) = host.get(store) else {
-        return Err(spec.invalid("auth.secretStore", format!("secret store {store:?} is not configured")));
+        return Err(spec.invalid(
+            "auth.secretStore",
+            format!("secret store {store:?} is not configured"),
+        ));
     };
     let deadline = Instant::now() + hosted.spec().init_timeout.max(Duration::from_secs(1));
     loop {
@@ -142,8 +163,11 @@ async fn wait_up(host: &Arc<ComponentHost>, store: &str, spec: &ComponentSpec) -
             _ if Instant::now() >= deadline => {
                 return Err(spec.invalid(
                     "auth.secretStore",
-                    format!("secret store {store:?} is not UP: {}", hosted.status().1.unwrap_or_default()),
-                ))
+                    format!(
+                        "secret store {store:?} is not UP: {}",
+                        hosted.status().1.unwrap_or_default()
+                    ),
+                ));
             }
             // Startup only: the store's init task flips the status; poll briefly.
             _ => tokio::time::sleep(Duration::from_millis(10)).await,

@@ -27,13 +27,29 @@ impl SecretsApi {
         }
         let handle = self.host.secrets(store)?;
         let (c, k) = (handle.component.clone(), key.to_string());
-        handle.policy().call("get", move || { let (c, k, m) = (c.clone(), k.clone(), metadata.clone()); async move { c.get(&k, &m).await } }).await
+        handle
+            .policy()
+            .call("get", move || {
+                let (c, k, m) = (c.clone(), k.clone(), metadata.clone());
+                async move { c.get(&k, &m).await }
+            })
+            .await
     }
 
     /// Every secret the store returns in bulk.
-    pub async fn bulk_get(&self, store: &str, metadata: Metadata) -> Result<HashMap<String, Secret>> {
+    pub async fn bulk_get(
+        &self,
+        store: &str,
+        metadata: Metadata,
+    ) -> Result<HashMap<String, Secret>> {
         let handle = self.host.secrets(store)?;
         let c = handle.component.clone();
-        handle.policy().call("bulk_get", move || { let (c, m) = (c.clone(), metadata.clone()); async move { c.bulk_get(&m).await } }).await
+        handle
+            .policy()
+            .call("bulk_get", move || {
+                let (c, m) = (c.clone(), metadata.clone());
+                async move { c.bulk_get(&m).await }
+            })
+            .await
     }
 }

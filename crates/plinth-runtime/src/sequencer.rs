@@ -24,6 +24,9 @@ pub enum Increment {
 pub const SEGMENT_SIZE: &str = "segmentSize";
 const DEFAULT_SEGMENT: u32 = 100;
 
+/// (store, prefixed key): one segment cache per sequence.
+type SegmentKey = (String, String);
+
 #[derive(Debug, Default)]
 struct Segment {
     next: i64,
@@ -35,15 +38,18 @@ struct Segment {
 pub struct SequencerApi {
     host: Arc<ComponentHost>,
     app_id: Arc<str>,
-    segments: Arc<Mutex<HashMap<(String, String), Arc<AsyncMutex<Segment>>>>>,
-    floored: Arc<Mutex<HashSet<(String, String)>>>,
+    segments: Arc<Mutex<HashMap<SegmentKey, Arc<AsyncMutex<Segment>>>>>,
+    floored: Arc<Mutex<HashSet<SegmentKey>>>,
 }
 
 /// The `biggerThan` floor configured for `key`, from Layotto's `biggerThan` object or from
 /// metadata `biggerThan.<key>`.
 fn floor_of(spec: &ComponentSpec, key: &str) -> Result<Option<i64>> {
     if let Some(v) = spec.structured.get("biggerThan").and_then(|m| m.get(key)) {
-        return v.as_i64().map(Some).ok_or_else(|| spec.invalid(&format!("biggerThan.{key}"), "is not an integer"));
+        return v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| spec.invalid(&format!("biggerThan.{key}"), "is not an integer"));
     }
     let meta_key = format!("biggerThan.{key}");
     match spec.get(&meta_key) {
@@ -55,7 +61,12 @@ fn floor_of(spec: &ComponentSpec, key: &str) -> Result<Option<i64>> {
 impl SequencerApi {
     /// Sequencers over the host's components for app `app_id`.
     pub fn new(host: Arc<ComponentHost>, app_id: &str) -> Self {
-        Self { host, app_id: app_id.into(), segments: Arc::default(), floored: Arc::default() }
+        Self {
+            host,
+            app_id: app_id.into(),
+            segments: Arc::default(),
+            floored: Arc::default(),
+        }
     }
 
     /// The next id for `key`.
@@ -73,14 +84,22 @@ impl SequencerApi {
         let component = handle.component.clone();
         handle
             .policy()
-            .call("next_id", move || { let (c, k) = (component.clone(), key.clone()); async move { c.next_id(&k).await } })
+            .call("next_id", move || {
+                let (c, k) = (component.clone(), key.clone());
+                async move { c.next_id(&k).await }
+            })
             .await
     }
 
     async fn weak(&self, handle: &Handle<dyn Sequencer>, store: &str, key: String) -> Result<i64> {
         let slot = {
-            let mut map = self.segments.lock().map_err(|_| Error::internal("sequencer cache lock poisoned"))?;
-            map.entry((store.to_string(), key.clone())).or_default().clone()
+            let mut map = self
+                .segments
+                .lock()
+                .map_err(|_| Error::internal("sequencer cache lock poisoned"))?;
+            map.entry((store.to_string(), key.clone()))
+                .or_default()
+                .clone()
         };
         let mut segment = slot.lock().await;
         if segment.next > 0 && segment.next <= segment.end {
@@ -88,26 +107,48 @@ impl SequencerApi {
             segment.next += 1;
             return Ok(id);
         }
-        let size = handle.spec().parse_or(SEGMENT_SIZE, DEFAULT_SEGMENT)?.max(1);
+        let size = handle
+            .spec()
+            .parse_or(SEGMENT_SIZE, DEFAULT_SEGMENT)?
+            .max(1);
         let component = handle.component.clone();
         let k = key.clone();
         let reserved = handle
             .policy()
-            .call("reserve", move || { let (c, k) = (component.clone(), k.clone()); async move { c.reserve(&k, size).await } })
+            .call("reserve", move || {
+                let (c, k) = (component.clone(), k.clone());
+                async move { c.reserve(&k, size).await }
+            })
             .await?;
         match reserved {
             Some((from, to)) if from <= to => {
-                *segment = Segment { next: from + 1, end: to };
+                *segment = Segment {
+                    next: from + 1,
+                    end: to,
+                };
                 Ok(from)
             }
-            Some((from, to)) => Err(Error::internal(format!("sequencer returned an empty segment {from}..{to}"))),
+            Some((from, to)) => Err(Error::internal(format!(
+                "sequencer returned an empty segment {from}..{to}"
+            ))),
             None => self.strong(handle, key).await,
         }
     }
 
-    async fn apply_floor(&self, handle: &Handle<dyn Sequencer>, store: &str, key: &str, full_key: &str) -> Result<()> {
+    async fn apply_floor(
+        &self,
+        handle: &Handle<dyn Sequencer>,
+        store: &str,
+        key: &str,
+        full_key: &str,
+    ) -> Result<()> {
         let id = (store.to_string(), full_key.to_string());
-        if self.floored.lock().map(|s| s.contains(&id)).unwrap_or(false) {
+        if self
+            .floored
+            .lock()
+            .map(|s| s.contains(&id))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         if let Some(floor) = floor_of(handle.spec(), key)? {

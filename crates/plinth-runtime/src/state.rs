@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use plinth_core::component::state::{
-    BulkGetItem, Consistency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateStore, TransactionOp,
+    BulkGetItem, Consistency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateStore,
+    TransactionOp,
 };
 use plinth_core::metadata::parse_ttl;
 use plinth_core::{Error, Metadata, Result};
@@ -25,7 +26,10 @@ pub struct StateApi {
 impl StateApi {
     /// State over the host's components for app `app_id`.
     pub fn new(host: Arc<ComponentHost>, app_id: &str) -> Self {
-        Self { host, app_id: app_id.into() }
+        Self {
+            host,
+            app_id: app_id.into(),
+        }
     }
 
     fn store(&self, name: &str) -> Result<Handle<dyn StateStore>> {
@@ -47,20 +51,47 @@ impl StateApi {
     }
 
     /// Read one key.
-    pub async fn get(&self, store: &str, key: &str, metadata: Metadata, consistency: Consistency) -> Result<Option<GetResponse>> {
+    pub async fn get(
+        &self,
+        store: &str,
+        key: &str,
+        metadata: Metadata,
+        consistency: Consistency,
+    ) -> Result<Option<GetResponse>> {
         let handle = self.store(store)?;
-        let req = GetRequest { key: self.key(&handle, key)?, metadata, consistency };
+        let req = GetRequest {
+            key: self.key(&handle, key)?,
+            metadata,
+            consistency,
+        };
         let component = handle.component.clone();
-        handle.policy().call("get", move || { let (c, r) = (component.clone(), req.clone()); async move { c.get(r).await } }).await
+        handle
+            .policy()
+            .call("get", move || {
+                let (c, r) = (component.clone(), req.clone());
+                async move { c.get(r).await }
+            })
+            .await
     }
 
     /// Read many keys; the items carry the keys as the caller gave them.
-    pub async fn bulk_get(&self, store: &str, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkGetItem>> {
+    pub async fn bulk_get(
+        &self,
+        store: &str,
+        keys: Vec<String>,
+        metadata: Metadata,
+    ) -> Result<Vec<BulkGetItem>> {
         if keys.len() > MAX_BULK_KEYS {
-            return Err(Error::invalid_argument(format!("bulk get of {} keys exceeds the limit of {MAX_BULK_KEYS}", keys.len())));
+            return Err(Error::invalid_argument(format!(
+                "bulk get of {} keys exceeds the limit of {MAX_BULK_KEYS}",
+                keys.len()
+            )));
         }
         let handle = self.store(store)?;
-        let prefixed = keys.iter().map(|k| self.key(&handle, k)).collect::<Result<Vec<_>>>()?;
+        let prefixed = keys
+            .iter()
+            .map(|k| self.key(&handle, k))
+            .collect::<Result<Vec<_>>>()?;
         let component = handle.component.clone();
         let mut items = handle
             .policy()
@@ -78,7 +109,10 @@ impl StateApi {
     /// Save one or more keys. Keys arrive unprefixed.
     pub async fn save(&self, store: &str, mut items: Vec<SetRequest>) -> Result<()> {
         if items.len() > MAX_BULK_KEYS {
-            return Err(Error::invalid_argument(format!("saving {} keys at once exceeds the limit of {MAX_BULK_KEYS}", items.len())));
+            return Err(Error::invalid_argument(format!(
+                "saving {} keys at once exceeds the limit of {MAX_BULK_KEYS}",
+                items.len()
+            )));
         }
         let handle = self.store(store)?;
         for item in &mut items {
@@ -88,11 +122,20 @@ impl StateApi {
         let component = handle.component.clone();
         if items.len() == 1 {
             let item = items.pop().unwrap_or_default();
-            return handle.policy().call("set", move || { let (c, r) = (component.clone(), item.clone()); async move { c.set(r).await } }).await;
+            return handle
+                .policy()
+                .call("set", move || {
+                    let (c, r) = (component.clone(), item.clone());
+                    async move { c.set(r).await }
+                })
+                .await;
         }
         handle
             .policy()
-            .call("bulk_set", move || { let (c, r) = (component.clone(), items.clone()); async move { c.bulk_set(r).await } })
+            .call("bulk_set", move || {
+                let (c, r) = (component.clone(), items.clone());
+                async move { c.bulk_set(r).await }
+            })
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))
     }
@@ -102,13 +145,22 @@ impl StateApi {
         let handle = self.store(store)?;
         req.key = self.key(&handle, &req.key)?;
         let component = handle.component.clone();
-        handle.policy().call("delete", move || { let (c, r) = (component.clone(), req.clone()); async move { c.delete(r).await } }).await
+        handle
+            .policy()
+            .call("delete", move || {
+                let (c, r) = (component.clone(), req.clone());
+                async move { c.delete(r).await }
+            })
+            .await
     }
 
     /// Delete many keys.
     pub async fn bulk_delete(&self, store: &str, mut reqs: Vec<DeleteRequest>) -> Result<()> {
         if reqs.len() > MAX_BULK_KEYS {
-            return Err(Error::invalid_argument(format!("deleting {} keys at once exceeds the limit of {MAX_BULK_KEYS}", reqs.len())));
+            return Err(Error::invalid_argument(format!(
+                "deleting {} keys at once exceeds the limit of {MAX_BULK_KEYS}",
+                reqs.len()
+            )));
         }
         let handle = self.store(store)?;
         for req in &mut reqs {
@@ -117,19 +169,32 @@ impl StateApi {
         let component = handle.component.clone();
         handle
             .policy()
-            .call("bulk_delete", move || { let (c, r) = (component.clone(), reqs.clone()); async move { c.bulk_delete(r).await } })
+            .call("bulk_delete", move || {
+                let (c, r) = (component.clone(), reqs.clone());
+                async move { c.bulk_delete(r).await }
+            })
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))
     }
 
     /// Apply operations atomically and in order.
-    pub async fn transact(&self, store: &str, mut ops: Vec<TransactionOp>, metadata: Metadata) -> Result<()> {
+    pub async fn transact(
+        &self,
+        store: &str,
+        mut ops: Vec<TransactionOp>,
+        metadata: Metadata,
+    ) -> Result<()> {
         if ops.len() > MAX_BULK_KEYS {
-            return Err(Error::invalid_argument(format!("a transaction of {} operations exceeds the limit of {MAX_BULK_KEYS}", ops.len())));
+            return Err(Error::invalid_argument(format!(
+                "a transaction of {} operations exceeds the limit of {MAX_BULK_KEYS}",
+                ops.len()
+            )));
         }
         let handle = self.store(store)?;
         if !handle.component.features().transactional {
-            return Err(Error::unimplemented(format!("state store {store:?} does not support transactions")));
+            return Err(Error::unimplemented(format!(
+                "state store {store:?} does not support transactions"
+            )));
         }
         for op in &mut ops {
             match op {
@@ -154,7 +219,9 @@ impl StateApi {
 
 /// Errors from bulk calls name prefixed keys; callers know their keys unprefixed.
 fn unprefix_error(err: Error, handle: &Handle<dyn StateStore>, app_id: &str) -> Error {
-    let prefix = keys::prefixed(handle.spec(), app_id, "x").ok().and_then(|p| p.strip_suffix('x').map(str::to_string));
+    let prefix = keys::prefixed(handle.spec(), app_id, "x")
+        .ok()
+        .and_then(|p| p.strip_suffix('x').map(str::to_string));
     match prefix {
         Some(p) if !p.is_empty() && err.message().contains(&p) => {
             let message = err.message().replace(&format!("\"{p}"), "\"");

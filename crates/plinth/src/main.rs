@@ -14,7 +14,7 @@ use plinth_runtime::config::Sources;
 use plinth_runtime::{Options, Runtime};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Plinth: an application runtime serving Layotto's and Dapr's APIs over pluggable components.
 #[derive(Debug, Parser)]
@@ -90,7 +90,8 @@ struct RunArgs {
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
-    plinth_core::metadata::parse_duration(raw).ok_or_else(|| format!("{raw:?} is not a duration (e.g. 5s, 500ms)"))
+    plinth_core::metadata::parse_duration(raw)
+        .ok_or_else(|| format!("{raw:?} is not a duration (e.g. 5s, 500ms)"))
 }
 
 /// Changes the log filter at run time through a reload handle.
@@ -103,7 +104,10 @@ struct Logs {
 
 impl LogControl for Logs {
     fn set_level(&self, target: &str, level: &str) -> Result<(), String> {
-        let mut overrides = self.overrides.lock().map_err(|_| "log control lock poisoned".to_string())?;
+        let mut overrides = self
+            .overrides
+            .lock()
+            .map_err(|_| "log control lock poisoned".to_string())?;
         let mut base = self.base.clone();
         if target.is_empty() {
             overrides.clear();
@@ -112,22 +116,43 @@ impl LogControl for Logs {
             overrides.retain(|(t, _)| t != target);
             overrides.push((target.to_string(), level.to_string()));
         }
-        let directives: Vec<String> =
-            std::iter::once(base).chain(overrides.iter().map(|(t, l)| format!("{t}={l}"))).collect();
+        let directives: Vec<String> = std::iter::once(base)
+            .chain(overrides.iter().map(|(t, l)| format!("{t}={l}")))
+            .collect();
         let filter = EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())?;
         self.handle.reload(filter).map_err(|e| e.to_string())
     }
 }
 
 fn init_logging(args: &RunArgs) -> anyhow::Result<Arc<Logs>> {
-    let filter = EnvFilter::try_new(&args.log_level).with_context(|| format!("--log-level {:?}", args.log_level))?;
+    let filter = EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level {:?}", args.log_level))?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     match args.log_format {
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stdout)).init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout)).init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stdout),
+            )
+            .init(),
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stdout),
+                )
+                .init()
+        }
     }
-    Ok(Arc::new(Logs { handle, base: args.log_level.clone(), overrides: Default::default() }))
+    Ok(Arc::new(Logs {
+        handle,
+        base: args.log_level.clone(),
+        overrides: Default::default(),
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,7 +161,11 @@ fn main() -> anyhow::Result<()> {
     let logs = init_logging(&args)?;
     let workers = args
         .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -156,10 +185,16 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
     let options = Options {
         app_id: args.app_id.clone(),
-        sources: Sources { config: args.config.clone(), resources: args.resources_path.clone(), layotto: args.layotto_config.clone() },
+        sources: Sources {
+            config: args.config.clone(),
+            resources: args.resources_path.clone(),
+            layotto: args.layotto_config.clone(),
+        },
         app_max_concurrency: args.app_max_concurrency,
     };
-    let rt = Runtime::start(options).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = Runtime::start(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listen = ListenOptions {
         address: args.listen_address,
         grpc_port: args.grpc_port,
@@ -168,14 +203,16 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         app_port: args.app_port,
         max_message_size: args.max_message_size,
     };
-    let server = Server::start(rt, listen, Some(logs)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = Server::start(rt, listen, Some(logs))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     wait_for_signal().await?;
     server.shutdown(args.shutdown_grace_period).await;
     Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {

@@ -7,12 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use plinth_proto::runtime::v1 as pb;
 use plinth_proto::runtime::v1::app_callback_client::AppCallbackClient;
-use plinth_runtime::config::SubscriptionResource;
-use plinth_runtime::pubsub::{DeliveryPolicy, EventHandler, Outcome, SubscriptionHandle, SubscriptionSpec, TopicEvent};
 use plinth_runtime::Runtime;
-use tokio::sync::{watch, Mutex};
-use tonic::transport::{Channel, Endpoint};
+use plinth_runtime::config::SubscriptionResource;
+use plinth_runtime::pubsub::{
+    DeliveryPolicy, EventHandler, Outcome, SubscriptionHandle, SubscriptionSpec, TopicEvent,
+};
+use tokio::sync::{Mutex, watch};
 use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
 
 /// How long one event delivery to the app may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,10 +32,15 @@ impl AppChannel {
     pub fn new(host: &str, port: u16) -> plinth_core::Result<Self> {
         let address = format!("http://{host}:{port}");
         let endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| plinth_core::Error::invalid_argument(format!("app address {address}: {e}")))?
+            .map_err(|e| {
+                plinth_core::Error::invalid_argument(format!("app address {address}: {e}"))
+            })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
-        Ok(Self { client: AppCallbackClient::new(endpoint.connect_lazy()), address })
+        Ok(Self {
+            client: AppCallbackClient::new(endpoint.connect_lazy()),
+            address,
+        })
     }
 
     /// The app's address.
@@ -74,7 +81,11 @@ impl EventHandler for AppChannel {
         match self.client.clone().on_topic_event(request).await {
             Ok(resp) => outcome_of(resp.into_inner().status),
             Err(status) if status.code() == Code::Unimplemented => Outcome::Unimplemented,
-            Err(status) => Outcome::Error(format!("app answered {:?}: {}", status.code(), status.message())),
+            Err(status) => Outcome::Error(format!(
+                "app answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 }
@@ -121,8 +132,15 @@ pub fn start_app_subscriptions(
         let mut specs = Vec::new();
         for s in listed {
             match DeliveryPolicy::from_metadata(&s.metadata) {
-                Ok(policy) => specs.push(SubscriptionSpec { pubsub: s.pubsub_name, topic: s.topic, metadata: s.metadata, policy }),
-                Err(err) => tracing::error!(pubsub = %s.pubsub_name, topic = %s.topic, error = %err, "subscription rejected"),
+                Ok(policy) => specs.push(SubscriptionSpec {
+                    pubsub: s.pubsub_name,
+                    topic: s.topic,
+                    metadata: s.metadata,
+                    policy,
+                }),
+                Err(err) => {
+                    tracing::error!(pubsub = %s.pubsub_name, topic = %s.topic, error = %err, "subscription rejected")
+                }
             }
         }
         for d in declarative {
@@ -131,8 +149,15 @@ pub fn start_app_subscriptions(
                 metadata.insert(plinth_runtime::pubsub::keys::DEAD_LETTER_TOPIC.into(), dlq);
             }
             match DeliveryPolicy::from_metadata(&metadata) {
-                Ok(policy) => specs.push(SubscriptionSpec { pubsub: d.pubsubname, topic: d.topic, metadata, policy }),
-                Err(err) => tracing::error!(subscription = %d.name, file = %d.source, error = %err, "subscription rejected"),
+                Ok(policy) => specs.push(SubscriptionSpec {
+                    pubsub: d.pubsubname,
+                    topic: d.topic,
+                    metadata,
+                    policy,
+                }),
+                Err(err) => {
+                    tracing::error!(subscription = %d.name, file = %d.source, error = %err, "subscription rejected")
+                }
             }
         }
         let handler: Arc<dyn EventHandler> = Arc::new(app);

@@ -1,7 +1,9 @@
 //! Message conversions between Layotto's protos and the building blocks' model.
 
 use plinth_core::component::configuration::ConfigurationItem;
-use plinth_core::component::state::{Concurrency, Consistency, DeleteRequest, SetRequest, StateOptions};
+use plinth_core::component::state::{
+    Concurrency, Consistency, DeleteRequest, SetRequest, StateOptions,
+};
 use plinth_proto::runtime::v1 as pb;
 use tonic::Status;
 
@@ -11,20 +13,32 @@ pub(super) fn consistency(value: i32) -> Result<Consistency, Status> {
         Ok(C::ConsistencyUnspecified) => Ok(Consistency::Unspecified),
         Ok(C::ConsistencyEventual) => Ok(Consistency::Eventual),
         Ok(C::ConsistencyStrong) => Ok(Consistency::Strong),
-        Err(_) => Err(Status::invalid_argument(format!("consistency {value} is not a known value"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "consistency {value} is not a known value"
+        ))),
     }
 }
 
 pub(super) fn options(options: Option<pb::StateOptions>) -> Result<StateOptions, Status> {
     use pb::state_options::StateConcurrency as C;
-    let Some(o) = options else { return Ok(StateOptions::default()) };
+    let Some(o) = options else {
+        return Ok(StateOptions::default());
+    };
     let concurrency = match C::try_from(o.concurrency) {
         Ok(C::ConcurrencyUnspecified) => Concurrency::Unspecified,
         Ok(C::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
         Ok(C::ConcurrencyLastWrite) => Concurrency::LastWrite,
-        Err(_) => return Err(Status::invalid_argument(format!("concurrency {} is not a known value", o.concurrency))),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "concurrency {} is not a known value",
+                o.concurrency
+            )));
+        }
     };
-    Ok(StateOptions { concurrency, consistency: consistency(o.consistency)? })
+    Ok(StateOptions {
+        concurrency,
+        consistency: consistency(o.consistency)?,
+    })
 }
 
 pub(super) fn set_request(item: pb::StateItem) -> Result<SetRequest, Status> {

@@ -36,11 +36,9 @@ impl pb::lifecycle_server::Lifecycle for LifecycleService {
             .into_inner()
             .component_config
             .ok_or_else(|| Status::invalid_argument("component_config is missing"))?;
-        let hosted = self
-            .rt
-            .host
-            .get(&config.name)
-            .ok_or_else(|| Status::invalid_argument(format!("component {:?} is not configured", config.name)))?;
+        let hosted = self.rt.host.get(&config.name).ok_or_else(|| {
+            Status::invalid_argument(format!("component {:?} is not configured", config.name))
+        })?;
         let mut spec = hosted.spec().clone();
         let kind = spec.kind().to_string();
         let asked = config.kind.trim();
@@ -50,7 +48,10 @@ impl pb::lifecycle_server::Lifecycle for LifecycleService {
             || (asked == "config_store" && kind == "configuration")
             || (asked == "secret_store" && kind == "secretstores");
         if !same_kind {
-            return Err(Status::invalid_argument(format!("component {:?} is a {kind} component, not {asked:?}", config.name)));
+            return Err(Status::invalid_argument(format!(
+                "component {:?} is a {kind} component, not {asked:?}",
+                config.name
+            )));
         }
         for (k, v) in config.metadata {
             if v.is_empty() {

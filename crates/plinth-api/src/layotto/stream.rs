@@ -7,13 +7,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use plinth_core::component::configuration::ConfigurationQuery;
 use plinth_proto::runtime::v1 as pb;
-use plinth_runtime::pubsub::{DeliveryPolicy, EventHandler, Outcome, SubscriptionSpec, TopicEvent};
 use plinth_runtime::Runtime;
+use plinth_runtime::pubsub::{DeliveryPolicy, EventHandler, Outcome, SubscriptionSpec, TopicEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::{convert, BoxStream};
+use super::{BoxStream, convert};
 
 /// Messages buffered towards a streaming client.
 const STREAM_BUFFER: usize = 64;
@@ -97,7 +97,9 @@ impl EventHandler for StreamHandler {
         }
         let msg = pb::SubscribeTopicEventsResponse {
             subscribe_topic_events_response_type: Some(
-                pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(super::callback::event_request(&event)),
+                pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(
+                    super::callback::event_request(&event),
+                ),
             ),
         };
         if self.tx.send(Ok(msg)).await.is_err() {
@@ -123,9 +125,14 @@ pub(super) async fn subscribe_topic_events(
 ) -> Result<BoxStream<pb::SubscribeTopicEventsResponse>, Status> {
     use pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType as In;
     use pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType as Out;
-    let first = incoming.message().await?.ok_or_else(|| Status::invalid_argument("stream closed before the initial request"))?;
+    let first = incoming
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("stream closed before the initial request"))?;
     let Some(In::InitialRequest(initial)) = first.subscribe_topic_events_request_type else {
-        return Err(Status::invalid_argument("the first message must be an initial request naming pubsub and topic"));
+        return Err(Status::invalid_argument(
+            "the first message must be an initial request naming pubsub and topic",
+        ));
     };
     if initial.pubsub_name.is_empty() {
         return Err(Status::invalid_argument("pubsub name is empty"));
@@ -136,15 +143,29 @@ pub(super) async fn subscribe_topic_events(
     }
     let policy = DeliveryPolicy::from_metadata(&metadata).map_err(crate::status::to_status)?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let handler = Arc::new(StreamHandler { tx: tx.clone(), pending: Mutex::new(HashMap::new()) });
-    let spec = SubscriptionSpec { pubsub: initial.pubsub_name.clone(), topic: initial.topic.clone(), metadata, policy };
+    let handler = Arc::new(StreamHandler {
+        tx: tx.clone(),
+        pending: Mutex::new(HashMap::new()),
+    });
+    let spec = SubscriptionSpec {
+        pubsub: initial.pubsub_name.clone(),
+        topic: initial.topic.clone(),
+        metadata,
+        policy,
+    };
     // Acknowledge the subscription before any event can be sent.
     tx.send(Ok(pb::SubscribeTopicEventsResponse {
-        subscribe_topic_events_response_type: Some(Out::InitialResponse(pb::SubscribeTopicEventsResponseInitial {})),
+        subscribe_topic_events_response_type: Some(Out::InitialResponse(
+            pb::SubscribeTopicEventsResponseInitial {},
+        )),
     }))
     .await
     .map_err(|_| Status::cancelled("client went away"))?;
-    let subscription = rt.pubsub.subscribe(spec, handler.clone()).await.map_err(crate::status::to_status)?;
+    let subscription = rt
+        .pubsub
+        .subscribe(spec, handler.clone())
+        .await
+        .map_err(crate::status::to_status)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {

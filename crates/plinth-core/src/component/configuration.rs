@@ -50,7 +50,7 @@ impl ConfigurationQuery {
         app_id == self.app_id
             && item.group == self.group
             && item.label == self.label
-            && (self.keys.is_empty() || self.keys.iter().any(|k| *k == item.key))
+            && (self.keys.is_empty() || self.keys.contains(&item.key))
     }
 }
 
@@ -74,12 +74,16 @@ pub trait ConfigurationStore: Component {
 
     /// Create or replace items.
     async fn set(&self, _app_id: &str, _items: Vec<ConfigurationItem>) -> Result<()> {
-        Err(Error::unimplemented("this configuration store is read-only"))
+        Err(Error::unimplemented(
+            "this configuration store is read-only",
+        ))
     }
 
     /// Delete items by key under a group and label.
     async fn delete(&self, _query: &ConfigurationQuery) -> Result<()> {
-        Err(Error::unimplemented("this configuration store is read-only"))
+        Err(Error::unimplemented(
+            "this configuration store is read-only",
+        ))
     }
 
     /// A stream of every change in the store, fed until the receiver is dropped. The building

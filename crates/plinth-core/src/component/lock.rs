@@ -28,5 +28,6 @@ pub trait LockStore: Component {
     async fn unlock(&self, resource: &str, owner: &str) -> Result<LockStatus>;
 
     /// Extend the lock's expiry to `expire` from now if `owner` holds it.
-    async fn keep_alive(&self, resource: &str, owner: &str, expire: Duration) -> Result<LockStatus>;
+    async fn keep_alive(&self, resource: &str, owner: &str, expire: Duration)
+    -> Result<LockStatus>;
 }

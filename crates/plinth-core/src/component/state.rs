@@ -154,10 +154,22 @@ pub trait StateStore: Component {
     async fn bulk_get(&self, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkGetItem>> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let req = GetRequest { key: key.clone(), metadata: metadata.clone(), ..Default::default() };
+            let req = GetRequest {
+                key: key.clone(),
+                metadata: metadata.clone(),
+                ..Default::default()
+            };
             match self.get(req).await {
-                Ok(value) => out.push(BulkGetItem { key, value, error: None }),
-                Err(err) => out.push(BulkGetItem { key, value: None, error: Some(err.to_string()) }),
+                Ok(value) => out.push(BulkGetItem {
+                    key,
+                    value,
+                    error: None,
+                }),
+                Err(err) => out.push(BulkGetItem {
+                    key,
+                    value: None,
+                    error: Some(err.to_string()),
+                }),
             }
         }
         Ok(out)
@@ -189,7 +201,9 @@ pub trait StateStore: Component {
 
     /// Apply operations atomically and in order: all or nothing.
     async fn transact(&self, _ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<()> {
-        Err(Error::unimplemented("this state store does not support transactions"))
+        Err(Error::unimplemented(
+            "this state store does not support transactions",
+        ))
     }
 }
 
@@ -200,8 +214,18 @@ pub fn bulk_result(failures: Vec<(String, Error)>) -> Result<()> {
         return Ok(());
     };
     let kind = first.kind();
-    let detail: Vec<String> = failures.iter().map(|(k, e)| format!("key {k:?}: {e}")).collect();
-    Err(Error::new(kind, format!("bulk operation failed for {} key(s): {}", failures.len(), detail.join("; "))))
+    let detail: Vec<String> = failures
+        .iter()
+        .map(|(k, e)| format!("key {k:?}: {e}"))
+        .collect();
+    Err(Error::new(
+        kind,
+        format!(
+            "bulk operation failed for {} key(s): {}",
+            failures.len(),
+            detail.join("; ")
+        ),
+    ))
 }
 
 /// The ETag rules every store applies, given the key's current ETag (`None` when the key does
@@ -211,11 +235,19 @@ pub fn bulk_result(failures: Vec<(String, Error)>) -> Result<()> {
 /// - An ETag given for a key that does not exist, or that differs, is a mismatch.
 /// - First-write without an ETag requires the key not to exist.
 /// - Last-write without an ETag always writes.
-pub fn check_etag(current: Option<&str>, requested: Option<&str>, concurrency: Concurrency) -> Result<()> {
+pub fn check_etag(
+    current: Option<&str>,
+    requested: Option<&str>,
+    concurrency: Concurrency,
+) -> Result<()> {
     match (requested.filter(|e| !e.is_empty()), current) {
         (Some(want), Some(have)) if want == have => Ok(()),
-        (Some(want), Some(_)) => Err(Error::etag_mismatch(format!("etag {want:?} does not match the stored etag"))),
-        (Some(want), None) => Err(Error::etag_mismatch(format!("etag {want:?} given for a key that does not exist"))),
+        (Some(want), Some(_)) => Err(Error::etag_mismatch(format!(
+            "etag {want:?} does not match the stored etag"
+        ))),
+        (Some(want), None) => Err(Error::etag_mismatch(format!(
+            "etag {want:?} given for a key that does not exist"
+        ))),
         (None, Some(_)) if concurrency == Concurrency::FirstWrite => Err(Error::etag_mismatch(
             "first-write concurrency: the key already exists and no etag was given",
         )),

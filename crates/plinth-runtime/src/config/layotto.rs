@@ -23,7 +23,17 @@ const SECTIONS: &[(&str, &str)] = &[
 ];
 
 /// Sections that configure Layotto features Plinth serves differently or not at all.
-const IGNORED: &[&str] = &["hellos", "custom_component", "extends", "lifecycle", "sms", "email", "phone", "delay_queue", "cryption"];
+const IGNORED: &[&str] = &[
+    "hellos",
+    "custom_component",
+    "extends",
+    "lifecycle",
+    "sms",
+    "email",
+    "phone",
+    "delay_queue",
+    "cryption",
+];
 
 fn find_grpc_config(value: &Value) -> Option<&Map<String, Value>> {
     match value {
@@ -40,16 +50,21 @@ fn find_grpc_config(value: &Value) -> Option<&Map<String, Value>> {
 
 pub(super) fn load(path: &Path, text: &str, _app_id: &str, loaded: &mut Loaded) -> Result<()> {
     let file = path.display().to_string();
-    let root: Value = serde_json::from_str(text).map_err(|e| Error::invalid_argument(format!("{file}: invalid JSON: {e}")))?;
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid_argument(format!("{file}: invalid JSON: {e}")))?;
     let grpc = find_grpc_config(&root)
         .ok_or_else(|| Error::invalid_argument(format!("{file}: no grpc_config section (servers[].listeners[].filter_chains[].filters[].config.grpc_config)")))?;
     for (section, value) in grpc {
         if let Some((_, kind)) = SECTIONS.iter().find(|(s, _)| s == section) {
             let Some(components) = value.as_object() else {
-                return Err(Error::invalid_argument(format!("{file}: grpc_config.{section} must be an object")));
+                return Err(Error::invalid_argument(format!(
+                    "{file}: grpc_config.{section} must be an object"
+                )));
             };
             for (name, body) in components {
-                loaded.components.push(component(&file, section, kind, name, body)?);
+                loaded
+                    .components
+                    .push(component(&file, section, kind, name, body)?);
             }
         } else if section == "app" {
             app(&file, value, loaded)?;
@@ -63,7 +78,11 @@ pub(super) fn load(path: &Path, text: &str, _app_id: &str, loaded: &mut Loaded) 
 }
 
 fn app(file: &str, value: &Value, loaded: &mut Loaded) -> Result<()> {
-    if let Some(id) = value.get("app_id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(id) = value
+        .get("app_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         loaded.settings.app_id = Some(id.to_string());
     }
     if let Some(port) = value.get("grpc_callback_port") {
@@ -71,7 +90,11 @@ fn app(file: &str, value: &Value, loaded: &mut Loaded) -> Result<()> {
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
-            .ok_or_else(|| Error::invalid_argument(format!("{file}: grpc_config.app.grpc_callback_port: {port} is not a port")))?;
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "{file}: grpc_config.app.grpc_callback_port: {port} is not a port"
+                ))
+            })?;
         loaded.settings.app_port = Some(port);
         loaded.settings.app_protocol = Some("grpc".into());
     }
@@ -103,7 +126,9 @@ fn component(file: &str, section: &str, kind: &str, name: &str, body: &Value) ->
         }
     }
     // Layotto's default key prefix is none; keep it so a migrated app sees its keys.
-    spec.metadata.entry("keyPrefix".into()).or_insert_with(|| "none".into());
+    spec.metadata
+        .entry("keyPrefix".into())
+        .or_insert_with(|| "none".into());
     if let Some(bigger) = body.get("biggerThan") {
         if !bigger.is_object() {
             return Err(spec.invalid("biggerThan", "must be an object of key → integer"));
@@ -116,13 +141,35 @@ fn component(file: &str, section: &str, kind: &str, name: &str, body: &Value) ->
             return Err(spec.invalid("secret_ref", "must be a list"));
         };
         for (i, r) in refs.iter().enumerate() {
-            let field = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-            let (store, key, sub_key, inject_as) = (field("store_name"), field("key"), field("sub_key"), field("inject_as"));
+            let field = |f: &str| {
+                r.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (store, key, sub_key, inject_as) = (
+                field("store_name"),
+                field("key"),
+                field("sub_key"),
+                field("inject_as"),
+            );
             if store.is_empty() || key.is_empty() || inject_as.is_empty() {
-                return Err(spec.invalid(&format!("secret_ref[{i}]"), "store_name, key and inject_as are required"));
+                return Err(spec.invalid(
+                    &format!("secret_ref[{i}]"),
+                    "store_name, key and inject_as are required",
+                ));
             }
-            secret_refs.push(SecretRef { field: inject_as, store, name: key, key: sub_key });
+            secret_refs.push(SecretRef {
+                field: inject_as,
+                store,
+                name: key,
+                key: sub_key,
+            });
         }
     }
-    Ok(Declared { spec, secret_refs, scopes: Vec::new() })
+    Ok(Declared {
+        spec,
+        secret_refs,
+        scopes: Vec::new(),
+    })
 }

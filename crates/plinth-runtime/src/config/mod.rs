@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use plinth_core::{ComponentSpec, Error, Result};
 
 pub use resource::SubscriptionResource;
-pub use secrets::{resolve_secret_refs, SecretRef};
+pub use secrets::{SecretRef, resolve_secret_refs};
 
 use crate::resilience::PolicyConfig;
 
@@ -83,7 +83,11 @@ pub fn load(sources: &Sources, app_id: &str) -> Result<Loaded> {
         let text = read(path)?;
         layotto::load(path, &text, app_id, &mut loaded)?;
     }
-    let app_id = loaded.settings.app_id.clone().unwrap_or_else(|| app_id.to_string());
+    let app_id = loaded
+        .settings
+        .app_id
+        .clone()
+        .unwrap_or_else(|| app_id.to_string());
     for declared in &mut loaded.components {
         declared.spec.app_id = app_id.clone();
     }
@@ -94,14 +98,18 @@ pub fn load(sources: &Sources, app_id: &str) -> Result<Loaded> {
     let mut seen = BTreeMap::new();
     for d in &loaded.components {
         if let Some(first) = seen.insert(d.spec.name.clone(), d.spec.source.clone()) {
-            return Err(d.spec.invalid("metadata.name", format!("duplicate component name; first defined in {first}")));
+            return Err(d.spec.invalid(
+                "metadata.name",
+                format!("duplicate component name; first defined in {first}"),
+            ));
         }
     }
     Ok(loaded)
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::invalid_argument(format!("{}: cannot read: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid_argument(format!("{}: cannot read: {e}", path.display())))
 }
 
 /// The YAML files of a resources directory (or the file itself), sorted for a stable order.
@@ -109,11 +117,17 @@ fn resource_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if dir.is_file() {
         return Ok(vec![dir.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::invalid_argument(format!("{}: cannot read resources directory: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::invalid_argument(format!(
+            "{}: cannot read resources directory: {e}",
+            dir.display()
+        ))
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -125,10 +139,16 @@ pub fn embedded(app_id: &str) -> Vec<Declared> {
     let spec = |name: &str, type_name: &str| {
         let mut s = ComponentSpec::new(name, type_name);
         s.app_id = app_id.to_string();
-        Declared { spec: s, secret_refs: Vec::new(), scopes: Vec::new() }
+        Declared {
+            spec: s,
+            secret_refs: Vec::new(),
+            scopes: Vec::new(),
+        }
     };
     let mut file = spec("filestore", "file.local");
-    file.spec.metadata.insert("rootPath".into(), ".plinth/files".into());
+    file.spec
+        .metadata
+        .insert("rootPath".into(), ".plinth/files".into());
     vec![
         spec("statestore", "state.in-memory"),
         spec("pubsub", "pubsub.in-memory"),

@@ -10,7 +10,7 @@ use plinth_core::{ComponentSpec, Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::secrets::{no_store, SecretRef};
+use super::secrets::{SecretRef, no_store};
 use super::{Declared, Loaded};
 use crate::resilience::{Backoff, BreakerConfig, PolicyConfig, RetryConfig};
 
@@ -120,13 +120,19 @@ pub struct SubscriptionResource {
 
 pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Loaded) -> Result<()> {
     let file = path.display().to_string();
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| Error::invalid_argument(format!("{file}: invalid YAML: {e}")))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| Error::invalid_argument(format!("{file}: invalid YAML: {e}")))?;
     for (index, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
-        let where_ = if index == 0 { file.clone() } else { format!("{file} (document {})", index + 1) };
-        let env: Envelope = serde_json::from_value(doc).map_err(|e| Error::invalid_argument(format!("{where_}: {e}")))?;
+        let where_ = if index == 0 {
+            file.clone()
+        } else {
+            format!("{file} (document {})", index + 1)
+        };
+        let env: Envelope = serde_json::from_value(doc)
+            .map_err(|e| Error::invalid_argument(format!("{where_}: {e}")))?;
         let kind = env.kind.clone().unwrap_or_default();
         let api = env.api_version.clone().unwrap_or_default();
         if !(api.starts_with("dapr.io/") || api.starts_with("plinth.dev/")) {
@@ -135,7 +141,9 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
             )));
         }
         if env.metadata.name.is_empty() && kind != "Configuration" {
-            return Err(Error::invalid_argument(format!("{where_}: {kind}: metadata.name is required")));
+            return Err(Error::invalid_argument(format!(
+                "{where_}: {kind}: metadata.name is required"
+            )));
         }
         let in_scope = env.scopes.is_empty() || env.scopes.iter().any(|s| s == app_id);
         match kind.as_str() {
@@ -146,8 +154,13 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
             }
             "Subscription" => {
                 let scopes = env.scopes.clone();
-                let mut sub: SubscriptionResource = serde_json::from_value(env.spec)
-                    .map_err(|e| Error::invalid_argument(format!("{where_}: Subscription {:?}: spec: {e}", env.metadata.name)))?;
+                let mut sub: SubscriptionResource =
+                    serde_json::from_value(env.spec).map_err(|e| {
+                        Error::invalid_argument(format!(
+                            "{where_}: Subscription {:?}: spec: {e}",
+                            env.metadata.name
+                        ))
+                    })?;
                 sub.name = env.metadata.name;
                 sub.source = where_;
                 sub.scopes = scopes;
@@ -157,7 +170,9 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
             }
             "Resiliency" => resiliency(&where_, &env.metadata.name, &env.spec, loaded)?,
             "Configuration" => configuration(&where_, &env.spec, loaded)?,
-            other => tracing::warn!(file = %where_, kind = other, "ignoring resource of a kind Plinth does not know"),
+            other => {
+                tracing::warn!(file = %where_, kind = other, "ignoring resource of a kind Plinth does not know")
+            }
         }
     }
     Ok(())
@@ -172,10 +187,18 @@ fn component(where_: &str, env: Envelope) -> Result<Declared> {
     spec.version = body.version;
     spec.ignore_errors = body.ignore_errors;
     if let Some(raw) = body.init_timeout {
-        spec.init_timeout = parse_duration(&raw).ok_or_else(|| spec.invalid("spec.initTimeout", format!("{raw:?} is not a duration")))?;
+        spec.init_timeout = parse_duration(&raw).ok_or_else(|| {
+            spec.invalid("spec.initTimeout", format!("{raw:?} is not a duration"))
+        })?;
     }
     if !body.type_name.contains('.') {
-        return Err(spec.invalid("spec.type", format!("{:?} is not of the form kind.name (e.g. state.redis)", body.type_name)));
+        return Err(spec.invalid(
+            "spec.type",
+            format!(
+                "{:?} is not of the form kind.name (e.g. state.redis)",
+                body.type_name
+            ),
+        ));
     }
     let store = env.auth.and_then(|a| a.secret_store);
     let mut secret_refs = Vec::new();
@@ -185,10 +208,19 @@ fn component(where_: &str, env: Envelope) -> Result<Declared> {
         }
         if let Some(r) = item.secret_key_ref {
             let store = store.clone().ok_or_else(|| no_store(&spec, &item.name))?;
-            secret_refs.push(SecretRef { field: item.name, store, name: r.name, key: r.key });
+            secret_refs.push(SecretRef {
+                field: item.name,
+                store,
+                name: r.name,
+                key: r.key,
+            });
         } else if let Some(var) = item.env_ref {
-            let value = std::env::var(&var)
-                .map_err(|_| spec.invalid(&format!("metadata.{}.envRef", item.name), format!("environment variable {var:?} is not set")))?;
+            let value = std::env::var(&var).map_err(|_| {
+                spec.invalid(
+                    &format!("metadata.{}.envRef", item.name),
+                    format!("environment variable {var:?} is not set"),
+                )
+            })?;
             spec.metadata.insert(item.name, value);
         } else {
             let value = match item.value {
@@ -200,19 +232,26 @@ fn component(where_: &str, env: Envelope) -> Result<Declared> {
             spec.metadata.insert(item.name, value);
         }
     }
-    Ok(Declared { spec, secret_refs, scopes: env.scopes })
+    Ok(Declared {
+        spec,
+        secret_refs,
+        scopes: env.scopes,
+    })
 }
 
 fn duration_field(where_: &str, what: &str, raw: Option<&Value>) -> Result<Option<Duration>> {
     match raw {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_duration(s)
-            .map(Some)
-            .ok_or_else(|| Error::invalid_argument(format!("{where_}: {what}: {s:?} is not a duration"))),
-        Some(Value::Number(n)) => n.as_f64().map(|s| Some(Duration::from_secs_f64(s.max(0.0)))).ok_or_else(|| {
-            Error::invalid_argument(format!("{where_}: {what}: not a duration"))
+        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| {
+            Error::invalid_argument(format!("{where_}: {what}: {s:?} is not a duration"))
         }),
-        Some(other) => Err(Error::invalid_argument(format!("{where_}: {what}: {other} is not a duration"))),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(|s| Some(Duration::from_secs_f64(s.max(0.0))))
+            .ok_or_else(|| Error::invalid_argument(format!("{where_}: {what}: not a duration"))),
+        Some(other) => Err(Error::invalid_argument(format!(
+            "{where_}: {what}: {other} is not a duration"
+        ))),
     }
 }
 
@@ -223,7 +262,9 @@ fn resiliency(where_: &str, name: &str, spec: &Value, loaded: &mut Loaded) -> Re
     let mut timeouts = BTreeMap::new();
     if let Some(map) = policies.get("timeouts").and_then(Value::as_object) {
         for (k, v) in map {
-            if let Some(d) = duration_field(where_, &at(&format!("spec.policies.timeouts.{k}")), Some(v))? {
+            if let Some(d) =
+                duration_field(where_, &at(&format!("spec.policies.timeouts.{k}")), Some(v))?
+            {
                 timeouts.insert(k.clone(), d);
             }
         }
@@ -232,47 +273,87 @@ fn resiliency(where_: &str, name: &str, spec: &Value, loaded: &mut Loaded) -> Re
     if let Some(map) = policies.get("retries").and_then(Value::as_object) {
         for (k, v) in map {
             let field = |f: &str| at(&format!("spec.policies.retries.{k}.{f}"));
-            let duration = duration_field(where_, &field("duration"), v.get("duration"))?.unwrap_or(Duration::from_secs(5));
-            let max_interval = duration_field(where_, &field("maxInterval"), v.get("maxInterval"))?.unwrap_or(Duration::from_secs(60));
+            let duration = duration_field(where_, &field("duration"), v.get("duration"))?
+                .unwrap_or(Duration::from_secs(5));
+            let max_interval = duration_field(where_, &field("maxInterval"), v.get("maxInterval"))?
+                .unwrap_or(Duration::from_secs(60));
             let max_retries = match v.get("maxRetries").and_then(Value::as_i64) {
                 None | Some(-1) => None,
                 Some(n) if n >= 0 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-                Some(n) => return Err(Error::invalid_argument(format!("{where_}: {}: {n} is invalid; use -1 or more", field("maxRetries")))),
+                Some(n) => {
+                    return Err(Error::invalid_argument(format!(
+                        "{where_}: {}: {n} is invalid; use -1 or more",
+                        field("maxRetries")
+                    )));
+                }
             };
-            let backoff = match v.get("policy").and_then(Value::as_str).unwrap_or("constant") {
+            let backoff = match v
+                .get("policy")
+                .and_then(Value::as_str)
+                .unwrap_or("constant")
+            {
                 "constant" => Backoff::Constant(duration),
                 "exponential" => Backoff::Exponential {
-                    initial: duration_field(where_, &field("initialInterval"), v.get("initialInterval"))?
-                        .unwrap_or(Duration::from_millis(500)),
+                    initial: duration_field(
+                        where_,
+                        &field("initialInterval"),
+                        v.get("initialInterval"),
+                    )?
+                    .unwrap_or(Duration::from_millis(500)),
                     max: max_interval,
                 },
                 other => {
                     return Err(Error::invalid_argument(format!(
                         "{where_}: {}: {other:?} is not constant or exponential",
                         field("policy")
-                    )))
+                    )));
                 }
             };
-            retries.insert(k.clone(), RetryConfig { max_retries, backoff, budget_ratio: 0.2 });
+            retries.insert(
+                k.clone(),
+                RetryConfig {
+                    max_retries,
+                    backoff,
+                    budget_ratio: 0.2,
+                },
+            );
         }
     }
     let mut breakers = BTreeMap::new();
     if let Some(map) = policies.get("circuitBreakers").and_then(Value::as_object) {
         for (k, v) in map {
             let field = |f: &str| at(&format!("spec.policies.circuitBreakers.{k}.{f}"));
-            let open_for = duration_field(where_, &field("timeout"), v.get("timeout"))?.unwrap_or(Duration::from_secs(60));
-            let probes = v.get("maxRequests").and_then(Value::as_u64).unwrap_or(1).clamp(1, 1000) as u32;
-            let trip = v.get("trip").and_then(Value::as_str).unwrap_or("consecutiveFailures >= 5");
+            let open_for = duration_field(where_, &field("timeout"), v.get("timeout"))?
+                .unwrap_or(Duration::from_secs(60));
+            let probes = v
+                .get("maxRequests")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 1000) as u32;
+            let trip = v
+                .get("trip")
+                .and_then(Value::as_str)
+                .unwrap_or("consecutiveFailures >= 5");
             let consecutive = parse_trip(trip).ok_or_else(|| {
                 Error::invalid_argument(format!(
                     "{where_}: {}: {trip:?} is not supported; use consecutiveFailures > N or >= N",
                     field("trip")
                 ))
             })?;
-            breakers.insert(k.clone(), BreakerConfig { consecutive_failures: consecutive, open_for, half_open_probes: probes });
+            breakers.insert(
+                k.clone(),
+                BreakerConfig {
+                    consecutive_failures: consecutive,
+                    open_for,
+                    half_open_probes: probes,
+                },
+            );
         }
     }
-    if let Some(map) = spec.pointer("/targets/components").and_then(Value::as_object) {
+    if let Some(map) = spec
+        .pointer("/targets/components")
+        .and_then(Value::as_object)
+    {
         for (component, target) in map {
             let outbound = target.get("outbound").unwrap_or(target);
             let field = |f: &str| at(&format!("spec.targets.components.{component}.outbound.{f}"));
@@ -281,18 +362,27 @@ fn resiliency(where_: &str, name: &str, spec: &Value, loaded: &mut Loaded) -> Re
                 policy.timeout = match timeouts.get(t) {
                     Some(d) => *d,
                     None => parse_duration(t).ok_or_else(|| {
-                        Error::invalid_argument(format!("{where_}: {}: no timeout policy named {t:?}", field("timeout")))
+                        Error::invalid_argument(format!(
+                            "{where_}: {}: no timeout policy named {t:?}",
+                            field("timeout")
+                        ))
                     })?,
                 };
             }
             if let Some(r) = outbound.get("retry").and_then(Value::as_str) {
                 policy.retry = Some(retries.get(r).cloned().ok_or_else(|| {
-                    Error::invalid_argument(format!("{where_}: {}: no retry policy named {r:?}", field("retry")))
+                    Error::invalid_argument(format!(
+                        "{where_}: {}: no retry policy named {r:?}",
+                        field("retry")
+                    ))
                 })?);
             }
             if let Some(b) = outbound.get("circuitBreaker").and_then(Value::as_str) {
                 policy.breaker = Some(breakers.get(b).cloned().ok_or_else(|| {
-                    Error::invalid_argument(format!("{where_}: {}: no circuit breaker named {b:?}", field("circuitBreaker")))
+                    Error::invalid_argument(format!(
+                        "{where_}: {}: no circuit breaker named {b:?}",
+                        field("circuitBreaker")
+                    ))
                 })?);
             }
             loaded.policies.insert(component.clone(), policy);
@@ -318,16 +408,22 @@ fn parse_trip(expr: &str) -> Option<u32> {
 /// A Configuration: Dapr's sections Plinth does not implement are ignored with a warning;
 /// Plinth's settings (`appId`) are read.
 fn configuration(where_: &str, spec: &Value, loaded: &mut Loaded) -> Result<()> {
-    let Some(map) = spec.as_object() else { return Ok(()) };
+    let Some(map) = spec.as_object() else {
+        return Ok(());
+    };
     for (key, value) in map {
         match key.as_str() {
             "appId" => {
                 let id = value.as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
-                    Error::invalid_argument(format!("{where_}: Configuration: spec.appId must be a non-empty string"))
+                    Error::invalid_argument(format!(
+                        "{where_}: Configuration: spec.appId must be a non-empty string"
+                    ))
                 })?;
                 loaded.settings.app_id = Some(id.to_string());
             }
-            other => tracing::warn!(file = %where_, section = other, "Configuration section not used by Plinth yet"),
+            other => {
+                tracing::warn!(file = %where_, section = other, "Configuration section not used by Plinth yet")
+            }
         }
     }
     Ok(())

@@ -23,21 +23,37 @@ pub struct SecretRef {
 
 /// Fill `spec`'s metadata from its secret references. Errors name the component and field
 /// but never a secret's value.
-pub async fn resolve_secret_refs(spec: &mut ComponentSpec, refs: &[SecretRef], secrets: &SecretsApi) -> Result<()> {
+pub async fn resolve_secret_refs(
+    spec: &mut ComponentSpec,
+    refs: &[SecretRef],
+    secrets: &SecretsApi,
+) -> Result<()> {
     for r in refs {
         let secret: HashMap<String, String> = secrets
             .get(&r.store, &r.name, HashMap::new())
             .await
-            .map_err(|e| spec.invalid(&format!("metadata.{}.secretKeyRef", r.field), format!("secret {:?} in store {:?}: {e}", r.name, r.store)))?;
+            .map_err(|e| {
+                spec.invalid(
+                    &format!("metadata.{}.secretKeyRef", r.field),
+                    format!("secret {:?} in store {:?}: {e}", r.name, r.store),
+                )
+            })?;
         let value = if r.key.is_empty() {
-            secret.get(&r.name).cloned().or_else(|| (secret.len() == 1).then(|| secret.values().next().cloned()).flatten())
+            secret.get(&r.name).cloned().or_else(|| {
+                (secret.len() == 1)
+                    .then(|| secret.values().next().cloned())
+                    .flatten()
+            })
         } else {
             secret.get(&r.key).cloned()
         };
         let value = value.ok_or_else(|| {
             spec.invalid(
                 &format!("metadata.{}.secretKeyRef", r.field),
-                format!("secret {:?} in store {:?} has no key {:?}", r.name, r.store, r.key),
+                format!(
+                    "secret {:?} in store {:?} has no key {:?}",
+                    r.name, r.store, r.key
+                ),
             )
         })?;
         spec.metadata.insert(r.field.clone(), value);

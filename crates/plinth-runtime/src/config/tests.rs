@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::time::Duration;
 
 use super::*;
 
@@ -19,8 +20,23 @@ fn tempdir(tag: &str) -> PathBuf {
 fn embedded_default_when_nothing_declared() {
     let loaded = load(&Sources::default(), "app").expect("load");
     assert!(loaded.embedded);
-    let names: Vec<_> = loaded.components.iter().map(|d| d.spec.name.as_str()).collect();
-    assert_eq!(names, ["statestore", "pubsub", "lockstore", "sequencer", "configstore", "filestore", "secretstore"]);
+    let names: Vec<_> = loaded
+        .components
+        .iter()
+        .map(|d| d.spec.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "statestore",
+            "pubsub",
+            "lockstore",
+            "sequencer",
+            "configstore",
+            "filestore",
+            "secretstore"
+        ]
+    );
 }
 
 #[test]
@@ -68,15 +84,33 @@ spec:
     default: /orders
 "#,
     );
-    let loaded = load(&Sources { resources: vec![dir.clone()], ..Default::default() }, "app").expect("load");
+    let loaded = load(
+        &Sources {
+            resources: vec![dir.clone()],
+            ..Default::default()
+        },
+        "app",
+    )
+    .expect("load");
     assert!(!loaded.embedded);
     assert_eq!(loaded.components.len(), 1, "out-of-scope component skipped");
     let c = &loaded.components[0];
     assert_eq!(c.spec.type_name, "state.in-memory");
     assert_eq!(c.spec.init_timeout, Duration::from_secs(2));
-    assert_eq!(c.secret_refs, vec![SecretRef { field: "password".into(), store: "secretstore".into(), name: "db".into(), key: "pass".into() }]);
+    assert_eq!(
+        c.secret_refs,
+        vec![SecretRef {
+            field: "password".into(),
+            store: "secretstore".into(),
+            name: "db".into(),
+            key: "pass".into()
+        }]
+    );
     assert_eq!(loaded.subscriptions.len(), 1);
-    assert_eq!(loaded.subscriptions[0].dead_letter_topic.as_deref(), Some("orders-dead"));
+    assert_eq!(
+        loaded.subscriptions[0].dead_letter_topic.as_deref(),
+        Some("orders-dead")
+    );
 }
 
 #[test]
@@ -87,16 +121,46 @@ fn errors_name_file_component_and_field() {
         "bad.yaml",
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  initTimeout: soon\n",
     );
-    let err = load(&Sources { resources: vec![path.clone()], ..Default::default() }, "app").expect_err("must fail");
+    let err = load(
+        &Sources {
+            resources: vec![path.clone()],
+            ..Default::default()
+        },
+        "app",
+    )
+    .expect_err("must fail");
     let msg = err.to_string();
-    assert!(msg.contains("bad.yaml") && msg.contains("\"s\"") && msg.contains("initTimeout"), "{msg}");
+    assert!(
+        msg.contains("bad.yaml") && msg.contains("\"s\"") && msg.contains("initTimeout"),
+        "{msg}"
+    );
 
-    let path = write(&dir, "typo.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  typo: state.in-memory\n");
-    let err = load(&Sources { resources: vec![path], ..Default::default() }, "app").expect_err("must fail");
+    let path = write(
+        &dir,
+        "typo.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  typo: state.in-memory\n",
+    );
+    let err = load(
+        &Sources {
+            resources: vec![path],
+            ..Default::default()
+        },
+        "app",
+    )
+    .expect_err("must fail");
     assert!(err.to_string().contains("typo"), "{err}");
 
     let path = write(&dir, "garbage.yaml", "{ not: [yaml");
-    assert!(load(&Sources { resources: vec![path], ..Default::default() }, "app").is_err());
+    assert!(
+        load(
+            &Sources {
+                resources: vec![path],
+                ..Default::default()
+            },
+            "app"
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -133,7 +197,14 @@ spec:
           circuitBreaker: cb
 "#,
     );
-    let loaded = load(&Sources { resources: vec![dir], ..Default::default() }, "app").expect("load");
+    let loaded = load(
+        &Sources {
+            resources: vec![dir],
+            ..Default::default()
+        },
+        "app",
+    )
+    .expect("load");
     let p = loaded.policies.get("statestore").expect("policy");
     assert_eq!(p.timeout, Duration::from_millis(250));
     assert_eq!(p.retry.as_ref().and_then(|r| r.max_retries), Some(3));
@@ -157,12 +228,38 @@ fn layotto_config_json() {
             "app": {"app_id": "app1", "grpc_callback_port": 9999}
         }}}]}]}]}]}"#,
     );
-    let loaded = load(&Sources { layotto: Some(path), ..Default::default() }, "plinth").expect("load");
+    let loaded = load(
+        &Sources {
+            layotto: Some(path),
+            ..Default::default()
+        },
+        "plinth",
+    )
+    .expect("load");
     assert_eq!(loaded.settings.app_id.as_deref(), Some("app1"));
     assert_eq!(loaded.settings.app_port, Some(9999));
-    let types: Vec<_> = loaded.components.iter().map(|d| d.spec.type_name.as_str()).collect();
-    assert!(types.contains(&"state.in-memory") && types.contains(&"sequencer.in-memory") && types.contains(&"secretstores.local.env"));
-    let seq = loaded.components.iter().find(|d| d.spec.name == "sequencer_demo").expect("seq");
-    assert_eq!(seq.spec.structured.get("biggerThan").and_then(|v| v.get("key1")).and_then(|v| v.as_i64()), Some(100));
+    let types: Vec<_> = loaded
+        .components
+        .iter()
+        .map(|d| d.spec.type_name.as_str())
+        .collect();
+    assert!(
+        types.contains(&"state.in-memory")
+            && types.contains(&"sequencer.in-memory")
+            && types.contains(&"secretstores.local.env")
+    );
+    let seq = loaded
+        .components
+        .iter()
+        .find(|d| d.spec.name == "sequencer_demo")
+        .expect("seq");
+    assert_eq!(
+        seq.spec
+            .structured
+            .get("biggerThan")
+            .and_then(|v| v.get("key1"))
+            .and_then(|v| v.as_i64()),
+        Some(100)
+    );
     assert!(loaded.components.iter().all(|d| d.spec.app_id == "app1"));
 }

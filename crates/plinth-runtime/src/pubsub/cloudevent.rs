@@ -15,12 +15,22 @@ pub const RAW_PAYLOAD: &str = "rawPayload";
 
 /// Whether a content type is JSON (`application/json`, `…+json`).
 pub fn is_json(content_type: &str) -> bool {
-    let base = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     base == "application/json" || base == "text/json" || base.ends_with("+json")
 }
 
 fn is_text(content_type: &str) -> bool {
-    let base = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     base.starts_with("text/") || base == "application/xml" || base.ends_with("+xml")
 }
 
@@ -48,24 +58,40 @@ pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
     let mut event = if p.content_type.starts_with(CLOUDEVENT_CONTENT_TYPE) {
         match serde_json::from_slice::<Value>(p.data) {
             Ok(Value::Object(map)) => map,
-            _ => return Err(Error::invalid_argument("data is declared application/cloudevents+json but is not a JSON object")),
+            _ => {
+                return Err(Error::invalid_argument(
+                    "data is declared application/cloudevents+json but is not a JSON object",
+                ));
+            }
         }
     } else {
-        let content_type = if p.content_type.is_empty() { DEFAULT_DATA_CONTENT_TYPE } else { p.content_type };
+        let content_type = if p.content_type.is_empty() {
+            DEFAULT_DATA_CONTENT_TYPE
+        } else {
+            p.content_type
+        };
         let mut map = Map::new();
         map.insert("datacontenttype".into(), content_type.into());
         if is_json(content_type) {
             let data: Value = serde_json::from_slice(p.data).map_err(|e| {
-                Error::invalid_argument(format!("data is declared {content_type} but is not valid JSON: {e}"))
+                Error::invalid_argument(format!(
+                    "data is declared {content_type} but is not valid JSON: {e}"
+                ))
             })?;
             map.insert("data".into(), data);
         } else if is_text(content_type) {
-            let text = std::str::from_utf8(p.data)
-                .map_err(|_| Error::invalid_argument(format!("data is declared {content_type} but is not UTF-8")))?;
+            let text = std::str::from_utf8(p.data).map_err(|_| {
+                Error::invalid_argument(format!("data is declared {content_type} but is not UTF-8"))
+            })?;
             map.insert("data".into(), text.into());
         } else {
             use base64::Engine as _;
-            map.insert("data_base64".into(), base64::engine::general_purpose::STANDARD.encode(p.data).into());
+            map.insert(
+                "data_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(p.data)
+                    .into(),
+            );
         }
         map
     };
@@ -73,11 +99,23 @@ pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
     let mut set_default = |key: &str, value: String| {
         event.entry(key.to_string()).or_insert_with(|| value.into());
     };
-    set_default("id", md("cloudevent.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
-    set_default("source", md("cloudevent.source").unwrap_or_else(|| p.app_id.to_string()));
-    set_default("type", md("cloudevent.type").unwrap_or_else(|| DEFAULT_TYPE.to_string()));
+    set_default(
+        "id",
+        md("cloudevent.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    );
+    set_default(
+        "source",
+        md("cloudevent.source").unwrap_or_else(|| p.app_id.to_string()),
+    );
+    set_default(
+        "type",
+        md("cloudevent.type").unwrap_or_else(|| DEFAULT_TYPE.to_string()),
+    );
     set_default("specversion", "1.0".to_string());
-    set_default("time", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    set_default(
+        "time",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     if let Some(tp) = md("traceparent") {
         set_default("traceparent", tp.clone());
         set_default("traceid", tp);
@@ -88,7 +126,8 @@ pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
     // Topic and pub/sub are facts of this publication, not the publisher's to choose.
     event.insert("topic".into(), p.topic.into());
     event.insert("pubsubname".into(), p.pubsub.into());
-    let bytes = serde_json::to_vec(&Value::Object(event)).map_err(|e| Error::internal(format!("encoding CloudEvent: {e}")))?;
+    let bytes = serde_json::to_vec(&Value::Object(event))
+        .map_err(|e| Error::internal(format!("encoding CloudEvent: {e}")))?;
     Ok((Bytes::from(bytes), CLOUDEVENT_CONTENT_TYPE.to_string()))
 }
 
@@ -121,18 +160,35 @@ pub struct TopicEvent {
 
 /// Read a message from the broker into an event. A payload that is not a CloudEvent (raw
 /// publication, or another producer) becomes an event with generated fields.
-pub fn parse(pubsub: &str, topic: &str, id: &str, raw: Bytes, content_type: &str, metadata: Metadata) -> TopicEvent {
-    let parsed = serde_json::from_slice::<Value>(&raw).ok().and_then(|v| match v {
-        Value::Object(map) if map.contains_key("specversion") => Some(map),
-        _ => None,
-    });
+pub fn parse(
+    pubsub: &str,
+    topic: &str,
+    id: &str,
+    raw: Bytes,
+    content_type: &str,
+    metadata: Metadata,
+) -> TopicEvent {
+    let parsed = serde_json::from_slice::<Value>(&raw)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(map) if map.contains_key("specversion") => Some(map),
+            _ => None,
+        });
     let Some(map) = parsed else {
         return TopicEvent {
-            id: if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id.to_string() },
+            id: if id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                id.to_string()
+            },
             source: String::new(),
             event_type: DEFAULT_TYPE.into(),
             spec_version: "1.0".into(),
-            data_content_type: if content_type.is_empty() { "application/octet-stream".into() } else { content_type.into() },
+            data_content_type: if content_type.is_empty() {
+                "application/octet-stream".into()
+            } else {
+                content_type.into()
+            },
             data: raw.clone(),
             topic: topic.into(),
             pubsub_name: pubsub.into(),
@@ -141,11 +197,19 @@ pub fn parse(pubsub: &str, topic: &str, id: &str, raw: Bytes, content_type: &str
             raw_content_type: content_type.into(),
         };
     };
-    let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let data_content_type = text("datacontenttype");
     let data = if let Some(b64) = map.get("data_base64").and_then(Value::as_str) {
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(b64).map(Bytes::from).unwrap_or_default()
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Bytes::from)
+            .unwrap_or_default()
     } else {
         match map.get("data") {
             None | Some(Value::Null) => Bytes::new(),
@@ -174,7 +238,14 @@ mod tests {
 
     fn publish(data: &[u8], content_type: &str) -> Value {
         let md = Metadata::new();
-        let p = Publication { app_id: "app", pubsub: "ps", topic: "t", data, content_type, metadata: &md };
+        let p = Publication {
+            app_id: "app",
+            pubsub: "ps",
+            topic: "t",
+            data,
+            content_type,
+            metadata: &md,
+        };
         let (bytes, ct) = envelope(&p).expect("envelope");
         assert_eq!(ct, CLOUDEVENT_CONTENT_TYPE);
         serde_json::from_slice(&bytes).expect("json")
@@ -198,9 +269,20 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for (data, ct) in [(&br#"{"a":1}"#[..], "application/json"), (b"hello", "text/plain"), (&[0u8, 1, 2][..], "application/octet-stream")] {
+        for (data, ct) in [
+            (&br#"{"a":1}"#[..], "application/json"),
+            (b"hello", "text/plain"),
+            (&[0u8, 1, 2][..], "application/octet-stream"),
+        ] {
             let md = Metadata::new();
-            let p = Publication { app_id: "app", pubsub: "ps", topic: "t", data, content_type: ct, metadata: &md };
+            let p = Publication {
+                app_id: "app",
+                pubsub: "ps",
+                topic: "t",
+                data,
+                content_type: ct,
+                metadata: &md,
+            };
             let (bytes, ct2) = envelope(&p).expect("envelope");
             let ev = parse("ps", "t", "", bytes, &ct2, Metadata::new());
             assert_eq!(&ev.data[..], data);
@@ -211,7 +293,14 @@ mod tests {
     #[test]
     fn rejects_bad_json() {
         let md = Metadata::new();
-        let p = Publication { app_id: "a", pubsub: "p", topic: "t", data: b"{nope", content_type: "application/json", metadata: &md };
+        let p = Publication {
+            app_id: "a",
+            pubsub: "p",
+            topic: "t",
+            data: b"{nope",
+            content_type: "application/json",
+            metadata: &md,
+        };
         assert!(envelope(&p).is_err());
     }
 }

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_core::component::pubsub::{Delivery, SubscribeRequest};
-use plinth_core::component::PubSub;
 use plinth_core::Result;
+use plinth_core::component::PubSub;
+use plinth_core::component::pubsub::{Delivery, SubscribeRequest};
 use tokio::sync::{oneshot, watch};
 
-use super::{cloudevent, EventHandler, Outcome, PubSubApi, SubscriptionSpec};
+use super::{EventHandler, Outcome, PubSubApi, SubscriptionSpec, cloudevent};
 use crate::components::Handle;
 use crate::metrics::TopicLabels;
 
@@ -56,7 +56,11 @@ pub(super) async fn start(
     let (stop_tx, mut stop_rx) = oneshot::channel();
     let spec = Arc::new(spec);
     tracing::info!(pubsub = %spec.pubsub, topic = %spec.topic, "subscribed");
-    let handle_out = SubscriptionHandle { stop: Some(stop_tx), pubsub: spec.pubsub.clone(), topic: spec.topic.clone() };
+    let handle_out = SubscriptionHandle {
+        stop: Some(stop_tx),
+        pubsub: spec.pubsub.clone(),
+        topic: spec.topic.clone(),
+    };
     tokio::spawn(async move {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -89,7 +93,9 @@ pub(super) async fn start(
 
 fn backoff(spec: &SubscriptionSpec, attempt: u32) -> Duration {
     let p = &spec.policy;
-    p.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(p.max_backoff)
+    p.initial_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(p.max_backoff)
 }
 
 /// Sleep before a redelivery; false when the subscription was cancelled meanwhile.
@@ -116,10 +122,20 @@ async fn process(
 ) {
     let spec = spec.as_ref();
     let m = &delivery.message;
-    let event = cloudevent::parse(&spec.pubsub, &spec.topic, &m.id, m.data.clone(), &m.content_type, m.metadata.clone());
+    let event = cloudevent::parse(
+        &spec.pubsub,
+        &spec.topic,
+        &m.id,
+        m.data.clone(),
+        &m.content_type,
+        m.metadata.clone(),
+    );
     let mut attempt = 1u32;
     let mut parked = false;
-    let labels = TopicLabels { pubsub: spec.pubsub.clone(), topic: spec.topic.clone() };
+    let labels = TopicLabels {
+        pubsub: spec.pubsub.clone(),
+        topic: spec.topic.clone(),
+    };
     let outcome = loop {
         let outcome = {
             let _permit = match &api.app_concurrency {
@@ -133,7 +149,8 @@ async fn process(
                 if let Outcome::Error(reason) = &outcome {
                     tracing::debug!(topic = %spec.topic, id = %event.id, %reason, attempt, "delivery failed");
                 }
-                api.metrics.record_delivery(&spec.pubsub, &spec.topic, "retry");
+                api.metrics
+                    .record_delivery(&spec.pubsub, &spec.topic, "retry");
                 if attempt >= spec.policy.max_attempts {
                     if spec.policy.dead_letter_topic.is_some() {
                         break Outcome::Drop;
@@ -144,7 +161,11 @@ async fn process(
                         tracing::warn!(topic = %spec.topic, id = %event.id, attempts = attempt, "event parked: retrying at the slowest interval");
                     }
                 }
-                let delay = if attempt >= spec.policy.max_attempts { spec.policy.max_backoff } else { backoff(spec, attempt) };
+                let delay = if attempt >= spec.policy.max_attempts {
+                    spec.policy.max_backoff
+                } else {
+                    backoff(spec, attempt)
+                };
                 if !wait(delay, &mut cancel).await {
                     break Outcome::Gone;
                 }
@@ -158,18 +179,21 @@ async fn process(
     }
     let settle = match outcome {
         Outcome::Success => {
-            api.metrics.record_delivery(&spec.pubsub, &spec.topic, "success");
+            api.metrics
+                .record_delivery(&spec.pubsub, &spec.topic, "success");
             delivery.ack().await
         }
         Outcome::Unimplemented => {
-            api.metrics.record_delivery(&spec.pubsub, &spec.topic, "unimplemented");
+            api.metrics
+                .record_delivery(&spec.pubsub, &spec.topic, "unimplemented");
             delivery.ack().await
         }
         Outcome::Gone => delivery.nack().await,
         Outcome::Drop => match &spec.policy.dead_letter_topic {
             Some(dlq) => match api.dead_letter(&spec.pubsub, dlq, &event).await {
                 Ok(()) => {
-                    api.metrics.record_delivery(&spec.pubsub, &spec.topic, "dead_letter");
+                    api.metrics
+                        .record_delivery(&spec.pubsub, &spec.topic, "dead_letter");
                     delivery.ack().await
                 }
                 Err(err) => {
@@ -179,7 +203,8 @@ async fn process(
             },
             None => {
                 tracing::warn!(topic = %spec.topic, id = %event.id, "event dropped by the subscriber");
-                api.metrics.record_delivery(&spec.pubsub, &spec.topic, "drop");
+                api.metrics
+                    .record_delivery(&spec.pubsub, &spec.topic, "drop");
                 delivery.ack().await
             }
         },

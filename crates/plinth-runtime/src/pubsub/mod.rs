@@ -100,23 +100,35 @@ impl DeliveryPolicy {
         }
         if let Some(v) = get(keys::MAX_ATTEMPTS) {
             p.max_attempts = v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                Error::invalid_argument(format!("subscription metadata {}: {v:?} is not a positive integer", keys::MAX_ATTEMPTS))
+                Error::invalid_argument(format!(
+                    "subscription metadata {}: {v:?} is not a positive integer",
+                    keys::MAX_ATTEMPTS
+                ))
             })?;
         }
         let duration = |k: &str, default: Duration| -> Result<Duration> {
             match get(k) {
                 None => Ok(default),
-                Some(v) => parse_duration(v)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| Error::invalid_argument(format!("subscription metadata {k}: {v:?} is not a duration"))),
+                Some(v) => parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    Error::invalid_argument(format!(
+                        "subscription metadata {k}: {v:?} is not a duration"
+                    ))
+                }),
             }
         };
         p.initial_backoff = duration(keys::RETRY_INITIAL, p.initial_backoff)?;
         p.max_backoff = duration(keys::RETRY_MAX, p.max_backoff)?.max(p.initial_backoff);
         if let Some(v) = get(keys::MAX_IN_FLIGHT) {
-            p.max_in_flight = v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
-                Error::invalid_argument(format!("subscription metadata {}: {v:?} must be between 1 and 10000", keys::MAX_IN_FLIGHT))
-            })?;
+            p.max_in_flight = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    Error::invalid_argument(format!(
+                        "subscription metadata {}: {v:?} must be between 1 and 10000",
+                        keys::MAX_IN_FLIGHT
+                    ))
+                })?;
         }
         Ok(p)
     }
@@ -147,12 +159,19 @@ pub struct PubSubApi {
 impl PubSubApi {
     /// Pub/sub over the host's components for app `app_id`. `app_max_concurrency` bounds all
     /// deliveries to the app together.
-    pub fn new(host: Arc<ComponentHost>, app_id: &str, metrics: SharedMetrics, app_max_concurrency: Option<usize>) -> Self {
+    pub fn new(
+        host: Arc<ComponentHost>,
+        app_id: &str,
+        metrics: SharedMetrics,
+        app_max_concurrency: Option<usize>,
+    ) -> Self {
         Self {
             host,
             app_id: app_id.into(),
             metrics,
-            app_concurrency: app_max_concurrency.filter(|n| *n > 0).map(|n| Arc::new(Semaphore::new(n))),
+            app_concurrency: app_max_concurrency
+                .filter(|n| *n > 0)
+                .map(|n| Arc::new(Semaphore::new(n))),
         }
     }
 
@@ -163,7 +182,14 @@ impl PubSubApi {
 
     /// Publish an event: wrapped in a CloudEvent unless `rawPayload` is set. Returns once the
     /// broker has accepted it.
-    pub async fn publish(&self, pubsub: &str, topic: &str, data: &[u8], content_type: &str, metadata: Metadata) -> Result<()> {
+    pub async fn publish(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        data: &[u8],
+        content_type: &str,
+        metadata: Metadata,
+    ) -> Result<()> {
         if topic.is_empty() {
             return Err(Error::invalid_argument("topic is empty"));
         }
@@ -184,7 +210,15 @@ impl PubSubApi {
                 metadata: &metadata,
             })?
         };
-        self.publish_bytes(pubsub.to_string(), topic.to_string(), data, content_type, metadata, handle).await
+        self.publish_bytes(
+            pubsub.to_string(),
+            topic.to_string(),
+            data,
+            content_type,
+            metadata,
+            handle,
+        )
+        .await
     }
 
     // Owned arguments and a boxed future: delivery tasks call this, and futures borrowing
@@ -200,7 +234,12 @@ impl PubSubApi {
     ) -> futures::future::BoxFuture<'static, Result<()>> {
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let req = PublishRequest { topic: topic.clone(), data, content_type, metadata };
+            let req = PublishRequest {
+                topic: topic.clone(),
+                data,
+                content_type,
+                metadata,
+            };
             let component = handle.component.clone();
             handle
                 .policy()
@@ -209,33 +248,55 @@ impl PubSubApi {
                     async move { c.publish(r).await }
                 })
                 .await?;
-            metrics.published.get_or_create(&TopicLabels { pubsub, topic }).inc();
+            metrics
+                .published
+                .get_or_create(&TopicLabels { pubsub, topic })
+                .inc();
             Ok(())
         })
     }
 
     /// Subscribe `handler` to a topic. Delivery runs until the returned handle is dropped or
     /// cancelled.
-    pub async fn subscribe(&self, spec: SubscriptionSpec, handler: Arc<dyn EventHandler>) -> Result<SubscriptionHandle> {
+    pub async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<SubscriptionHandle> {
         if spec.topic.is_empty() {
             return Err(Error::invalid_argument("topic is empty"));
         }
         if spec.policy.dead_letter_topic.as_deref() == Some(spec.topic.as_str()) {
-            return Err(Error::invalid_argument(format!("dead-letter topic {:?} is the subscribed topic itself", spec.topic)));
+            return Err(Error::invalid_argument(format!(
+                "dead-letter topic {:?} is the subscribed topic itself",
+                spec.topic
+            )));
         }
         let handle = self.host.pubsub(&spec.pubsub)?;
         delivery::start(self.clone(), handle, spec, handler).await
     }
 
     /// Publish an event's original envelope to a dead-letter topic.
-    fn dead_letter(&self, pubsub: &str, topic: &str, event: &TopicEvent) -> futures::future::BoxFuture<'static, Result<()>> {
+    fn dead_letter(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        event: &TopicEvent,
+    ) -> futures::future::BoxFuture<'static, Result<()>> {
         let handle = match self.host.pubsub(pubsub) {
             Ok(h) => h,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let mut metadata = Metadata::new();
         metadata.insert(keys::RAW_PAYLOAD.into(), "true".into());
-        self.publish_bytes(pubsub.to_string(), topic.to_string(), event.raw.clone(), event.raw_content_type.clone(), metadata, handle)
+        self.publish_bytes(
+            pubsub.to_string(),
+            topic.to_string(),
+            event.raw.clone(),
+            event.raw_content_type.clone(),
+            metadata,
+            handle,
+        )
     }
 }
 

@@ -29,7 +29,11 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self { consecutive_failures: 5, open_for: Duration::from_secs(30), half_open_probes: 1 }
+        Self {
+            consecutive_failures: 5,
+            open_for: Duration::from_secs(30),
+            half_open_probes: 1,
+        }
     }
 }
 
@@ -102,7 +106,13 @@ impl CircuitBreaker {
             Inner::Closed { .. } => Ok(()),
             Inner::Open { until } => {
                 if Instant::now() >= *until {
-                    self.set(&mut inner, Inner::HalfOpen { in_flight: 1, successes: 0 });
+                    self.set(
+                        &mut inner,
+                        Inner::HalfOpen {
+                            in_flight: 1,
+                            successes: 0,
+                        },
+                    );
                     Ok(())
                 } else {
                     Err(self.open_error())
@@ -120,7 +130,10 @@ impl CircuitBreaker {
     }
 
     fn open_error(&self) -> Error {
-        Error::unavailable(format!("circuit breaker for {:?} is open after repeated failures", self.name))
+        Error::unavailable(format!(
+            "circuit breaker for {:?} is open after repeated failures",
+            self.name
+        ))
     }
 
     /// Record a call's outcome.
@@ -134,15 +147,28 @@ impl CircuitBreaker {
                     *failures += 1;
                     if *failures >= self.config.consecutive_failures {
                         tracing::warn!(target = %self.name, "circuit breaker opened");
-                        self.set(&mut inner, Inner::Open { until: Instant::now() + self.config.open_for });
+                        self.set(
+                            &mut inner,
+                            Inner::Open {
+                                until: Instant::now() + self.config.open_for,
+                            },
+                        );
                     }
                 }
             }
-            Inner::HalfOpen { in_flight, successes } => {
+            Inner::HalfOpen {
+                in_flight,
+                successes,
+            } => {
                 *in_flight = in_flight.saturating_sub(1);
                 if failed {
                     tracing::warn!(target = %self.name, "circuit breaker probe failed; open again");
-                    self.set(&mut inner, Inner::Open { until: Instant::now() + self.config.open_for });
+                    self.set(
+                        &mut inner,
+                        Inner::Open {
+                            until: Instant::now() + self.config.open_for,
+                        },
+                    );
                 } else {
                     *successes += 1;
                     if *successes >= self.config.half_open_probes {
@@ -174,7 +200,10 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreakerService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreakerService { inner, breaker: self.breaker.clone() }
+        CircuitBreakerService {
+            inner,
+            breaker: self.breaker.clone(),
+        }
     }
 }
 

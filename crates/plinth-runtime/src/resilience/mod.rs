@@ -37,7 +37,11 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { timeout: DEFAULT_TIMEOUT, retry: None, breaker: None }
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            retry: None,
+            breaker: None,
+        }
     }
 }
 
@@ -54,15 +58,23 @@ pub struct Policy {
 impl Policy {
     /// Build the policy of component `name`.
     pub fn new(name: &str, config: &PolicyConfig, metrics: SharedMetrics) -> Self {
-        let labels = ComponentName { component: name.to_string() };
+        let labels = ComponentName {
+            component: name.to_string(),
+        };
         Self {
             name: name.into(),
             timeout: config.timeout,
-            retry: config.retry.clone().map(|r| RetryPolicy::new(r, metrics.retries.get_or_create(&labels).clone())),
-            breaker: config
-                .breaker
+            retry: config
+                .retry
                 .clone()
-                .map(|b| CircuitBreaker::new(name, b, metrics.breaker_state.get_or_create(&labels).clone())),
+                .map(|r| RetryPolicy::new(r, metrics.retries.get_or_create(&labels).clone())),
+            breaker: config.breaker.clone().map(|b| {
+                CircuitBreaker::new(
+                    name,
+                    b,
+                    metrics.breaker_state.get_or_create(&labels).clone(),
+                )
+            }),
             metrics,
         }
     }
@@ -91,7 +103,8 @@ impl Policy {
                 Ok(_) => "ok",
                 Err(e) => kind_label(e),
             };
-            this.metrics.record_component(&this.name, operation, outcome, started.elapsed());
+            this.metrics
+                .record_component(&this.name, operation, outcome, started.elapsed());
             result
         })
     }
@@ -119,8 +132,14 @@ impl Policy {
         });
         match (self.breaker.clone(), self.retry.clone()) {
             (None, None) => Box::pin(attempt.oneshot(())),
-            (None, Some(retry)) => Box::pin(tower::retry::RetryLayer::new(retry).layer(attempt).oneshot(())),
-            (Some(breaker), None) => Box::pin(CircuitBreakerLayer::new(breaker).layer(attempt).oneshot(())),
+            (None, Some(retry)) => Box::pin(
+                tower::retry::RetryLayer::new(retry)
+                    .layer(attempt)
+                    .oneshot(()),
+            ),
+            (Some(breaker), None) => {
+                Box::pin(CircuitBreakerLayer::new(breaker).layer(attempt).oneshot(()))
+            }
             (Some(breaker), Some(retry)) => {
                 let stack = tower::ServiceBuilder::new()
                     .layer(CircuitBreakerLayer::new(breaker))

@@ -40,7 +40,10 @@ impl Default for RetryConfig {
     fn default() -> Self {
         Self {
             max_retries: Some(3),
-            backoff: Backoff::Exponential { initial: Duration::from_millis(50), max: Duration::from_secs(2) },
+            backoff: Backoff::Exponential {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(2),
+            },
             budget_ratio: 0.2,
         }
     }
@@ -61,7 +64,12 @@ impl RetryPolicy {
     pub fn new(config: RetryConfig, retries: Counter) -> Self {
         // A floor of 10 retries a second keeps low-traffic components retrying.
         let budget = TpsBudget::new(Duration::from_secs(10), 10, config.budget_ratio);
-        Self { config: Arc::new(config), budget: Arc::new(budget), attempt: 0, retries }
+        Self {
+            config: Arc::new(config),
+            budget: Arc::new(budget),
+            attempt: 0,
+            retries,
+        }
     }
 
     fn delay(&self) -> Duration {
@@ -88,7 +96,11 @@ impl<T> tower::retry::Policy<(), T, Error> for RetryPolicy {
             }
             Err(err) if !is_backend_failure(err) => None,
             Err(_) => {
-                if self.config.max_retries.is_some_and(|max| self.attempt >= max) {
+                if self
+                    .config
+                    .max_retries
+                    .is_some_and(|max| self.attempt >= max)
+                {
                     return None;
                 }
                 if !self.budget.withdraw() {

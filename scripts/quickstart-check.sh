@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Start `plinth run` with the embedded default on ephemeral ports, run the README's
+# quickstart client against it, and stop it with SIGTERM. Fails if any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --locked -p plinth --bin plinth --example quickstart
+
+bin="$(realpath "$target/debug/plinth")"
+client="$(realpath "$target/debug/examples/quickstart")"
+work="$(mktemp -d)"
+log="$work/plinth.log"
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --admin-port 0 --log-format json >"$log" 2>&1) &
+pid=$!
+
+# Wait for the startup line that follows every bound listener (at most 30 s).
+for _ in $(seq 300); do
+  grep -q '"plinth started"' "$log" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "plinth exited during startup" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q '"plinth started"' "$log" || { cat "$log"; echo "plinth did not start" >&2; exit 1; }
+grpc=$(grep '"listener":"grpc"' "$log" | sed -E 's/.*"address":"([^"]+)".*/\1/' | head -n1)
+
+PLINTH_GRPC="http://$grpc" "$client"
+
+kill -TERM "$pid"
+wait "$pid"
+echo "quickstart-check: 1 passed, 0 failed"
