@@ -35,6 +35,8 @@ pub struct ListenOptions {
     pub app_port: Option<u16>,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
+    /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
+    pub grpc_uds: Option<std::path::PathBuf>,
 }
 
 impl Default for ListenOptions {
@@ -46,6 +48,7 @@ impl Default for ListenOptions {
             admin_port: 34999,
             app_port: None,
             max_message_size: 4 * 1024 * 1024,
+            grpc_uds: None,
         }
     }
 }
@@ -60,6 +63,23 @@ pub struct Server {
     tasks: JoinSet<()>,
     rt: Arc<Runtime>,
     _subscriptions: Option<layotto::callback_subscriptions::Subscriptions>,
+}
+
+/// Bind a Unix socket, replacing a stale socket file but never any other kind of file.
+fn bind_uds(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::invalid_argument(format!(
+                "--grpc-uds {}: a file that is not a socket is in the way",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path).map_err(|e| {
+        Error::unavailable(format!("cannot bind the gRPC Unix socket {}: {e}", path.display()))
+    })
 }
 
 async fn bind(address: IpAddr, port: u16, name: &'static str) -> Result<TcpListener> {
@@ -96,6 +116,13 @@ impl Server {
                 .max_encoding_message_size(options.max_message_size);
         let lifecycle_service = LifecycleServer::new(LifecycleService::new(rt.clone()));
 
+        let router = tonic::transport::Server::builder()
+            .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(runtime_service)
+            .add_service(lifecycle_service);
+
         for (name, port) in [
             ("grpc", options.grpc_port),
             ("dapr-grpc", options.dapr_grpc_port),
@@ -104,21 +131,28 @@ impl Server {
             let addr = listener.local_addr().map_err(Error::from)?;
             tracing::info!(listener = name, address = %addr, "listening");
             addresses.push((name, addr));
-            let router = tonic::transport::Server::builder()
-                .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
-                .add_service(health_service.clone())
-                .add_service(reflection.clone())
-                .add_service(runtime_service.clone())
-                .add_service(lifecycle_service.clone());
-            let mut stop = shutdown_rx.clone();
+            let (router, mut stop) = (router.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
-                let signal = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
+                let signal = async move { crate::stopped(&mut stop).await };
                 let incoming = TcpListenerStream::new(listener);
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
                     tracing::error!(listener = name, error = %e, "gRPC listener failed");
                 }
+            });
+        }
+
+        if let Some(path) = &options.grpc_uds {
+            let listener = bind_uds(path)?;
+            tracing::info!(listener = "grpc-uds", address = %path.display(), "listening");
+            let (router, mut stop) = (router.clone(), shutdown_rx.clone());
+            let path = path.clone();
+            tasks.spawn(async move {
+                let signal = async move { crate::stopped(&mut stop).await };
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(listener = "grpc-uds", error = %e, "gRPC listener failed");
+                }
+                let _ = std::fs::remove_file(&path);
             });
         }
 

@@ -59,6 +59,9 @@ struct RunArgs {
     /// Dapr gRPC port (0 picks a free port); serves the same gRPC services.
     #[arg(long, default_value_t = 50001)]
     dapr_grpc_port: u16,
+    /// Also serve the gRPC API on this Unix socket.
+    #[arg(long)]
+    grpc_uds: Option<PathBuf>,
     /// Admin port: /actuator/*, /metrics (0 picks a free port).
     #[arg(long, default_value_t = 34999)]
     admin_port: u16,
@@ -202,6 +205,7 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         admin_port: args.admin_port,
         app_port: args.app_port,
         max_message_size: args.max_message_size,
+        grpc_uds: args.grpc_uds.clone(),
     };
     let server = Server::start(rt, listen, Some(logs))
         .await

@@ -234,6 +234,11 @@ impl TestApp {
         out
     }
 
+    /// The next delivery, if one arrives within `window`.
+    pub async fn next_within(&mut self, window: Duration) -> Option<Delivery> {
+        tokio::time::timeout(window, self.deliveries.recv()).await.ok().flatten()
+    }
+
     /// A delivery already received and not yet taken, if any.
     pub fn try_next(&mut self) -> Option<Delivery> {
         self.deliveries.try_recv().ok()

@@ -1,0 +1,13 @@
+//! Pub/sub through the real wire: events published with the Layotto API are delivered to a
+//! test app's `AppCallback` server, or to `SubscribeTopicEvents` streams.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod app;
+mod concurrency;
+mod delivery;
+mod publish;
+mod startup;
+mod streaming;
+mod support;
