@@ -78,7 +78,10 @@ fn bind_uds(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
         let _ = std::fs::remove_file(path);
     }
     tokio::net::UnixListener::bind(path).map_err(|e| {
-        Error::unavailable(format!("cannot bind the gRPC Unix socket {}: {e}", path.display()))
+        Error::unavailable(format!(
+            "cannot bind the gRPC Unix socket {}: {e}",
+            path.display()
+        ))
     })
 }
 
@@ -106,8 +109,15 @@ impl Server {
         health_reporter
             .set_serving::<RuntimeServer<LayottoService>>()
             .await;
+        // Advertise exactly the services this listener serves: the descriptor set also holds
+        // AppCallback, which is the app's service (Plinth calls it), not Plinth's.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(plinth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(plinth_proto::runtime::v1::runtime_server::SERVICE_NAME)
+            .with_service_name(plinth_proto::runtime::v1::lifecycle_server::SERVICE_NAME)
+            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+            .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
             .build_v1()
             .map_err(|e| Error::internal(format!("building gRPC reflection: {e}")))?;
         let runtime_service =
@@ -202,6 +212,9 @@ impl Server {
             }
         };
 
+        // Announce the start once every component has had its first init attempt, so that
+        // the first calls do not fail on components still initialising.
+        rt.host.wait_initialised().await;
         listeners_ready.store(true, Ordering::Release);
         tracing::info!(app_id = %rt.app_id, components = rt.host.all().len(), "plinth started");
         Ok(Self {

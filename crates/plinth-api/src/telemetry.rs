@@ -1,9 +1,9 @@
 //! A tower layer around the gRPC listeners: per-rpc counts and latency into the shared
 //! registry, and decode failures reported as INVALID_ARGUMENT.
 //!
-//! tonic reports a request it cannot decode (garbage bytes, invalid UTF-8 in a string field)
-//! as INTERNAL; that blames Plinth for the caller's input, so this layer rewrites exactly
-//! that case. Errors returned before the body streams travel in the response headers
+//! tonic reports a request it cannot decode (garbage bytes, invalid UTF-8 in a string field,
+//! a message frame cut short by the end of the body) as INTERNAL; that blames Plinth for the
+//! caller's input, so this layer rewrites exactly that case. Errors returned before the body streams travel in the response headers
 //! ("trailers-only"), which is where this layer reads and rewrites them.
 
 use std::future::Future;
@@ -98,13 +98,14 @@ where
         Box::pin(async move {
             let mut result = fut.await;
             if let Ok(resp) = &mut result {
+                // "failed to decode Protobuf message" (garbage, invalid UTF-8) and "Unexpected
+                // EOF decoding stream" (a frame cut short by the end of the request body); the
+                // header is percent-encoded.
                 let decode_failure = resp.headers().get("grpc-status").map(|v| v.as_bytes())
                     == Some(b"13")
                     && resp.headers().get("grpc-message").is_some_and(|m| {
-                        m.to_str()
-                            .unwrap_or_default()
-                            .to_ascii_lowercase()
-                            .contains("decode")
+                        let message = m.to_str().unwrap_or_default().to_ascii_lowercase();
+                        message.contains("decode") || message.contains("decoding%20stream")
                     });
                 if decode_failure {
                     resp.headers_mut()

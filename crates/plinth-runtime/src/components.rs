@@ -59,9 +59,19 @@ pub struct Hosted {
     instance: Instance,
     policy: Policy,
     status: RwLock<(Status, Option<String>)>,
+    generation: u64,
 }
 
+/// Distinguishes every hosted instance from the one it replaced, for caches keyed by it.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Hosted {
+    /// A number unique to this hosted instance: a replacement (new spec, possibly the same
+    /// component) gets a new one, so building-block caches keyed by it start afresh.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The spec it was built from.
     pub fn spec(&self) -> &ComponentSpec {
         &self.spec
@@ -210,14 +220,19 @@ impl ComponentHost {
 
     fn build(&self, spec: ComponentSpec) -> Result<Arc<Hosted>> {
         let instance = self.registry.build(&spec)?;
+        Ok(self.host(spec, instance))
+    }
+
+    fn host(&self, spec: ComponentSpec, instance: Instance) -> Arc<Hosted> {
         let policy_config = self.policies.get(&spec.name).cloned().unwrap_or_default();
         let policy = Policy::new(&spec.name, &policy_config, self.metrics.clone());
-        Ok(Arc::new(Hosted {
+        Arc::new(Hosted {
             spec,
             instance,
             policy,
             status: RwLock::new((Status::Init, None)),
-        }))
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     fn insert(&self, hosted: Arc<Hosted>) {
@@ -282,9 +297,46 @@ impl ComponentHost {
         });
     }
 
+    /// Wait until every component has finished its first init attempt (none is INIT), for at
+    /// most the longest init timeout. Startup uses it so that the first calls after Plinth
+    /// announces itself do not meet components still initialising; a component whose
+    /// backend is unreachable is DOWN by then, as always.
+    pub async fn wait_initialised(&self) {
+        let limit = self
+            .all()
+            .iter()
+            .map(|h| h.spec.init_timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + limit + Duration::from_millis(100);
+        // Startup only, and init attempts are short: polling is simpler than a notification
+        // on every status change.
+        while self.all().iter().any(|h| h.status().0 == Status::Init)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Replace a component with one built from `spec` (same name), initialising it before the
     /// swap so that callers never see a half-built component. The old one is closed.
+    ///
+    /// A component that can take the new metadata in place (`Component::reconfigure`) keeps
+    /// its instance and its data; an in-memory store is never emptied by a reconfiguration.
     pub async fn replace(self: &Arc<Self>, spec: ComponentSpec) -> Result<()> {
+        let old = self.get(&spec.name);
+        if let Some(old) = &old {
+            if old.spec.type_name != spec.type_name {
+                return Err(spec.invalid("spec.type", "a component's type cannot change at run time"));
+            }
+            if old.instance.component().reconfigure(&spec).await? {
+                let hosted = self.host(spec, old.instance.clone());
+                hosted.set_status(old.status().0, old.status().1, &self.metrics);
+                self.insert(hosted.clone());
+                self.start(hosted);
+                return Ok(());
+            }
+        }
         let hosted = self.build(spec)?;
         let init =
             tokio::time::timeout(hosted.spec.init_timeout, hosted.instance.component().init())
@@ -297,7 +349,6 @@ impl ComponentHost {
                 })?;
         init.map_err(|e| e.context(format!("component {:?} failed to init", hosted.spec.name)))?;
         hosted.set_status(Status::Up, None, &self.metrics);
-        let old = self.get(&hosted.spec.name);
         self.insert(hosted.clone());
         self.start(hosted);
         if let Some(old) = old {

@@ -23,9 +23,13 @@ pub enum Increment {
 /// The metadata key of the WEAK segment size.
 pub const SEGMENT_SIZE: &str = "segmentSize";
 const DEFAULT_SEGMENT: u32 = 100;
+/// Sequences whose WEAK segments are cached at once.
+const MAX_CACHED_SEGMENTS: usize = 65_536;
 
-/// (store, prefixed key): one segment cache per sequence.
-type SegmentKey = (String, String);
+/// (hosted generation, prefixed key): one segment cache per sequence and component
+/// instance, so that a reconfigured component starts with fresh caches and re-applies its
+/// `biggerThan` floors.
+type SegmentKey = (u64, String);
 
 #[derive(Debug, Default)]
 struct Segment {
@@ -73,10 +77,10 @@ impl SequencerApi {
     pub async fn next_id(&self, store: &str, key: &str, increment: Increment) -> Result<i64> {
         let handle = self.host.sequencer(store)?;
         let full_key = keys::prefixed(handle.spec(), &self.app_id, key)?;
-        self.apply_floor(&handle, store, key, &full_key).await?;
+        self.apply_floor(&handle, key, &full_key).await?;
         match increment {
             Increment::Strong => self.strong(&handle, full_key).await,
-            Increment::Weak => self.weak(&handle, store, full_key).await,
+            Increment::Weak => self.weak(&handle, full_key).await,
         }
     }
 
@@ -91,13 +95,18 @@ impl SequencerApi {
             .await
     }
 
-    async fn weak(&self, handle: &Handle<dyn Sequencer>, store: &str, key: String) -> Result<i64> {
+    async fn weak(&self, handle: &Handle<dyn Sequencer>, key: String) -> Result<i64> {
         let slot = {
             let mut map = self
                 .segments
                 .lock()
                 .map_err(|_| Error::internal("sequencer cache lock poisoned"))?;
-            map.entry((store.to_string(), key.clone()))
+            // Bounded: forgetting cached segments only skips their unused ids, which are
+            // never issued again, so dropping the cache is always safe.
+            if map.len() >= MAX_CACHED_SEGMENTS {
+                map.clear();
+            }
+            map.entry((handle.hosted.generation(), key.clone()))
                 .or_default()
                 .clone()
         };
@@ -138,11 +147,10 @@ impl SequencerApi {
     async fn apply_floor(
         &self,
         handle: &Handle<dyn Sequencer>,
-        store: &str,
         key: &str,
         full_key: &str,
     ) -> Result<()> {
-        let id = (store.to_string(), full_key.to_string());
+        let id = (handle.hosted.generation(), full_key.to_string());
         if self
             .floored
             .lock()
@@ -163,6 +171,10 @@ impl SequencerApi {
                 .await?;
         }
         if let Ok(mut set) = self.floored.lock() {
+            // Re-applying a floor is idempotent, so forgetting is safe and keeps this bounded.
+            if set.len() >= MAX_CACHED_SEGMENTS {
+                set.clear();
+            }
             set.insert(id);
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::Result;
+use crate::{ComponentSpec, Result};
 
 pub mod binding;
 pub mod configuration;
@@ -38,6 +38,14 @@ pub trait Component: Send + Sync + Debug + 'static {
     /// Check that the backend answers. Used by readiness; must be cheap.
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Take new metadata in place, keeping the component's data (an in-memory store's
+    /// contents, a sequencer's counters). Returns `Ok(false)` when the component cannot, and
+    /// must be rebuilt from the spec instead, which is the default. Must validate `spec` as
+    /// the factory would.
+    async fn reconfigure(&self, _spec: &ComponentSpec) -> Result<bool> {
+        Ok(false)
     }
 
     /// Release connections. Called once on shutdown or replacement.

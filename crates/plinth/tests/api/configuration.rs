@@ -1,14 +1,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use plinth_proto::runtime::v1 as pb;
 use pb::runtime_client::RuntimeClient;
+use plinth_proto::runtime::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-use crate::common::{unique, Plinth};
+use crate::common::{Plinth, unique};
 
 type Client = RuntimeClient<Channel>;
 
@@ -26,13 +26,28 @@ fn item(key: &str, content: &str, group: &str, label: &str) -> pb::Configuration
     }
 }
 
-async fn save(c: &mut Client, app: &str, items: Vec<pb::ConfigurationItem>) -> Result<(), tonic::Status> {
-    c.save_configuration(pb::SaveConfigurationRequest { store_name: STORE.into(), app_id: app.into(), items, metadata: HashMap::new() })
-        .await
-        .map(|_| ())
+async fn save(
+    c: &mut Client,
+    app: &str,
+    items: Vec<pb::ConfigurationItem>,
+) -> Result<(), tonic::Status> {
+    c.save_configuration(pb::SaveConfigurationRequest {
+        store_name: STORE.into(),
+        app_id: app.into(),
+        items,
+        metadata: HashMap::new(),
+    })
+    .await
+    .map(|_| ())
 }
 
-async fn get(c: &mut Client, app: &str, group: &str, label: &str, keys: &[&str]) -> BTreeMap<String, pb::ConfigurationItem> {
+async fn get(
+    c: &mut Client,
+    app: &str,
+    group: &str,
+    label: &str,
+    keys: &[&str],
+) -> BTreeMap<String, pb::ConfigurationItem> {
     c.get_configuration(pb::GetConfigurationRequest {
         store_name: STORE.into(),
         app_id: app.into(),
@@ -50,7 +65,13 @@ async fn get(c: &mut Client, app: &str, group: &str, label: &str, keys: &[&str])
     .collect()
 }
 
-async fn delete(c: &mut Client, app: &str, group: &str, label: &str, keys: &[&str]) -> Result<(), tonic::Status> {
+async fn delete(
+    c: &mut Client,
+    app: &str,
+    group: &str,
+    label: &str,
+    keys: &[&str],
+) -> Result<(), tonic::Status> {
     c.delete_configuration(pb::DeleteConfigurationRequest {
         store_name: STORE.into(),
         app_id: app.into(),
@@ -65,13 +86,18 @@ async fn delete(c: &mut Client, app: &str, group: &str, label: &str, keys: &[&st
 
 #[tokio::test]
 async fn save_get_and_delete() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let (app, group) = (unique("app"), unique("group"));
     save(
         &mut c,
         &app,
-        vec![item("a", "1", &group, "prod"), item("b", "2", &group, "prod"), item("c", "3", &group, "prod"), item("a", "dev-1", &group, "dev")],
+        vec![
+            item("a", "1", &group, "prod"),
+            item("b", "2", &group, "prod"),
+            item("c", "3", &group, "prod"),
+            item("a", "dev-1", &group, "dev"),
+        ],
     )
     .await
     .expect("save");
@@ -82,38 +108,75 @@ async fn save_get_and_delete() {
     assert_eq!(all["b"].content, "2");
     assert_eq!(all["b"].group, group);
     assert_eq!(all["b"].label, "prod");
-    assert_eq!(all["b"].tags.get("owner").map(String::as_str), Some("tests"));
+    assert_eq!(
+        all["b"].tags.get("owner").map(String::as_str),
+        Some("tests")
+    );
     // Labels, groups and apps are separate namespaces.
     let dev = get(&mut c, &app, &group, "dev", &[]).await;
     assert_eq!(dev.len(), 1);
     assert_eq!(dev["a"].content, "dev-1");
-    assert!(get(&mut c, &app, &unique("other-group"), "prod", &[]).await.is_empty());
-    assert!(get(&mut c, &unique("other-app"), &group, "prod", &[]).await.is_empty());
+    assert!(
+        get(&mut c, &app, &unique("other-group"), "prod", &[])
+            .await
+            .is_empty()
+    );
+    assert!(
+        get(&mut c, &unique("other-app"), &group, "prod", &[])
+            .await
+            .is_empty()
+    );
     // Named keys; unknown keys are simply absent.
     let some = get(&mut c, &app, &group, "prod", &["a", "c", "missing"]).await;
     assert_eq!(some.keys().collect::<Vec<_>>(), ["a", "c"]);
 
     // Saving again replaces.
-    save(&mut c, &app, vec![item("a", "1b", &group, "prod")]).await.expect("replace");
-    assert_eq!(get(&mut c, &app, &group, "prod", &["a"]).await["a"].content, "1b");
+    save(&mut c, &app, vec![item("a", "1b", &group, "prod")])
+        .await
+        .expect("replace");
+    assert_eq!(
+        get(&mut c, &app, &group, "prod", &["a"]).await["a"].content,
+        "1b"
+    );
 
-    delete(&mut c, &app, &group, "prod", &["a", "b"]).await.expect("delete");
+    delete(&mut c, &app, &group, "prod", &["a", "b"])
+        .await
+        .expect("delete");
     let left = get(&mut c, &app, &group, "prod", &[]).await;
     assert_eq!(left.keys().collect::<Vec<_>>(), ["c"]);
-    assert_eq!(get(&mut c, &app, &group, "dev", &[]).await.len(), 1, "delete is limited to its label");
+    assert_eq!(
+        get(&mut c, &app, &group, "dev", &[]).await.len(),
+        1,
+        "delete is limited to its label"
+    );
 
     // Without an app id, the sidecar's own app id is used for both save and get.
     let own = unique("own");
-    save(&mut c, "", vec![item(&own, "x", &group, "")]).await.expect("save without app id");
-    assert_eq!(get(&mut c, "", &group, "", &[&own]).await[&own].content, "x");
-    assert_eq!(get(&mut c, "plinth", &group, "", &[&own]).await[&own].content, "x");
+    save(&mut c, "", vec![item(&own, "x", &group, "")])
+        .await
+        .expect("save without app id");
+    assert_eq!(
+        get(&mut c, "", &group, "", &[&own]).await[&own].content,
+        "x"
+    );
+    assert_eq!(
+        get(&mut c, "plinth", &group, "", &[&own]).await[&own].content,
+        "x"
+    );
 
-    let err = save(&mut c, &app, vec![item("", "x", &group, "")]).await.expect_err("empty key");
+    let err = save(&mut c, &app, vec![item("", "x", &group, "")])
+        .await
+        .expect_err("empty key");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = delete(&mut c, &app, &group, "prod", &[]).await.expect_err("delete without keys");
+    let err = delete(&mut c, &app, &group, "prod", &[])
+        .await
+        .expect_err("delete without keys");
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .get_configuration(pb::GetConfigurationRequest { store_name: "nope".into(), ..Default::default() })
+        .get_configuration(pb::GetConfigurationRequest {
+            store_name: "nope".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("unknown store");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -128,11 +191,23 @@ struct Subscriber {
 impl Subscriber {
     async fn open(c: &mut Client, app: &str, group: &str) -> Self {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::SubscribeConfigurationRequest { store_name: STORE.into(), app_id: app.into(), group: group.into(), ..Default::default() })
+        tx.send(pb::SubscribeConfigurationRequest {
+            store_name: STORE.into(),
+            app_id: app.into(),
+            group: group.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("queue subscribe request");
+        let responses = c
+            .subscribe_configuration(ReceiverStream::new(rx))
             .await
-            .expect("queue subscribe request");
-        let responses = c.subscribe_configuration(ReceiverStream::new(rx)).await.expect("subscribe").into_inner();
-        Self { requests: Some(tx), responses }
+            .expect("subscribe")
+            .into_inner();
+        Self {
+            requests: Some(tx),
+            responses,
+        }
     }
 
     /// The next batch of items that are not warm-up writes, as (key, content).
@@ -143,7 +218,12 @@ impl Subscriber {
                 .expect("no configuration change within the deadline")
                 .expect("stream error")
                 .expect("stream ended");
-            let items: Vec<_> = msg.items.into_iter().filter(|i| !i.key.starts_with("warmup")).map(|i| (i.key, i.content)).collect();
+            let items: Vec<_> = msg
+                .items
+                .into_iter()
+                .filter(|i| !i.key.starts_with("warmup"))
+                .map(|i| (i.key, i.content))
+                .collect();
             if !items.is_empty() {
                 return items;
             }
@@ -158,14 +238,21 @@ async fn warm_up(c: &mut Client, app: &str, group: &str, subscribers: &mut [&mut
     let mut ready = vec![false; subscribers.len()];
     let mut n = 0;
     while ready.iter().any(|r| !r) {
-        assert!(Instant::now() < deadline, "subscriptions never became active");
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions never became active"
+        );
         n += 1;
-        save(c, app, vec![item("warmup", &n.to_string(), group, "")]).await.expect("warm-up save");
+        save(c, app, vec![item("warmup", &n.to_string(), group, "")])
+            .await
+            .expect("warm-up save");
         for (i, s) in subscribers.iter_mut().enumerate() {
             if ready[i] {
                 continue;
             }
-            if let Ok(msg) = tokio::time::timeout(Duration::from_millis(100), s.responses.message()).await {
+            if let Ok(msg) =
+                tokio::time::timeout(Duration::from_millis(100), s.responses.message()).await
+            {
                 let msg = msg.expect("stream error").expect("stream ended");
                 ready[i] = msg.items.iter().any(|i| i.key == "warmup");
             }
@@ -175,20 +262,40 @@ async fn warm_up(c: &mut Client, app: &str, group: &str, subscribers: &mut [&mut
 
 #[tokio::test]
 async fn two_subscribers_see_every_change_until_they_leave() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let (app, group) = (unique("app"), unique("group"));
     let mut first = Subscriber::open(&mut plinth.client().await, &app, &group).await;
     let mut second = Subscriber::open(&mut plinth.client().await, &app, &group).await;
     warm_up(&mut c, &app, &group, &mut [&mut first, &mut second]).await;
 
-    save(&mut c, &app, vec![item("k1", "v1", &group, "")]).await.expect("save k1");
-    save(&mut c, &app, vec![item("k2", "v2", &group, "")]).await.expect("save k2");
-    save(&mut c, &app, vec![item("k1", "v1b", &group, "")]).await.expect("update k1");
+    save(&mut c, &app, vec![item("k1", "v1", &group, "")])
+        .await
+        .expect("save k1");
+    save(&mut c, &app, vec![item("k2", "v2", &group, "")])
+        .await
+        .expect("save k2");
+    save(&mut c, &app, vec![item("k1", "v1b", &group, "")])
+        .await
+        .expect("update k1");
     // Another group's and another app's changes are not delivered.
-    save(&mut c, &app, vec![item("elsewhere", "x", &unique("other"), "")]).await.expect("save in other group");
-    save(&mut c, &unique("other-app"), vec![item("elsewhere", "x", &group, "")]).await.expect("save in other app");
-    delete(&mut c, &app, &group, "", &["k2"]).await.expect("delete k2");
+    save(
+        &mut c,
+        &app,
+        vec![item("elsewhere", "x", &unique("other"), "")],
+    )
+    .await
+    .expect("save in other group");
+    save(
+        &mut c,
+        &unique("other-app"),
+        vec![item("elsewhere", "x", &group, "")],
+    )
+    .await
+    .expect("save in other app");
+    delete(&mut c, &app, &group, "", &["k2"])
+        .await
+        .expect("delete k2");
     for s in [&mut first, &mut second] {
         assert_eq!(s.next().await, [("k1".to_string(), "v1".to_string())]);
         assert_eq!(s.next().await, [("k2".to_string(), "v2".to_string())]);
@@ -199,7 +306,9 @@ async fn two_subscribers_see_every_change_until_they_leave() {
 
     // The first unsubscribes by dropping its stream; the second still gets every change.
     drop(first);
-    save(&mut c, &app, vec![item("k3", "v3", &group, "")]).await.expect("save k3");
+    save(&mut c, &app, vec![item("k3", "v3", &group, "")])
+        .await
+        .expect("save k3");
     assert_eq!(second.next().await, [("k3".to_string(), "v3".to_string())]);
 
     // Closing the request side ends the subscription: the response stream finishes.
@@ -207,8 +316,14 @@ async fn two_subscribers_see_every_change_until_they_leave() {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, second.responses.message()).await.expect("stream did not end after the client closed it") {
-            Ok(Some(msg)) => assert!(msg.items.iter().all(|i| i.key.starts_with("warmup")), "unexpected change {msg:?}"),
+        match tokio::time::timeout(left, second.responses.message())
+            .await
+            .expect("stream did not end after the client closed it")
+        {
+            Ok(Some(msg)) => assert!(
+                msg.items.iter().all(|i| i.key.starts_with("warmup")),
+                "unexpected change {msg:?}"
+            ),
             Ok(None) => break,
             Err(status) => panic!("stream failed instead of ending: {status:?}"),
         }
@@ -217,16 +332,24 @@ async fn two_subscribers_see_every_change_until_they_leave() {
 
 #[tokio::test]
 async fn subscribing_to_an_unknown_store_fails() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let (tx, rx) = mpsc::channel(1);
-    tx.send(pb::SubscribeConfigurationRequest { store_name: "nope".into(), ..Default::default() }).await.expect("queue");
+    tx.send(pb::SubscribeConfigurationRequest {
+        store_name: "nope".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("queue");
     let result = c.subscribe_configuration(ReceiverStream::new(rx)).await;
     let status = match result {
         Err(status) => status,
         Ok(resp) => {
             let mut stream = resp.into_inner();
-            tokio::time::timeout(WAIT, stream.message()).await.expect("no answer").expect_err("an error on the stream")
+            tokio::time::timeout(WAIT, stream.message())
+                .await
+                .expect("no answer")
+                .expect_err("an error on the stream")
         }
     };
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");

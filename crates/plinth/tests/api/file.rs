@@ -1,11 +1,11 @@
 use std::collections::HashMap;
 
-use plinth_proto::runtime::v1 as pb;
 use pb::runtime_client::RuntimeClient;
-use tonic::transport::Channel;
+use plinth_proto::runtime::v1 as pb;
 use tonic::Code;
+use tonic::transport::Channel;
 
-use crate::common::{unique, Plinth};
+use crate::common::{Plinth, unique};
 
 type Client = RuntimeClient<Channel>;
 
@@ -13,13 +13,22 @@ const STORE: &str = "filestore";
 const CHUNK: usize = 64 * 1024;
 
 fn file_request(name: &str) -> pb::FileRequest {
-    pb::FileRequest { store_name: STORE.into(), name: name.into(), metadata: HashMap::new() }
+    pb::FileRequest {
+        store_name: STORE.into(),
+        name: name.into(),
+        metadata: HashMap::new(),
+    }
 }
 
 /// Upload `data` in `CHUNK`-sized messages; the first names the store and file.
 async fn put(c: &mut Client, name: &str, data: &[u8]) -> Result<(), tonic::Status> {
-    let mut messages: Vec<pb::PutFileRequest> =
-        data.chunks(CHUNK).map(|chunk| pb::PutFileRequest { data: chunk.to_vec(), ..Default::default() }).collect();
+    let mut messages: Vec<pb::PutFileRequest> = data
+        .chunks(CHUNK)
+        .map(|chunk| pb::PutFileRequest {
+            data: chunk.to_vec(),
+            ..Default::default()
+        })
+        .collect();
     if messages.is_empty() {
         messages.push(pb::PutFileRequest::default());
     }
@@ -29,49 +38,86 @@ async fn put(c: &mut Client, name: &str, data: &[u8]) -> Result<(), tonic::Statu
 }
 
 async fn get(c: &mut Client, name: &str) -> Result<Vec<u8>, tonic::Status> {
-    let mut stream = c.get_file(pb::GetFileRequest { store_name: STORE.into(), name: name.into(), metadata: HashMap::new() }).await?.into_inner();
+    let mut stream = c
+        .get_file(pb::GetFileRequest {
+            store_name: STORE.into(),
+            name: name.into(),
+            metadata: HashMap::new(),
+        })
+        .await?
+        .into_inner();
     let mut data = Vec::new();
     while let Some(chunk) = stream.message().await? {
-        assert!(chunk.data.len() <= CHUNK, "a GetFile message of {} bytes", chunk.data.len());
+        assert!(
+            chunk.data.len() <= CHUNK,
+            "a GetFile message of {} bytes",
+            chunk.data.len()
+        );
         data.extend_from_slice(&chunk.data);
     }
     Ok(data)
 }
 
-async fn list(c: &mut Client, prefix: &str, page_size: i32, marker: &str) -> Result<pb::ListFileResp, tonic::Status> {
-    c.list_file(pb::ListFileRequest { request: Some(file_request(prefix)), page_size, marker: marker.into() }).await.map(|r| r.into_inner())
+async fn list(
+    c: &mut Client,
+    prefix: &str,
+    page_size: i32,
+    marker: &str,
+) -> Result<pb::ListFileResp, tonic::Status> {
+    c.list_file(pb::ListFileRequest {
+        request: Some(file_request(prefix)),
+        page_size,
+        marker: marker.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
 }
 
 #[tokio::test]
 async fn a_large_file_streams_in_and_out_unchanged() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let name = format!("{}/big.bin", unique("dir"));
     // 5 MiB, not a multiple of the chunk size, with content that shows reordering.
-    let data: Vec<u8> = (0..5 * 1024 * 1024 + 12345u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 12345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     put(&mut c, &name, &data).await.expect("put");
     let back = get(&mut c, &name).await.expect("get");
     assert_eq!(back.len(), data.len());
     assert!(back == data, "the file came back different");
 
-    let meta = c.get_file_meta(pb::GetFileMetaRequest { request: Some(file_request(&name)) }).await.expect("meta").into_inner();
+    let meta = c
+        .get_file_meta(pb::GetFileMetaRequest {
+            request: Some(file_request(&name)),
+        })
+        .await
+        .expect("meta")
+        .into_inner();
     assert_eq!(meta.size, data.len() as i64);
     assert!(meta.last_modified.ends_with('Z'), "{}", meta.last_modified);
 
     // The embedded store writes below the process's working directory.
-    let on_disk = std::fs::read(plinth.dir.join(".plinth/files").join(&name)).expect("file on disk");
+    let on_disk =
+        std::fs::read(plinth.dir.join(".plinth/files").join(&name)).expect("file on disk");
     assert_eq!(on_disk.len(), data.len());
 
     // Replacing with an empty file works too.
     put(&mut c, &name, b"").await.expect("put empty");
     assert!(get(&mut c, &name).await.expect("get empty").is_empty());
-    let meta = c.get_file_meta(pb::GetFileMetaRequest { request: Some(file_request(&name)) }).await.expect("meta").into_inner();
+    let meta = c
+        .get_file_meta(pb::GetFileMetaRequest {
+            request: Some(file_request(&name)),
+        })
+        .await
+        .expect("meta")
+        .into_inner();
     assert_eq!(meta.size, 0);
 }
 
 #[tokio::test]
 async fn list_pages_with_marker() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let dir = unique("list");
     let mut expected: Vec<String> = (0..25).map(|i| format!("{dir}/f{i:02}.txt")).collect();
@@ -82,24 +128,39 @@ async fn list_pages_with_marker() {
         sizes.insert(name.clone(), content.len() as i64);
     }
     // A file outside the prefix is not listed.
-    put(&mut c, &format!("{}/x.txt", unique("elsewhere")), b"x").await.expect("put elsewhere");
+    put(&mut c, &format!("{}/x.txt", unique("elsewhere")), b"x")
+        .await
+        .expect("put elsewhere");
     expected.sort();
 
     let mut seen = Vec::new();
     let mut marker = String::new();
     let mut pages = Vec::new();
     loop {
-        let page = list(&mut c, &format!("{dir}/"), 10, &marker).await.expect("list");
+        let page = list(&mut c, &format!("{dir}/"), 10, &marker)
+            .await
+            .expect("list");
         assert!(page.files.len() <= 10);
         pages.push((page.files.len(), page.is_truncated));
         seen.extend(page.files.iter().map(|f| f.file_name.clone()));
         for f in &page.files {
-            assert_eq!(Some(&f.size), sizes.get(&f.file_name), "size of {}", f.file_name);
+            assert_eq!(
+                Some(&f.size),
+                sizes.get(&f.file_name),
+                "size of {}",
+                f.file_name
+            );
         }
         if !page.is_truncated {
             break;
         }
-        assert_eq!(page.marker, page.files.last().map(|f| f.file_name.clone()).unwrap_or_default());
+        assert_eq!(
+            page.marker,
+            page.files
+                .last()
+                .map(|f| f.file_name.clone())
+                .unwrap_or_default()
+        );
         marker = page.marker;
         assert!(pages.len() < 10, "paging does not end");
     }
@@ -107,57 +168,115 @@ async fn list_pages_with_marker() {
     assert_eq!(seen, expected);
 
     // Page size 0 means the default, which holds all 25.
-    let all = list(&mut c, &format!("{dir}/"), 0, "").await.expect("list default");
+    let all = list(&mut c, &format!("{dir}/"), 0, "")
+        .await
+        .expect("list default");
     assert_eq!(all.files.len(), 25);
     assert!(!all.is_truncated);
 
-    let err = list(&mut c, &format!("{dir}/"), -1, "").await.expect_err("negative page size");
+    let err = list(&mut c, &format!("{dir}/"), -1, "")
+        .await
+        .expect_err("negative page size");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }
 
 #[tokio::test]
 async fn delete_then_get_is_not_found() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     let name = format!("{}.txt", unique("gone"));
     put(&mut c, &name, b"short-lived").await.expect("put");
     assert_eq!(get(&mut c, &name).await.expect("get"), b"short-lived");
-    c.del_file(pb::DelFileRequest { request: Some(file_request(&name)) }).await.expect("delete");
+    c.del_file(pb::DelFileRequest {
+        request: Some(file_request(&name)),
+    })
+    .await
+    .expect("delete");
     let err = get(&mut c, &name).await.expect_err("get after delete");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = c.get_file_meta(pb::GetFileMetaRequest { request: Some(file_request(&name)) }).await.expect_err("meta after delete");
+    let err = c
+        .get_file_meta(pb::GetFileMetaRequest {
+            request: Some(file_request(&name)),
+        })
+        .await
+        .expect_err("meta after delete");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = c.del_file(pb::DelFileRequest { request: Some(file_request(&name)) }).await.expect_err("delete twice");
+    let err = c
+        .del_file(pb::DelFileRequest {
+            request: Some(file_request(&name)),
+        })
+        .await
+        .expect_err("delete twice");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
 
 #[tokio::test]
 async fn names_that_escape_the_store_are_rejected() {
-    let plinth = Plinth::start();
+    let plinth = Plinth::start_ready().await;
     let mut c = plinth.client().await;
     // Something the escapes would reach if they were followed.
     std::fs::write(plinth.dir.join("outside.txt"), b"outside").expect("write outside");
-    for name in ["../x", "/etc/passwd", "a/../../b", "../../outside.txt", "..", "a/./b", ""] {
+    for name in [
+        "../x",
+        "/etc/passwd",
+        "a/../../b",
+        "../../outside.txt",
+        "..",
+        "a/./b",
+        "",
+    ] {
         let err = put(&mut c, name, b"x").await.expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "put {name:?}: {err:?}");
         let err = get(&mut c, name).await.expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "get {name:?}: {err:?}");
-        let err = c.get_file_meta(pb::GetFileMetaRequest { request: Some(file_request(name)) }).await.expect_err(name);
+        let err = c
+            .get_file_meta(pb::GetFileMetaRequest {
+                request: Some(file_request(name)),
+            })
+            .await
+            .expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "meta {name:?}: {err:?}");
-        let err = c.del_file(pb::DelFileRequest { request: Some(file_request(name)) }).await.expect_err(name);
-        assert_eq!(err.code(), Code::InvalidArgument, "delete {name:?}: {err:?}");
+        let err = c
+            .del_file(pb::DelFileRequest {
+                request: Some(file_request(name)),
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "delete {name:?}: {err:?}"
+        );
     }
     for prefix in ["../", "/etc/", "a/../../"] {
         let err = list(&mut c, prefix, 10, "").await.expect_err(prefix);
-        assert_eq!(err.code(), Code::InvalidArgument, "list {prefix:?}: {err:?}");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "list {prefix:?}: {err:?}"
+        );
     }
-    assert_eq!(std::fs::read(plinth.dir.join("outside.txt")).expect("still there"), b"outside");
+    assert_eq!(
+        std::fs::read(plinth.dir.join("outside.txt")).expect("still there"),
+        b"outside"
+    );
     assert!(!plinth.dir.join("x").exists() && !plinth.dir.join(".plinth/x").exists());
 
-    let err = c.list_file(pb::ListFileRequest { request: None, page_size: 10, marker: String::new() }).await.expect_err("no request");
+    let err = c
+        .list_file(pb::ListFileRequest {
+            request: None,
+            page_size: 10,
+            marker: String::new(),
+        })
+        .await
+        .expect_err("no request");
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .get_file(pb::GetFileRequest { store_name: "nope".into(), name: "a.txt".into(), metadata: HashMap::new() })
+        .get_file(pb::GetFileRequest {
+            store_name: "nope".into(),
+            name: "a.txt".into(),
+            metadata: HashMap::new(),
+        })
         .await
         .expect_err("unknown store");
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -2,5 +2,16 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod upstream;
 
+mod admin;
+mod binding;
+mod configuration;
+mod errors;
+mod file;
+mod lifecycle;
+mod lock;
+mod ops;
+mod secrets;
+mod sequencer;
 mod state;

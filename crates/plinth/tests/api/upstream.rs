@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,16 +21,16 @@ use tokio::sync::{mpsc, watch};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A running test HTTP server on 127.0.0.1, stopped on drop.
-pub struct Upstream {
-    pub addr: SocketAddr,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<Recorded>,
     held: Arc<AtomicUsize>,
     release: watch::Sender<bool>,
@@ -45,8 +45,10 @@ impl Drop for Upstream {
 
 impl Upstream {
     /// Bind 127.0.0.1:0 and serve; `name` comes back in the `x-upstream` header.
-    pub async fn start(name: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    pub(crate) async fn start(name: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let (tx, requests) = mpsc::unbounded_channel();
         let held = Arc::new(AtomicUsize::new(0));
@@ -54,51 +56,85 @@ impl Upstream {
         let (held2, name) = (held.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (tx, held, released, name) = (tx.clone(), held2.clone(), released.clone(), name.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (tx, held, released, name) =
+                    (tx.clone(), held2.clone(), released.clone(), name.clone());
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (tx, held, mut released, name) = (tx.clone(), held.clone(), released.clone(), name.clone());
+                    let (tx, held, mut released, name) =
+                        (tx.clone(), held.clone(), released.clone(), name.clone());
                     async move {
                         let method = req.method().to_string();
                         let path = req.uri().path().to_string();
                         let headers = req
                             .headers()
                             .iter()
-                            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_string(),
+                                    v.to_str().unwrap_or_default().to_string(),
+                                )
+                            })
                             .collect();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                        let _ = tx.send(Recorded { method, path: path.clone(), headers, body: body.clone() });
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let _ = tx.send(Recorded {
+                            method,
+                            path: path.clone(),
+                            headers,
+                            body: body.clone(),
+                        });
                         let response = if let Some(code) = path.strip_prefix("/status/") {
                             let code: u16 = code.parse().unwrap_or(500);
-                            Response::builder().status(code).body(Full::new(Bytes::from(format!("status {code}"))))
+                            Response::builder()
+                                .status(code)
+                                .body(Full::new(Bytes::from(format!("status {code}"))))
                         } else if path == "/hold" {
                             held.fetch_add(1, Ordering::SeqCst);
                             let _ = released.wait_for(|r| *r).await;
-                            Response::builder().status(200).body(Full::new(Bytes::from_static(b"released")))
+                            Response::builder()
+                                .status(200)
+                                .body(Full::new(Bytes::from_static(b"released")))
                         } else {
                             let mut echo = b"echo:".to_vec();
                             echo.extend_from_slice(&body);
-                            Response::builder().status(200).header("x-upstream", name).body(Full::new(Bytes::from(echo)))
+                            Response::builder()
+                                .status(200)
+                                .header("x-upstream", name)
+                                .body(Full::new(Bytes::from(echo)))
                         };
                         Ok::<_, Infallible>(response.expect("response"))
                     }
                 });
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
                 });
             }
         });
-        Self { addr, requests, held, release, task }
+        Self {
+            addr,
+            requests,
+            held,
+            release,
+            task,
+        }
     }
 
     /// The base URL, `http://127.0.0.1:port`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The next request the server received, waiting at most `timeout`.
-    pub async fn next_request(&mut self, timeout: Duration) -> Recorded {
+    pub(crate) async fn next_request(&mut self, timeout: Duration) -> Recorded {
         tokio::time::timeout(timeout, self.requests.recv())
             .await
             .unwrap_or_else(|_| panic!("no request reached the upstream within {timeout:?}"))
@@ -106,21 +142,25 @@ impl Upstream {
     }
 
     /// Whether a request arrived (without waiting).
-    pub fn try_next_request(&mut self) -> Option<Recorded> {
+    pub(crate) fn try_next_request(&mut self) -> Option<Recorded> {
         self.requests.try_recv().ok()
     }
 
     /// Wait until `n` requests to `/hold` are being held, at most `timeout`.
-    pub async fn wait_held(&self, n: usize, timeout: Duration) {
+    pub(crate) async fn wait_held(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.held.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "only {} of {n} requests held after {timeout:?}", self.held.load(Ordering::SeqCst));
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} requests held after {timeout:?}",
+                self.held.load(Ordering::SeqCst)
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Answer every held request, and every later one to `/hold` at once.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.release.send_replace(true);
     }
 }

@@ -54,6 +54,19 @@ impl Plinth {
         Self::start_with(&[], None)
     }
 
+    /// Start with the embedded default configuration and wait until readiness answers 200
+    /// (every component UP, not merely past its first init attempt).
+    pub async fn start_ready() -> Self {
+        Self::start_ready_with(&[], None).await
+    }
+
+    /// [`Plinth::start_with`], then wait until readiness answers 200.
+    pub async fn start_ready_with(args: &[&str], dir: Option<&Path>) -> Self {
+        let plinth = Self::start_with(args, dir);
+        plinth.wait_ready(START_TIMEOUT).await;
+        plinth
+    }
+
     /// Start with extra arguments, in `dir` (a fresh scratch dir when `None`).
     pub fn start_with(args: &[&str], dir: Option<&Path>) -> Self {
         Self::try_start(args, dir).unwrap_or_else(|e| panic!("plinth did not start: {e}"))

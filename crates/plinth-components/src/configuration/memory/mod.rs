@@ -217,7 +217,13 @@ async fn forward(
 }
 
 #[async_trait]
-impl Component for InMemoryConfigurationStore {}
+impl Component for InMemoryConfigurationStore {
+    /// Its metadata is read by the building block (`keyPrefix`, ...), so new metadata
+    /// changes nothing here, and the data is kept.
+    async fn reconfigure(&self, _spec: &plinth_core::ComponentSpec) -> Result<bool> {
+        Ok(true)
+    }
+}
 
 #[async_trait]
 impl ConfigurationStore for InMemoryConfigurationStore {

@@ -98,7 +98,13 @@ impl InMemoryLockStore {
 }
 
 #[async_trait]
-impl Component for InMemoryLockStore {}
+impl Component for InMemoryLockStore {
+    /// Its metadata is read by the building block (`keyPrefix`, ...), so new metadata
+    /// changes nothing here, and the data is kept.
+    async fn reconfigure(&self, _spec: &plinth_core::ComponentSpec) -> Result<bool> {
+        Ok(true)
+    }
+}
 
 #[async_trait]
 impl LockStore for InMemoryLockStore {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -49,7 +49,7 @@ pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
 /// A broker in memory with consumer groups, competing consumers and redelivery.
 pub struct InMemoryPubSub {
     topics: Mutex<HashMap<String, HashMap<String, Arc<Group>>>>,
-    max_queue_length: usize,
+    max_queue_length: AtomicUsize,
     /// Orders messages so that returned ones go back where they were.
     next_seq: AtomicU64,
     shutdown: CancellationToken,
@@ -59,7 +59,7 @@ impl fmt::Debug for InMemoryPubSub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryPubSub")
             .field("topics", &lock(&self.topics).len())
-            .field("max_queue_length", &self.max_queue_length)
+            .field("max_queue_length", &self.max_queue_length.load(Ordering::Relaxed))
             .field("closed", &self.shutdown.is_cancelled())
             .finish()
     }
@@ -200,7 +200,7 @@ impl InMemoryPubSub {
     pub fn new(max_queue_length: usize) -> Self {
         Self {
             topics: Mutex::default(),
-            max_queue_length: max_queue_length.max(1),
+            max_queue_length: AtomicUsize::new(max_queue_length.max(1)),
             next_seq: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         }
@@ -222,6 +222,13 @@ impl Default for InMemoryPubSub {
 
 #[async_trait]
 impl Component for InMemoryPubSub {
+    /// A new `maxQueueLength` applies to later publishes; queued messages are kept.
+    async fn reconfigure(&self, spec: &ComponentSpec) -> Result<bool> {
+        let config = InMemoryPubSubConfig::from_spec(spec)?;
+        self.max_queue_length.store(config.max_queue_length.max(1), Ordering::Relaxed);
+        Ok(true)
+    }
+
     async fn close(&self) {
         self.shutdown.cancel();
     }
@@ -248,10 +255,10 @@ impl PubSub for InMemoryPubSub {
             return Ok(());
         };
         for (name, group) in groups {
-            if lock(&group.queue).len() >= self.max_queue_length {
+            if lock(&group.queue).len() >= self.max_queue_length.load(Ordering::Relaxed) {
                 return Err(Error::resource_exhausted(format!(
                     "topic {:?}: the queue of consumer group {name:?} is full ({} messages)",
-                    req.topic, self.max_queue_length
+                    req.topic, self.max_queue_length.load(Ordering::Relaxed)
                 )));
             }
         }

@@ -58,7 +58,13 @@ impl InMemorySequencer {
 }
 
 #[async_trait]
-impl Component for InMemorySequencer {}
+impl Component for InMemorySequencer {
+    /// Its metadata is read by the building block (`keyPrefix`, ...), so new metadata
+    /// changes nothing here, and the data is kept.
+    async fn reconfigure(&self, _spec: &plinth_core::ComponentSpec) -> Result<bool> {
+        Ok(true)
+    }
+}
 
 #[async_trait]
 impl Sequencer for InMemorySequencer {

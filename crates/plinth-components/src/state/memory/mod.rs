@@ -270,6 +270,11 @@ impl InMemoryStateStore {
 
 #[async_trait]
 impl Component for InMemoryStateStore {
+    /// Its metadata is read by the building block (`keyPrefix`, ...), so new metadata
+    /// changes nothing here, and the data is kept.
+    async fn reconfigure(&self, _spec: &plinth_core::ComponentSpec) -> Result<bool> {
+        Ok(true)
+    }
     async fn init(&self) -> Result<()> {
         let mut sweeper = lock(&self.sweeper);
         if sweeper.is_none() {
