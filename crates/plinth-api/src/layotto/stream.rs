@@ -1,7 +1,7 @@
 //! The long-lived streams: SubscribeConfiguration and SubscribeTopicEvents.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,7 +84,23 @@ pub(super) fn subscribe_configuration(
 #[derive(Debug)]
 struct StreamHandler {
     tx: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, Status>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    pending: Mutex<Pending>,
+}
+
+/// The events waiting for the client's answer, by id.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Set when the stream ends. Deliveries still under way (e.g. waiting for an
+    /// `--app-max-concurrency` slot) must not be sent on it and then wait for an answer that
+    /// cannot come: they go back to the broker at once.
+    closed: bool,
+    waiting: HashMap<String, oneshot::Sender<Outcome>>,
+}
+
+impl StreamHandler {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[async_trait]
@@ -92,8 +108,12 @@ impl EventHandler for StreamHandler {
     async fn handle(&self, event: TopicEvent) -> Outcome {
         let (answer_tx, answer_rx) = oneshot::channel();
         let id = event.id.clone();
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(id.clone(), answer_tx);
+        {
+            let mut pending = self.pending();
+            if pending.closed {
+                return Outcome::Gone;
+            }
+            pending.waiting.insert(id.clone(), answer_tx);
         }
         let msg = pb::SubscribeTopicEventsResponse {
             subscribe_topic_events_response_type: Some(
@@ -110,9 +130,7 @@ impl EventHandler for StreamHandler {
             Ok(Err(_)) => Outcome::Gone,
             Err(_) => Outcome::Error("the streaming subscriber did not answer in time".into()),
         };
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(&id);
-        }
+        self.pending().waiting.remove(&id);
         outcome
     }
 }
@@ -145,7 +163,7 @@ pub(super) async fn subscribe_topic_events(
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let handler = Arc::new(StreamHandler {
         tx: tx.clone(),
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::default(),
     });
     let spec = SubscriptionSpec {
         pubsub: initial.pubsub_name.clone(),
@@ -176,7 +194,7 @@ pub(super) async fn subscribe_topic_events(
                             Some(s) => super::callback::outcome_of(s),
                             None => Outcome::Success,
                         };
-                        let waiter = handler.pending.lock().ok().and_then(|mut p| p.remove(&done.id));
+                        let waiter = handler.pending().waiting.remove(&done.id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(outcome);
                         }
@@ -189,9 +207,12 @@ pub(super) async fn subscribe_topic_events(
                 },
             }
         }
-        // Pending events go back to the broker for other subscribers.
-        if let Ok(mut pending) = handler.pending.lock() {
-            pending.clear();
+        // Pending events go back to the broker for other subscribers, and so do those not
+        // yet sent.
+        {
+            let mut pending = handler.pending();
+            pending.closed = true;
+            pending.waiting.clear();
         }
         subscription.cancel();
     });

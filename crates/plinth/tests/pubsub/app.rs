@@ -14,15 +14,15 @@ use plinth_proto::runtime::v1 as pb;
 use plinth_proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
 use plinth_proto::runtime::v1::topic_event_response::TopicEventResponseStatus;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// The pub/sub component every test uses.
-pub const PUBSUB: &str = "pubsub";
+pub(crate) const PUBSUB: &str = "pubsub";
 
 /// What the app answers to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     Success,
     Retry,
     Drop,
@@ -32,19 +32,19 @@ pub enum Reply {
 
 /// One call of `OnTopicEvent` as the app saw it.
 #[derive(Debug, Clone)]
-pub struct Delivery {
-    pub event: pb::TopicEventRequest,
+pub(crate) struct Delivery {
+    pub(crate) event: pb::TopicEventRequest,
     /// 1 for the first delivery of this (topic, id), 2 for the next, ...
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// When the call arrived.
-    pub at: Instant,
+    pub(crate) at: Instant,
 }
 
 /// Decides the answer to a delivery; the future may wait (e.g. on a test-controlled gate).
-pub type Handler = Arc<dyn Fn(&Delivery) -> BoxFuture<'static, Reply> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Delivery) -> BoxFuture<'static, Reply> + Send + Sync>;
 
 /// A handler answering synchronously.
-pub fn reply(f: impl Fn(&Delivery) -> Reply + Send + Sync + 'static) -> Handler {
+pub(crate) fn reply(f: impl Fn(&Delivery) -> Reply + Send + Sync + 'static) -> Handler {
     Arc::new(move |d| {
         let r = f(d);
         Box::pin(async move { r })
@@ -52,7 +52,7 @@ pub fn reply(f: impl Fn(&Delivery) -> Reply + Send + Sync + 'static) -> Handler 
 }
 
 /// A handler answering `r` to everything.
-pub fn always(r: Reply) -> Handler {
+pub(crate) fn always(r: Reply) -> Handler {
     reply(move |_| r)
 }
 
@@ -64,6 +64,8 @@ struct State {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     list_calls: AtomicUsize,
+    /// ListTopicSubscriptions waits until this turns true.
+    list_open: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -97,11 +99,14 @@ impl AppCallback for Service {
         _request: tonic::Request<()>,
     ) -> Result<tonic::Response<pb::ListTopicSubscriptionsResponse>, tonic::Status> {
         self.0.list_calls.fetch_add(1, Ordering::SeqCst);
+        let _ = self.0.list_open.clone().wait_for(|open| *open).await;
         match &self.0.subscriptions {
             Some(subscriptions) => Ok(tonic::Response::new(pb::ListTopicSubscriptionsResponse {
                 subscriptions: subscriptions.clone(),
             })),
-            None => Err(tonic::Status::unimplemented("this app declares no subscriptions")),
+            None => Err(tonic::Status::unimplemented(
+                "this app declares no subscriptions",
+            )),
         }
     }
 
@@ -114,11 +119,17 @@ impl AppCallback for Service {
         let event = request.into_inner();
         let attempt = {
             let mut attempts = lock(&state.attempts);
-            let n = attempts.entry((event.topic.clone(), event.id.clone())).or_default();
+            let n = attempts
+                .entry((event.topic.clone(), event.id.clone()))
+                .or_default();
             *n += 1;
             *n
         };
-        let delivery = Delivery { event, attempt, at: Instant::now() };
+        let delivery = Delivery {
+            event,
+            attempt,
+            at: Instant::now(),
+        };
         let handler = lock(&state.handler).clone();
         let answer = handler(&delivery);
         // Recorded before answering, so a test sees calls the handler is still holding.
@@ -127,51 +138,63 @@ impl AppCallback for Service {
             Reply::Success => TopicEventResponseStatus::Success,
             Reply::Retry => TopicEventResponseStatus::Retry,
             Reply::Drop => TopicEventResponseStatus::Drop,
-            Reply::Fail(code) => return Err(tonic::Status::new(code, "the test app failed this event")),
+            Reply::Fail(code) => {
+                return Err(tonic::Status::new(code, "the test app failed this event"));
+            }
         };
-        Ok(tonic::Response::new(pb::TopicEventResponse { status: status as i32 }))
+        Ok(tonic::Response::new(pb::TopicEventResponse {
+            status: status as i32,
+        }))
     }
 }
 
 /// Builds a [`TestApp`].
-pub struct AppBuilder {
+pub(crate) struct AppBuilder {
     subscriptions: Option<Vec<pb::TopicSubscription>>,
     handler: Handler,
 }
 
 impl AppBuilder {
     /// List a subscription to `topic` on [`PUBSUB`] with delivery metadata.
-    pub fn subscribe(mut self, topic: &str, metadata: &[(&str, &str)]) -> Self {
-        self.subscriptions.get_or_insert_with(Vec::new).push(pb::TopicSubscription {
-            pubsub_name: PUBSUB.into(),
-            topic: topic.into(),
-            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        });
+    pub(crate) fn subscribe(mut self, topic: &str, metadata: &[(&str, &str)]) -> Self {
+        self.subscriptions
+            .get_or_insert_with(Vec::new)
+            .push(pb::TopicSubscription {
+                pubsub_name: PUBSUB.into(),
+                topic: topic.into(),
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            });
         self
     }
 
     /// Answer ListTopicSubscriptions with UNIMPLEMENTED.
-    pub fn without_list(mut self) -> Self {
+    pub(crate) fn without_list(mut self) -> Self {
         self.subscriptions = None;
         self
     }
 
     /// How to answer events (SUCCESS to everything by default).
-    pub fn handler(mut self, handler: Handler) -> Self {
+    pub(crate) fn handler(mut self, handler: Handler) -> Self {
         self.handler = handler;
         self
     }
 
     /// Serve on an ephemeral port.
-    pub async fn start(self) -> TestApp {
+    pub(crate) async fn start(self) -> TestApp {
         self.start_on(0).await
     }
 
     /// Serve on `port` of 127.0.0.1.
-    pub async fn start_on(self, port: u16) -> TestApp {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the test app");
+    pub(crate) async fn start_on(self, port: u16) -> TestApp {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the test app");
         let port = listener.local_addr().expect("test app address").port();
         let (tx, deliveries) = mpsc::unbounded_channel();
+        let (list_gate, list_open) = watch::channel(false);
         let state = Arc::new(State {
             subscriptions: self.subscriptions,
             handler: Mutex::new(self.handler),
@@ -179,6 +202,7 @@ impl AppBuilder {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             list_calls: AtomicUsize::new(0),
+            list_open,
             tx,
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -188,31 +212,48 @@ impl AppBuilder {
                 let _ = stopped.await;
             });
         tokio::spawn(server);
-        TestApp { port, deliveries, state, _stop: stop }
+        TestApp {
+            port,
+            deliveries,
+            state,
+            list_gate,
+            _stop: stop,
+        }
     }
 }
 
 /// A running test app; stops serving when dropped.
-pub struct TestApp {
-    pub port: u16,
+pub(crate) struct TestApp {
+    pub(crate) port: u16,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     state: Arc<State>,
+    list_gate: watch::Sender<bool>,
     _stop: oneshot::Sender<()>,
 }
 
 impl TestApp {
     /// An app with no subscriptions that answers SUCCESS.
-    pub fn builder() -> AppBuilder {
-        AppBuilder { subscriptions: Some(Vec::new()), handler: always(Reply::Success) }
+    pub(crate) fn builder() -> AppBuilder {
+        AppBuilder {
+            subscriptions: Some(Vec::new()),
+            handler: always(Reply::Success),
+        }
+    }
+
+    /// Let ListTopicSubscriptions answer (it waits until then). Plinth's log lines before
+    /// `plinth started` are consumed by the harness, so a test that waits for `subscribed`
+    /// opens this only after Plinth has started.
+    pub(crate) fn answer_list(&self) {
+        self.list_gate.send_replace(true);
     }
 
     /// Change how the app answers from now on.
-    pub fn set_handler(&self, handler: Handler) {
+    pub(crate) fn set_handler(&self, handler: Handler) {
         *lock(&self.state.handler) = handler;
     }
 
     /// The next delivery, or panic after `timeout`.
-    pub async fn next(&mut self, timeout: Duration) -> Delivery {
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Delivery {
         match tokio::time::timeout(timeout, self.deliveries.recv()).await {
             Ok(Some(d)) => d,
             Ok(None) => panic!("the test app stopped"),
@@ -221,44 +262,57 @@ impl TestApp {
     }
 
     /// The next `n` deliveries, or panic (naming how many arrived) after `timeout` overall.
-    pub async fn next_n(&mut self, n: usize, timeout: Duration) -> Vec<Delivery> {
+    pub(crate) async fn next_n(&mut self, n: usize, timeout: Duration) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             match tokio::time::timeout_at(deadline, self.deliveries.recv()).await {
                 Ok(Some(d)) => out.push(d),
                 Ok(None) => panic!("the test app stopped"),
-                Err(_) => panic!("{} of {n} deliveries within {timeout:?}: {:?}", out.len(), summary(&out)),
+                Err(_) => panic!(
+                    "{} of {n} deliveries within {timeout:?}: {:?}",
+                    out.len(),
+                    summary(&out)
+                ),
             }
         }
         out
     }
 
     /// The next delivery, if one arrives within `window`.
-    pub async fn next_within(&mut self, window: Duration) -> Option<Delivery> {
-        tokio::time::timeout(window, self.deliveries.recv()).await.ok().flatten()
+    pub(crate) async fn next_within(&mut self, window: Duration) -> Option<Delivery> {
+        tokio::time::timeout(window, self.deliveries.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// A delivery already received and not yet taken, if any.
-    pub fn try_next(&mut self) -> Option<Delivery> {
+    pub(crate) fn try_next(&mut self) -> Option<Delivery> {
         self.deliveries.try_recv().ok()
     }
 
     /// The most `OnTopicEvent` calls the app has had in progress at once.
-    pub fn max_concurrent(&self) -> usize {
+    pub(crate) fn max_concurrent(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// How many times Plinth asked for the subscriptions.
-    pub fn list_calls(&self) -> usize {
+    pub(crate) fn list_calls(&self) -> usize {
         self.state.list_calls.load(Ordering::SeqCst)
     }
 }
 
 /// (topic, data, attempt) of each delivery, for failure messages.
-pub fn summary(deliveries: &[Delivery]) -> Vec<(String, String, u32)> {
+pub(crate) fn summary(deliveries: &[Delivery]) -> Vec<(String, String, u32)> {
     deliveries
         .iter()
-        .map(|d| (d.event.topic.clone(), String::from_utf8_lossy(&d.event.data).into_owned(), d.attempt))
+        .map(|d| {
+            (
+                d.event.topic.clone(),
+                String::from_utf8_lossy(&d.event.data).into_owned(),
+                d.attempt,
+            )
+        })
         .collect()
 }

@@ -27,7 +27,11 @@ async fn app_max_concurrency_bounds_calls_in_progress() {
             })
         })
     };
-    let mut app = TestApp::builder().subscribe(&topic, &[]).handler(handler).start().await;
+    let mut app = TestApp::builder()
+        .subscribe(&topic, &[])
+        .handler(handler)
+        .start()
+        .await;
     let plinth = start_for(&app, &["--app-max-concurrency", "2"]);
     wait_subscribed(&plinth, &[&topic]).await;
     let mut c = plinth.client().await;
@@ -43,7 +47,11 @@ async fn app_max_concurrency_bounds_calls_in_progress() {
     for _ in 0..8 {
         gate.add_permits(1);
         got.push(app.next(WAIT).await);
-        assert!(app.max_concurrent() <= 2, "{} calls at once", app.max_concurrent());
+        assert!(
+            app.max_concurrent() <= 2,
+            "{} calls at once",
+            app.max_concurrent()
+        );
     }
     gate.add_permits(2);
     wait_outcome(&plinth, &topic, "success", 10).await;

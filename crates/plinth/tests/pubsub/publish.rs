@@ -16,27 +16,50 @@ async fn bad_publications_are_rejected() {
     let mut c = plinth.client().await;
 
     let missing = unique("nope");
-    let err = try_publish(&mut c, &missing, &topic, b"x", "text/plain").await.expect_err("unknown pubsub");
+    let err = try_publish(&mut c, &missing, &topic, b"x", "text/plain")
+        .await
+        .expect_err("unknown pubsub");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains(&missing), "the error names the pubsub: {}", err.message());
+    assert!(
+        err.message().contains(&missing),
+        "the error names the pubsub: {}",
+        err.message()
+    );
 
-    let err = try_publish(&mut c, PUBSUB, "", b"x", "text/plain").await.expect_err("empty topic");
+    let err = try_publish(&mut c, PUBSUB, "", b"x", "text/plain")
+        .await
+        .expect_err("empty topic");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("topic"), "{}", err.message());
 
-    let err = try_publish(&mut c, PUBSUB, &topic, b"{not json", "application/json").await.expect_err("non-JSON data");
+    let err = try_publish(&mut c, PUBSUB, &topic, b"{not json", "application/json")
+        .await
+        .expect_err("non-JSON data");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("JSON"), "{}", err.message());
 
-    let err = try_publish(&mut c, PUBSUB, &topic, b"[1]", "application/cloudevents+json").await.expect_err("not an event");
+    let err = try_publish(
+        &mut c,
+        PUBSUB,
+        &topic,
+        b"[1]",
+        "application/cloudevents+json",
+    )
+    .await
+    .expect_err("not an event");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
-    let err = try_publish(&mut c, PUBSUB, &topic, &[0xff, 0xfe], "text/plain").await.expect_err("text that is not UTF-8");
+    let err = try_publish(&mut c, PUBSUB, &topic, &[0xff, 0xfe], "text/plain")
+        .await
+        .expect_err("text that is not UTF-8");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // None of those reached the topic: the first event there is the next valid one.
     publish(&mut c, &topic, br#"{"ok":true}"#, "application/json").await;
     let event = sub.next_event().await;
-    assert_eq!((event.data.as_slice(), event.data_content_type.as_str()), (&br#"{"ok":true}"#[..], "application/json"));
+    assert_eq!(
+        (event.data.as_slice(), event.data_content_type.as_str()),
+        (&br#"{"ok":true}"#[..], "application/json")
+    );
     sub.answer(&event.id, Status::Success).await;
 }

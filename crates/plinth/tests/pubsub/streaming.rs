@@ -16,23 +16,38 @@ use crate::common::{Plinth, unique};
 use crate::support::{WAIT, outcome_count, publish, wait_outcome};
 
 /// One open `SubscribeTopicEvents` stream.
-pub struct EventStream {
+pub(crate) struct EventStream {
     requests: mpsc::Sender<pb::SubscribeTopicEventsRequest>,
     responses: tonic::Streaming<pb::SubscribeTopicEventsResponse>,
 }
 
 impl EventStream {
     /// Subscribe and wait for the initial response; the subscription is active then.
-    pub async fn open(plinth: &Plinth, topic: &str, metadata: &[(&str, &str)]) -> Self {
+    pub(crate) async fn open(plinth: &Plinth, topic: &str, metadata: &[(&str, &str)]) -> Self {
+        Self::open_with_dead_letters(plinth, topic, metadata, None).await
+    }
+
+    /// [`EventStream::open`], naming a dead-letter topic in the initial request.
+    pub(crate) async fn open_with_dead_letters(
+        plinth: &Plinth,
+        topic: &str,
+        metadata: &[(&str, &str)],
+        dead_letter_topic: Option<&str>,
+    ) -> Self {
         let (requests, rx) = mpsc::channel(16);
         let initial = pb::SubscribeTopicEventsRequestInitial {
             pubsub_name: PUBSUB.into(),
             topic: topic.into(),
-            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            dead_letter_topic: None,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dead_letter_topic: dead_letter_topic.map(str::to_string),
         };
         requests
-            .send(pb::SubscribeTopicEventsRequest { subscribe_topic_events_request_type: Some(In::InitialRequest(initial)) })
+            .send(pb::SubscribeTopicEventsRequest {
+                subscribe_topic_events_request_type: Some(In::InitialRequest(initial)),
+            })
             .await
             .expect("queue the initial request");
         let mut c = plinth.client().await;
@@ -41,17 +56,31 @@ impl EventStream {
             .expect("subscribe in time")
             .expect("subscribe")
             .into_inner();
-        let first = timeout(WAIT, responses.message()).await.expect("initial response in time").expect("initial response");
+        let first = timeout(WAIT, responses.message())
+            .await
+            .expect("initial response in time")
+            .expect("initial response");
         assert!(
-            matches!(first.as_ref().and_then(|r| r.subscribe_topic_events_response_type.as_ref()), Some(Out::InitialResponse(_))),
+            matches!(
+                first
+                    .as_ref()
+                    .and_then(|r| r.subscribe_topic_events_response_type.as_ref()),
+                Some(Out::InitialResponse(_))
+            ),
             "the first message is the initial response: {first:?}"
         );
-        Self { requests, responses }
+        Self {
+            requests,
+            responses,
+        }
     }
 
     /// The next event, or panic after [`WAIT`].
-    pub async fn next_event(&mut self) -> pb::TopicEventRequest {
-        let msg = timeout(WAIT, self.responses.message()).await.expect("an event in time").expect("stream error");
+    pub(crate) async fn next_event(&mut self) -> pb::TopicEventRequest {
+        let msg = timeout(WAIT, self.responses.message())
+            .await
+            .expect("an event in time")
+            .expect("stream error");
         match msg.and_then(|m| m.subscribe_topic_events_response_type) {
             Some(Out::EventMessage(event)) => event,
             other => panic!("expected an event, got {other:?}"),
@@ -59,13 +88,17 @@ impl EventStream {
     }
 
     /// Answer the event `id`.
-    pub async fn answer(&self, id: &str, status: Status) {
+    pub(crate) async fn answer(&self, id: &str, status: Status) {
         let processed = pb::SubscribeTopicEventsRequestProcessed {
             id: id.into(),
-            status: Some(pb::TopicEventResponse { status: status as i32 }),
+            status: Some(pb::TopicEventResponse {
+                status: status as i32,
+            }),
         };
         self.requests
-            .send(pb::SubscribeTopicEventsRequest { subscribe_topic_events_request_type: Some(In::EventProcessed(processed)) })
+            .send(pb::SubscribeTopicEventsRequest {
+                subscribe_topic_events_request_type: Some(In::EventProcessed(processed)),
+            })
             .await
             .expect("send the answer");
     }
@@ -82,11 +115,25 @@ async fn stream_delivers_retries_and_hands_unanswered_events_to_the_next_subscri
     // SUCCESS, after a RETRY that redelivers the same event.
     publish(&mut c, &topic, b"one", "text/plain").await;
     let e1 = a.next_event().await;
-    assert_eq!((e1.topic.as_str(), e1.pubsub_name.as_str(), e1.data.as_slice()), (topic.as_str(), PUBSUB, &b"one"[..]));
-    assert_eq!((e1.spec_version.as_str(), e1.data_content_type.as_str()), ("1.0", "text/plain"));
+    assert_eq!(
+        (
+            e1.topic.as_str(),
+            e1.pubsub_name.as_str(),
+            e1.data.as_slice()
+        ),
+        (topic.as_str(), PUBSUB, &b"one"[..])
+    );
+    assert_eq!(
+        (e1.spec_version.as_str(), e1.data_content_type.as_str()),
+        ("1.0", "text/plain")
+    );
     a.answer(&e1.id, Status::Retry).await;
     let again = a.next_event().await;
-    assert_eq!((again.id.as_str(), again.data.as_slice()), (e1.id.as_str(), &b"one"[..]), "RETRY redelivers the event");
+    assert_eq!(
+        (again.id.as_str(), again.data.as_slice()),
+        (e1.id.as_str(), &b"one"[..]),
+        "RETRY redelivers the event"
+    );
     a.answer(&e1.id, Status::Success).await;
     wait_outcome(&plinth, &topic, "success", 1).await;
 
@@ -103,8 +150,74 @@ async fn stream_delivers_retries_and_hands_unanswered_events_to_the_next_subscri
         b.answer(&e.id, Status::Success).await;
         got.insert(e.data.clone(), e.id.clone());
     }
-    assert_eq!(got.get(&b"two"[..]), Some(&e2.id), "the unanswered event reaches the next subscriber with its id: {got:?}");
+    assert_eq!(
+        got.get(&b"two"[..]),
+        Some(&e2.id),
+        "the unanswered event reaches the next subscriber with its id: {got:?}"
+    );
     assert!(got.contains_key(&b"three"[..]), "{got:?}");
     wait_outcome(&plinth, &topic, "success", 3).await;
     assert_eq!(outcome_count(&plinth, &topic, "retry").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_client_closes_hands_back_every_event_at_once() {
+    // One delivery slot: the second event waits for it while the first is on stream A.
+    let plinth = Plinth::start_with(&["--app-max-concurrency", "1"], None);
+    let topic = unique("halfclose");
+    let mut a = EventStream::open(&plinth, &topic, &[]).await;
+    let mut c = plinth.client().await;
+    publish(&mut c, &topic, b"first", "text/plain").await;
+    publish(&mut c, &topic, b"second", "text/plain").await;
+    let first = a.next_event().await;
+    assert_eq!(first.data, b"first");
+
+    // The client ends its side of the stream without answering: the subscription is over, so
+    // stream A gets nothing more and ends, and both events go to the next subscriber.
+    let EventStream {
+        requests,
+        mut responses,
+    } = a;
+    drop(requests);
+    match timeout(WAIT, responses.message())
+        .await
+        .expect("stream A ends in time")
+    {
+        Ok(None) | Err(_) => {}
+        Ok(Some(msg)) => panic!("stream A got a message after the client closed it: {msg:?}"),
+    }
+    let mut b = EventStream::open(&plinth, &topic, &[]).await;
+    let mut got = HashMap::new();
+    for _ in 0..2 {
+        let e = b.next_event().await;
+        b.answer(&e.id, Status::Success).await;
+        got.insert(e.data.clone(), e.id.clone());
+    }
+    assert_eq!(got.get(&b"first"[..]), Some(&first.id), "{got:?}");
+    assert!(got.contains_key(&b"second"[..]), "{got:?}");
+    wait_outcome(&plinth, &topic, "success", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_drop_goes_to_the_dead_letter_topic_of_the_initial_request() {
+    let plinth = Plinth::start();
+    let (topic, dlq) = (unique("stream-drop"), unique("stream-drop-dlq"));
+    let mut dead = EventStream::open(&plinth, &dlq, &[]).await;
+    let mut a = EventStream::open_with_dead_letters(&plinth, &topic, &[], Some(&dlq)).await;
+    let mut c = plinth.client().await;
+    publish(&mut c, &topic, br#"{"bad":1}"#, "application/json").await;
+    let event = a.next_event().await;
+    a.answer(&event.id, Status::Drop).await;
+    let letter = dead.next_event().await;
+    assert_eq!(
+        (letter.id.as_str(), letter.topic.as_str()),
+        (event.id.as_str(), dlq.as_str())
+    );
+    assert_eq!(
+        (letter.data.as_slice(), letter.data_content_type.as_str()),
+        (&br#"{"bad":1}"#[..], "application/json")
+    );
+    dead.answer(&letter.id, Status::Success).await;
+    wait_outcome(&plinth, &topic, "dead_letter", 1).await;
+    wait_outcome(&plinth, &dlq, "success", 1).await;
 }
