@@ -327,7 +327,9 @@ impl ComponentHost {
         let old = self.get(&spec.name);
         if let Some(old) = &old {
             if old.spec.type_name != spec.type_name {
-                return Err(spec.invalid("spec.type", "a component's type cannot change at run time"));
+                return Err(
+                    spec.invalid("spec.type", "a component's type cannot change at run time")
+                );
             }
             if old.instance.component().reconfigure(&spec).await? {
                 let hosted = self.host(spec, old.instance.clone());

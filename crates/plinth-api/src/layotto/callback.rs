@@ -163,9 +163,9 @@ pub fn start_app_subscriptions(
         let handler: Arc<dyn EventHandler> = Arc::new(app);
         for spec in specs {
             let (pubsub, topic) = (spec.pubsub.clone(), spec.topic.clone());
-            match rt.pubsub.subscribe(spec, handler.clone()).await {
+            match rt.pubsub.subscribe_durably(spec, handler.clone()) {
                 Ok(h) => out.lock().await.push(h),
-                Err(err) => tracing::error!(%pubsub, %topic, error = %err, "subscribing failed"),
+                Err(err) => tracing::error!(%pubsub, %topic, error = %err, "subscription rejected"),
             }
         }
     });

@@ -13,20 +13,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_core::Result;
-use plinth_core::component::PubSub;
-use plinth_core::component::pubsub::{Delivery, SubscribeRequest};
-use tokio::sync::{oneshot, watch};
+use plinth_core::component::pubsub::{Delivery, SubscribeRequest, Subscription};
+use plinth_core::{ErrorKind, Result};
+use tokio::sync::{mpsc, watch};
 
 use super::{EventHandler, Outcome, PubSubApi, SubscriptionSpec, cloudevent};
-use crate::components::Handle;
 use crate::metrics::TopicLabels;
 
 /// A running subscription. Dropping it (or calling [`SubscriptionHandle::cancel`]) stops
 /// delivery; unsettled messages go back to the broker.
 #[derive(Debug)]
 pub struct SubscriptionHandle {
-    stop: Option<oneshot::Sender<()>>,
+    _stop: mpsc::Sender<()>,
     /// The pub/sub component.
     pub pubsub: String,
     /// The topic.
@@ -35,60 +33,113 @@ pub struct SubscriptionHandle {
 
 impl SubscriptionHandle {
     /// Stop delivery.
-    pub fn cancel(mut self) {
-        self.stop.take();
-    }
+    pub fn cancel(self) {}
 }
 
-pub(super) async fn start(
-    api: PubSubApi,
-    handle: Handle<dyn PubSub>,
-    spec: SubscriptionSpec,
-    handler: Arc<dyn EventHandler>,
-) -> Result<SubscriptionHandle> {
+/// The first and the largest wait between attempts to (re)open a subscription.
+const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(250), Duration::from_secs(15));
+
+async fn open(api: &PubSubApi, spec: &SubscriptionSpec) -> Result<Subscription> {
+    let handle = api.host.pubsub(&spec.pubsub)?;
     let req = SubscribeRequest {
         topic: spec.topic.clone(),
         group: api.app_id.to_string(),
         max_in_flight: spec.policy.max_in_flight,
         metadata: spec.metadata.clone(),
     };
-    let mut subscription = handle.component.subscribe(req).await?;
-    let (stop_tx, mut stop_rx) = oneshot::channel();
+    handle.component.subscribe(req).await
+}
+
+/// Start delivering. With `first` set, the subscription is already open; otherwise it is
+/// opened in the background, retrying while the component is not UP. Whenever the
+/// component ends the subscription (it failed, or was replaced at run time), it is opened
+/// again with backoff, so delivery recovers by itself. Only cancelling the handle, or a
+/// request the component rejects as invalid, ends it.
+pub(super) fn start(
+    api: PubSubApi,
+    spec: SubscriptionSpec,
+    handler: Arc<dyn EventHandler>,
+    first: Option<Subscription>,
+) -> SubscriptionHandle {
+    let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
     let spec = Arc::new(spec);
-    tracing::info!(pubsub = %spec.pubsub, topic = %spec.topic, "subscribed");
     let handle_out = SubscriptionHandle {
-        stop: Some(stop_tx),
+        _stop: stop_tx,
         pubsub: spec.pubsub.clone(),
         topic: spec.topic.clone(),
     };
     tokio::spawn(async move {
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        loop {
-            tokio::select! {
-                _ = &mut stop_rx => break,
-                next = subscription.receiver.recv() => {
-                    let Some(delivery) = next else { break };
-                    // The component bounds unsettled deliveries to max_in_flight, so this
-                    // spawns at most that many tasks.
-                    let (api, spec, handler, done) = (api.clone(), spec.clone(), handler.clone(), done_tx.clone());
-                    let cancel = cancel_rx.clone();
-                    tokio::spawn(async move {
-                        process(api, spec, handler, delivery, cancel).await;
-                        drop(done);
-                    });
+        let mut next = first;
+        let mut backoff = RESUBSCRIBE_BACKOFF.0;
+        'outer: loop {
+            let mut subscription = match next.take() {
+                Some(s) => s,
+                None => {
+                    let opened = tokio::select! {
+                        _ = stop_rx.recv() => break 'outer,
+                        r = open(&api, &spec) => r,
+                    };
+                    match opened {
+                        Ok(s) => s,
+                        Err(err) if err.kind() == ErrorKind::InvalidArgument => {
+                            tracing::error!(pubsub = %spec.pubsub, topic = %spec.topic, error = %err, "cannot subscribe");
+                            break 'outer;
+                        }
+                        Err(err) => {
+                            tracing::warn!(pubsub = %spec.pubsub, topic = %spec.topic, error = %err, retry_in_ms = backoff.as_millis() as u64, "subscribing failed; retrying");
+                            tokio::select! {
+                                _ = stop_rx.recv() => break 'outer,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
+                            continue;
+                        }
+                    }
+                }
+            };
+            tracing::info!(pubsub = %spec.pubsub, topic = %spec.topic, "subscribed");
+            loop {
+                tokio::select! {
+                    _ = stop_rx.recv() => break 'outer,
+                    delivery = subscription.receiver.recv() => {
+                        let Some(delivery) = delivery else { break };
+                        backoff = RESUBSCRIBE_BACKOFF.0;
+                        // The component bounds unsettled deliveries to max_in_flight, so this
+                        // spawns at most that many tasks.
+                        let (api, spec, handler, done) = (api.clone(), spec.clone(), handler.clone(), done_tx.clone());
+                        let cancel = cancel_rx.clone();
+                        tokio::spawn(async move {
+                            process(api, spec, handler, delivery, cancel).await;
+                            drop(done);
+                        });
+                    }
                 }
             }
+            // Back off too when a subscription ends without delivering, so a component that
+            // keeps ending them is not hammered.
+            tracing::warn!(pubsub = %spec.pubsub, topic = %spec.topic, retry_in_ms = backoff.as_millis() as u64, "the component ended the subscription; resubscribing");
+            tokio::select! {
+                _ = stop_rx.recv() => break 'outer,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
         }
         tracing::info!(pubsub = %spec.pubsub, topic = %spec.topic, "unsubscribed");
-        // Dropping the receiver returns queued messages; in-flight tasks waiting to retry
-        // return theirs.
+        // In-flight tasks waiting to retry return their messages; dropping the receiver (at
+        // the end of the loop above) returned the queued ones.
         let _ = cancel_tx.send(true);
-        drop(subscription);
         drop(done_tx);
         let _ = done_rx.recv().await;
     });
-    Ok(handle_out)
+    handle_out
+}
+
+/// Open a subscription now, reporting why it cannot be opened.
+pub(super) async fn open_now(api: &PubSubApi, spec: &SubscriptionSpec) -> Result<Subscription> {
+    open(api, spec).await
 }
 
 fn backoff(spec: &SubscriptionSpec, attempt: u32) -> Duration {

@@ -256,13 +256,7 @@ impl PubSubApi {
         })
     }
 
-    /// Subscribe `handler` to a topic. Delivery runs until the returned handle is dropped or
-    /// cancelled.
-    pub async fn subscribe(
-        &self,
-        spec: SubscriptionSpec,
-        handler: Arc<dyn EventHandler>,
-    ) -> Result<SubscriptionHandle> {
+    fn validate(spec: &SubscriptionSpec) -> Result<()> {
         if spec.topic.is_empty() {
             return Err(Error::invalid_argument("topic is empty"));
         }
@@ -272,8 +266,37 @@ impl PubSubApi {
                 spec.topic
             )));
         }
-        let handle = self.host.pubsub(&spec.pubsub)?;
-        delivery::start(self.clone(), handle, spec, handler).await
+        Ok(())
+    }
+
+    /// Subscribe `handler` to a topic, failing now if the subscription cannot be opened (a
+    /// streaming client gets the error). Once open, delivery survives the component ending
+    /// the subscription: it is reopened with backoff. It runs until the handle is dropped.
+    pub async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<SubscriptionHandle> {
+        Self::validate(&spec)?;
+        let first = delivery::open_now(self, &spec).await?;
+        Ok(delivery::start(self.clone(), spec, handler, Some(first)))
+    }
+
+    /// Subscribe `handler` to a topic for as long as the handle lives, opening the
+    /// subscription in the background and retrying while the component is not UP (for the
+    /// app callback and declarative subscriptions: the backend may come up after Plinth).
+    /// Only a request that can never succeed (no such pub/sub, empty topic) is an error.
+    pub fn subscribe_durably(
+        &self,
+        spec: SubscriptionSpec,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<SubscriptionHandle> {
+        Self::validate(&spec)?;
+        if self.host.get(&spec.pubsub).is_none() {
+            // Reuse the host's message, which lists the configured pub/subs.
+            self.host.pubsub(&spec.pubsub)?;
+        }
+        Ok(delivery::start(self.clone(), spec, handler, None))
     }
 
     /// Publish an event's original envelope to a dead-letter topic.

@@ -58,3 +58,106 @@ fn bad_values_name_the_key() {
         assert!(err.to_string().contains(key), "{err}");
     }
 }
+
+mod resubscribe {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use plinth_components::pubsub::memory::InMemoryPubSub;
+    use plinth_core::component::pubsub::{
+        PubSubFeatures, PublishRequest, SubscribeRequest, Subscription,
+    };
+    use plinth_core::component::{Component, Instance, PubSub};
+    use plinth_core::registry::Registry;
+    use plinth_core::{ComponentSpec, Result};
+    use tokio::sync::mpsc;
+
+    use crate::components::{ComponentHost, Status};
+    use crate::metrics::Metrics;
+    use crate::pubsub::{
+        DeliveryPolicy, EventHandler, Outcome, PubSubApi, SubscriptionSpec, TopicEvent,
+    };
+
+    /// A broker whose first subscription ends at once, as a broker connection that drops.
+    #[derive(Debug)]
+    struct Flaky {
+        subscribes: AtomicUsize,
+        inner: InMemoryPubSub,
+    }
+
+    #[async_trait]
+    impl Component for Flaky {}
+
+    #[async_trait]
+    impl PubSub for Flaky {
+        fn features(&self) -> PubSubFeatures {
+            self.inner.features()
+        }
+        async fn publish(&self, req: PublishRequest) -> Result<()> {
+            self.inner.publish(req).await
+        }
+        async fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription> {
+            let sub = self.inner.subscribe(req).await?;
+            if self.subscribes.fetch_add(1, Ordering::SeqCst) == 0 {
+                let (_, receiver) = mpsc::channel(1);
+                return Ok(Subscription { receiver });
+            }
+            Ok(sub)
+        }
+    }
+
+    fn flaky(_: &ComponentSpec) -> Result<Instance> {
+        Ok(Instance::PubSub(Arc::new(Flaky {
+            subscribes: AtomicUsize::new(0),
+            inner: InMemoryPubSub::new(100),
+        })))
+    }
+
+    #[derive(Debug)]
+    struct Record(mpsc::UnboundedSender<TopicEvent>);
+
+    #[async_trait]
+    impl EventHandler for Record {
+        async fn handle(&self, event: TopicEvent) -> Outcome {
+            let _ = self.0.send(event);
+            Outcome::Success
+        }
+    }
+
+    #[tokio::test]
+    async fn delivery_resumes_after_the_component_ends_a_subscription() {
+        let mut registry = Registry::new();
+        registry.register("pubsub.flaky", flaky);
+        let metrics = Arc::new(Metrics::new());
+        let host = ComponentHost::new(registry, BTreeMap::new(), metrics.clone());
+        host.add_all(vec![ComponentSpec::new("ps", "pubsub.flaky")])
+            .expect("add");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while host.get("ps").map(|h| h.status().0) != Some(Status::Up) {
+            assert!(tokio::time::Instant::now() < deadline, "component not UP");
+            tokio::task::yield_now().await;
+        }
+        let api = PubSubApi::new(host, "app", metrics, None);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let spec = SubscriptionSpec {
+            pubsub: "ps".into(),
+            topic: "t".into(),
+            metadata: Default::default(),
+            policy: DeliveryPolicy::default(),
+        };
+        let _handle = api
+            .subscribe(spec, Arc::new(Record(tx)))
+            .await
+            .expect("subscribe");
+        api.publish("ps", "t", b"hello", "text/plain", Default::default())
+            .await
+            .expect("publish");
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("delivered after resubscribing");
+        assert_eq!(event.map(|e| e.data.to_vec()), Some(b"hello".to_vec()));
+    }
+}

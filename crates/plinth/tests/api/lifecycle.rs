@@ -167,7 +167,11 @@ async fn apply_configuration_keeps_in_memory_data() {
     let key = unique("kept");
     c.save_state(pb::SaveStateRequest {
         store_name: "statestore".into(),
-        states: vec![pb::StateItem { key: key.clone(), value: b"v".to_vec(), ..Default::default() }],
+        states: vec![pb::StateItem {
+            key: key.clone(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }],
     })
     .await
     .expect("save");
@@ -182,16 +186,30 @@ async fn apply_configuration_keeps_in_memory_data() {
             metadata: HashMap::new(),
         };
         let mut c = c.clone();
-        async move { c.get_next_id(req).await.expect("next id").into_inner().next_id }
+        async move {
+            c.get_next_id(req)
+                .await
+                .expect("next id")
+                .into_inner()
+                .next_id
+        }
     };
     let before_strong = next(&mut c, true).await;
     let before_weak = next(&mut c, false).await;
 
-    apply(&mut l, "state", "statestore", &[("someSetting", "1")]).await.expect("reconfigure state");
-    apply(&mut l, "sequencer", "sequencer", &[("segmentSize", "10")]).await.expect("reconfigure sequencer");
+    apply(&mut l, "state", "statestore", &[("someSetting", "1")])
+        .await
+        .expect("reconfigure state");
+    apply(&mut l, "sequencer", "sequencer", &[("segmentSize", "10")])
+        .await
+        .expect("reconfigure sequencer");
 
     let got = c
-        .get_state(pb::GetStateRequest { store_name: "statestore".into(), key, ..Default::default() })
+        .get_state(pb::GetStateRequest {
+            store_name: "statestore".into(),
+            key,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -199,6 +217,12 @@ async fn apply_configuration_keeps_in_memory_data() {
     let after_strong = next(&mut c, true).await;
     let after_weak = next(&mut c, false).await;
     let before_max = before_strong.max(before_weak);
-    assert!(after_strong > before_max, "strong id {after_strong} reissued (had {before_max})");
-    assert!(after_weak > before_max && after_weak != after_strong, "weak id {after_weak} reissued");
+    assert!(
+        after_strong > before_max,
+        "strong id {after_strong} reissued (had {before_max})"
+    );
+    assert!(
+        after_weak > before_max && after_weak != after_strong,
+        "weak id {after_weak} reissued"
+    );
 }

@@ -59,7 +59,10 @@ impl fmt::Debug for InMemoryPubSub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryPubSub")
             .field("topics", &lock(&self.topics).len())
-            .field("max_queue_length", &self.max_queue_length.load(Ordering::Relaxed))
+            .field(
+                "max_queue_length",
+                &self.max_queue_length.load(Ordering::Relaxed),
+            )
             .field("closed", &self.shutdown.is_cancelled())
             .finish()
     }
@@ -225,7 +228,8 @@ impl Component for InMemoryPubSub {
     /// A new `maxQueueLength` applies to later publishes; queued messages are kept.
     async fn reconfigure(&self, spec: &ComponentSpec) -> Result<bool> {
         let config = InMemoryPubSubConfig::from_spec(spec)?;
-        self.max_queue_length.store(config.max_queue_length.max(1), Ordering::Relaxed);
+        self.max_queue_length
+            .store(config.max_queue_length.max(1), Ordering::Relaxed);
         Ok(true)
     }
 
@@ -258,7 +262,8 @@ impl PubSub for InMemoryPubSub {
             if lock(&group.queue).len() >= self.max_queue_length.load(Ordering::Relaxed) {
                 return Err(Error::resource_exhausted(format!(
                     "topic {:?}: the queue of consumer group {name:?} is full ({} messages)",
-                    req.topic, self.max_queue_length.load(Ordering::Relaxed)
+                    req.topic,
+                    self.max_queue_length.load(Ordering::Relaxed)
                 )));
             }
         }
