@@ -98,6 +98,10 @@ pub struct LoadOutcome {
     /// intended send time (corrected for coordinated omission). Closed loop:
     /// from the actual send time.
     pub histogram: Histogram<u64>,
+    /// Open loop only: how late each call was actually sent relative to its
+    /// intended time, µs. Large values mean the generator itself (or the
+    /// machine) stalled; those stalls are included in `histogram`.
+    pub send_lag: Histogram<u64>,
     /// Calls started.
     pub started: u64,
     /// Calls that completed successfully.
@@ -117,6 +121,7 @@ impl LoadOutcome {
     fn new() -> Self {
         Self {
             histogram: new_histogram(),
+            send_lag: new_histogram(),
             started: 0,
             completed: 0,
             errors: 0,
@@ -136,6 +141,11 @@ impl LoadOutcome {
         }
     }
 
+    fn record_lag(&mut self, intended: Instant, now: Instant) {
+        self.send_lag
+            .saturating_record(micros(now.saturating_duration_since(intended)).max(1));
+    }
+
     fn record<E: std::fmt::Display>(
         &mut self,
         started: Instant,
@@ -145,8 +155,7 @@ impl LoadOutcome {
         match result {
             Ok(()) => {
                 self.completed += 1;
-                let us = u64::try_from(done.saturating_duration_since(started).as_micros())
-                    .unwrap_or(u64::MAX);
+                let us = micros(done.saturating_duration_since(started));
                 self.histogram.saturating_record(us.max(1));
             }
             Err(e) => self.fail(e.to_string()),
@@ -159,6 +168,10 @@ impl LoadOutcome {
             self.first_error = Some(message);
         }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A histogram covering 1 µs to one hour with three significant digits.
@@ -202,6 +215,7 @@ where
                 continue;
             }
             out.started += 1;
+            out.record_lag(intended, now);
             let fut = call();
             in_flight.push(async move {
                 let result = fut.await;

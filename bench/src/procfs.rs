@@ -112,6 +112,46 @@ impl CpuMeter {
     }
 }
 
+/// Measures the share of CPU time the hypervisor stole from this machine
+/// over an interval (`steal` in `/proc/stat`), a noise indicator on VMs.
+#[derive(Debug)]
+pub struct StealMeter {
+    start: Option<(u64, u64)>,
+}
+
+impl StealMeter {
+    /// Starts measuring.
+    pub fn start() -> Self {
+        Self {
+            start: steal_and_total(),
+        }
+    }
+
+    /// Stolen fraction of all CPU time since [`StealMeter::start`].
+    pub fn finish(self) -> Option<f64> {
+        let (steal0, total0) = self.start?;
+        let (steal1, total1) = steal_and_total()?;
+        let total = total1.checked_sub(total0)?;
+        (total > 0).then(|| steal1.saturating_sub(steal0) as f64 / total as f64)
+    }
+}
+
+/// `(steal, total)` ticks from the aggregate `cpu` line of `/proc/stat`.
+fn steal_and_total() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]; guest
+    // time is already included in user.
+    let steal = *ticks.get(7)?;
+    let total = ticks.iter().take(8).sum();
+    Some((steal, total))
+}
+
 /// Samples a process's RSS on a background thread and keeps the maximum.
 ///
 /// A thread rather than a task so that reading `/proc` never stalls the load
@@ -156,6 +196,9 @@ mod tests {
         assert!(Proc::Current.rss_kib().unwrap() > 0);
         assert!(!Proc::Current.cpus_allowed().unwrap().is_empty());
         Proc::Current.cpu_ticks().unwrap();
+        let steal = StealMeter::start();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(steal.finish().is_none_or(|s| (0.0..=1.0).contains(&s)));
         let sampler = RssSampler::start(Proc::Current, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
         assert!(sampler.finish().unwrap() > 0);

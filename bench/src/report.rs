@@ -124,12 +124,13 @@ pub fn load_tables(
     let mut out = String::new();
     let mut headers = vec!["scenario", "target"];
     headers.extend(Metric::ALL.iter().map(|m| m.title()));
-    headers.extend(["SUT cpu", "gen cpu", "dropped", "errors"]);
+    headers.extend(["send lag p99 µs", "SUT cpu", "gen cpu", "dropped", "errors"]);
     for (load, heading) in loads {
         let mut rows = Vec::new();
         for s in summaries.iter().filter(|s| s.load == *load) {
             let mut row = vec![s.scenario.clone(), s.target.clone()];
             row.extend(Metric::ALL.iter().map(|m| spread(&s.metric(*m))));
+            row.push(s.send_lag_p99_us.as_ref().map_or("-".into(), spread));
             row.push(s.sut_cpu.as_ref().map_or("-".into(), spread));
             row.push(s.generator_cpu.as_ref().map_or("-".into(), spread));
             row.push(s.dropped.to_string());

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::load::{self, ClosedLoop, Load, OpenLoop};
 use crate::pin::Pinning;
-use crate::procfs::{self, CpuMeter, Proc, RssSampler};
+use crate::procfs::{self, CpuMeter, Proc, RssSampler, StealMeter};
 use crate::stats::{Comparison, Measurement, Series, Side, Summary};
 
 /// How often RSS is sampled during a measurement.
@@ -81,7 +81,9 @@ impl Session {
         let rss = RssSampler::start(sut, RSS_SAMPLE_EVERY);
         let sut_cpu = CpuMeter::start(sut, self.ticks_per_sec);
         let gen_cpu = CpuMeter::start(Proc::Current, self.ticks_per_sec);
+        let steal = StealMeter::start();
         let outcome = self.drive(phase.load, phase.duration, &mut call).await;
+        let steal = steal.finish();
         let generator_cpu = gen_cpu.finish();
         let sut_cpu = sut_cpu.finish();
         let sut_rss_max_kib = rss.finish();
@@ -98,6 +100,7 @@ impl Session {
         m.sut_cpu = sut_cpu;
         m.generator_cpu = generator_cpu;
         m.sut_rss_max_kib = sut_rss_max_kib;
+        m.steal = steal;
         self.measurements.push(m);
         let last = self.measurements.len() - 1;
         &self.measurements[last]

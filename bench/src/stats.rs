@@ -75,12 +75,17 @@ pub struct Measurement {
     pub rps: f64,
     /// Latency in microseconds (open loop: from the intended send time).
     pub latency_us: Percentiles,
+    /// Open loop: how late calls were sent relative to schedule, µs.
+    pub send_lag_us: Option<Percentiles>,
     /// Largest SUT RSS sampled during the run, KiB.
     pub sut_rss_max_kib: Option<u64>,
     /// SUT CPU use during the run, in cores.
     pub sut_cpu: Option<f64>,
     /// Load generator CPU use during the run, in cores.
     pub generator_cpu: Option<f64>,
+    /// Share of the machine's CPU time stolen by the hypervisor during the
+    /// run.
+    pub steal: Option<f64>,
 }
 
 impl Measurement {
@@ -109,9 +114,14 @@ impl Measurement {
             first_error: outcome.first_error.clone(),
             rps: outcome.rps(),
             latency_us: Percentiles::of(&outcome.histogram),
+            send_lag_us: match load {
+                Load::Open { .. } => Some(Percentiles::of(&outcome.send_lag)),
+                Load::Closed { .. } => None,
+            },
             sut_rss_max_kib: None,
             sut_cpu: None,
             generator_cpu: None,
+            steal: None,
         }
     }
 }
@@ -243,6 +253,10 @@ pub struct Summary {
     pub generator_cpu: Option<Spread>,
     /// Peak SUT RSS, KiB.
     pub sut_rss_max_kib: Option<Spread>,
+    /// Open loop: p99 of the send lag, µs.
+    pub send_lag_p99_us: Option<Spread>,
+    /// Hypervisor steal share.
+    pub steal: Option<Spread>,
 }
 
 impl Summary {
@@ -354,6 +368,8 @@ pub fn summarize(measurements: &[Measurement]) -> Vec<Summary> {
                 sut_cpu: opt(&|m| m.sut_cpu),
                 generator_cpu: opt(&|m| m.generator_cpu),
                 sut_rss_max_kib: opt(&|m| m.sut_rss_max_kib.map(|k| k as f64)),
+                send_lag_p99_us: opt(&|m| m.send_lag_us.map(|l| l.p99 as f64)),
+                steal: opt(&|m| m.steal),
             })
         })
         .collect()
@@ -442,6 +458,7 @@ mod tests {
             1.0,
             &crate::load::LoadOutcome {
                 histogram: crate::load::new_histogram(),
+                send_lag: crate::load::new_histogram(),
                 started: 0,
                 completed: 0,
                 errors: 0,

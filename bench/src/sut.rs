@@ -324,3 +324,33 @@ fn probe(admin: SocketAddr, path: &str) -> anyhow::Result<u16> {
         .context("empty HTTP response")?;
     Ok(code.parse()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plinth_json_logs() {
+        let line = r#"{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","fields":{"message":"listening","listener":"grpc","address":"127.0.0.1:41234"},"target":"plinth"}"#;
+        match parse_plinth_json_line(line) {
+            Some(Event::Listening { listener, addr }) => {
+                assert_eq!(listener, "grpc");
+                assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 41234)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let flat = r#"{"level":"INFO","message":"plinth started"}"#;
+        assert!(matches!(parse_plinth_json_line(flat), Some(Event::Started)));
+        assert!(parse_plinth_json_line(r#"{"fields":{"message":"other"}}"#).is_none());
+        assert!(parse_plinth_json_line("not json").is_none());
+    }
+
+    #[test]
+    fn parses_listening_line() {
+        assert!(matches!(
+            parse_listening_line("LISTENING 127.0.0.1:5000"),
+            Some(Event::Listening { addr, .. }) if addr.port() == 5000
+        ));
+        assert!(parse_listening_line("hello").is_none());
+    }
+}

@@ -75,11 +75,14 @@ fn unimplemented<T>(method: &str) -> Rpc<T> {
 #[tonic::async_trait]
 impl Runtime for Bare {
     async fn say_hello(&self, request: Request<SayHelloRequest>) -> Rpc<SayHelloResponse> {
-        let _ = request.into_inner();
-        Ok(Response::new(SayHelloResponse {
-            hello: self.hello.clone(),
-            data: None,
-        }))
+        let req = request.into_inner();
+        // The same text Plinth's helloworld component builds.
+        let hello = if req.name.is_empty() {
+            self.hello.clone()
+        } else {
+            format!("{}, {}", self.hello, req.name)
+        };
+        Ok(Response::new(SayHelloResponse { hello, data: None }))
     }
 
     async fn get_state(&self, request: Request<GetStateRequest>) -> Rpc<GetStateResponse> {

@@ -43,7 +43,7 @@ const SAVE_KEY: &str = "bench-save";
 
 /// Plinth core benchmark: Plinth vs. a bare tonic server.
 #[derive(Debug, Parser)]
-#[command(name = "bench-core")]
+#[command(name = "bench-core", args_override_self = true)]
 struct Args {
     /// The `plinth` binary [default: $CARGO_TARGET_DIR or <workspace>/target, then release/plinth].
     #[arg(long)]
@@ -715,16 +715,28 @@ fn print_report(
     checks: &[Check],
 ) {
     println!("## Plinth core: {candidate} vs {baseline}\n");
+    let sut_cpus = match pinning {
+        Pinning::Pinned { sut, .. } => format!("core {sut}"),
+        Pinning::Unpinned => "unpinned".into(),
+    };
+    let steal = stats::Spread::of(summaries.iter().filter_map(|s| s.steal.map(|st| st.max)));
     println!(
-        "{} run(s) per cell, interleaved with the baseline; cells are median (min..max) over runs; ratio rows are \
-         {candidate}/{baseline} paired by run. Latency from the intended send time (coordinated omission corrected), \
-         µs. Generator: 1 thread on CPUs {generator_cpus}; SUTs: {}. CPU columns in cores. CPU: {}. Revision: {}.\n",
-        cfg.runs,
-        match pinning {
-            Pinning::Pinned { sut, .. } => format!("core {sut}"),
-            Pinning::Unpinned => "unpinned".into(),
-        },
-        cfg.cpu_model.as_deref().unwrap_or("unknown"),
+        "- {} run(s) per cell, baseline and {candidate} measured alternately; cells are median (min..max) over runs; \
+         `ratio` rows are {candidate}/{baseline}, paired by run.",
+        cfg.runs
+    );
+    println!(
+        "- Open-loop latency is measured from each call's intended send time (coordinated omission corrected), in µs; \
+         `send lag` is how late the generator actually sent, i.e. the generator's and machine's own stalls."
+    );
+    println!(
+        "- Generator: one thread on CPUs {generator_cpus}; SUTs: {sut_cpus}. CPU columns in cores (the open-loop \
+         generator busy-polls, so it shows ~1)."
+    );
+    println!(
+        "- Machine: {}; hypervisor steal up to {} of CPU time during a run. Revision: {}.\n",
+        cfg.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        steal.map_or("?".into(), |s| format!("{:.1}%", s.max * 100.0)),
         cfg.git_revision.as_deref().unwrap_or("unknown"),
     );
     let loads = [
