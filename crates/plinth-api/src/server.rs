@@ -14,7 +14,6 @@ use plinth_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{self, AdminState, LogControl};
 use crate::layotto::{self, AppChannel, LayottoService, LifecycleService};
@@ -144,7 +143,10 @@ impl Server {
             let (router, mut stop) = (router.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
                 let signal = async move { crate::stopped(&mut stop).await };
-                let incoming = TcpListenerStream::new(listener);
+                // Small request/response messages must not wait for delayed ACKs (Nagle).
+                let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60)));
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
                     tracing::error!(listener = name, error = %e, "gRPC listener failed");
                 }
