@@ -37,13 +37,8 @@ impl BindingApi {
                 req.operation
             )));
         }
-        let c = handle.component.clone();
         handle
-            .policy()
-            .call("invoke", move || {
-                let (c, r) = (c.clone(), req.clone());
-                async move { c.invoke(r).await }
-            })
+            .call("invoke", req, |c, r| async move { c.invoke(r).await })
             .await
     }
 }

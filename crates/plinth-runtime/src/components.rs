@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use plinth_core::component::{
     ConfigurationStore, FileStore, Instance, LockStore, OutputBinding, PubSub, SecretStore,
     Sequencer, StateStore,
@@ -128,7 +129,27 @@ pub struct Handle<T: ?Sized> {
     pub hosted: Arc<Hosted>,
 }
 
-impl<T: ?Sized> Handle<T> {
+impl<T: ?Sized + Send + Sync + 'static> Handle<T> {
+    /// Call the component through its resilience policy. `f` receives the component and a
+    /// clone of `args` on each attempt (a retry needs them again).
+    pub fn call<A, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        args: A,
+        f: F,
+    ) -> BoxFuture<'static, Result<R>>
+    where
+        A: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+        F: Fn(Arc<T>, A) -> Fut + Send + Sync + Clone + 'static,
+        Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+    {
+        let component = self.component.clone();
+        self.hosted
+            .policy
+            .call(operation, move || f(component.clone(), args.clone()))
+    }
+
     /// The component's resilience policy.
     pub fn policy(&self) -> &Policy {
         &self.hosted.policy

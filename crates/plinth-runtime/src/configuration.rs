@@ -42,13 +42,8 @@ impl ConfigurationApi {
     ) -> Result<Vec<ConfigurationItem>> {
         let handle = self.host.configuration(store)?;
         let query = self.normalise(query);
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("get", move || {
-                let (c, q) = (component.clone(), query.clone());
-                async move { c.get(&q).await }
-            })
+            .call("get", query, |c, q| async move { c.get(&q).await })
             .await
     }
 
@@ -71,12 +66,9 @@ impl ConfigurationApi {
         } else {
             app_id.to_string()
         };
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("set", move || {
-                let (c, a, i) = (component.clone(), app_id.clone(), items.clone());
-                async move { c.set(&a, i).await }
+            .call("set", (app_id, items), |c, (a, i)| async move {
+                c.set(&a, i).await
             })
             .await
     }
@@ -85,13 +77,8 @@ impl ConfigurationApi {
     pub async fn delete(&self, store: &str, query: ConfigurationQuery) -> Result<()> {
         let handle = self.host.configuration(store)?;
         let query = self.normalise(query);
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("delete", move || {
-                let (c, q) = (component.clone(), query.clone());
-                async move { c.delete(&q).await }
-            })
+            .call("delete", query, |c, q| async move { c.delete(&q).await })
             .await
     }
 

@@ -65,13 +65,13 @@ impl FileApi {
     pub async fn get(&self, store: &str, name: &str, metadata: &Metadata) -> Result<ByteStream> {
         validate_name(name)?;
         let handle = self.host.file(store)?;
-        let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
+        let (n, m) = (name.to_string(), metadata.clone());
         handle
-            .policy()
-            .call("get", move || {
-                let (c, n, m) = (c.clone(), n.clone(), m.clone());
-                async move { c.get(&n, &m).await }
-            })
+            .call(
+                "get",
+                (n, m),
+                |c, (n, m)| async move { c.get(&n, &m).await },
+            )
             .await
     }
 
@@ -104,13 +104,8 @@ impl FileApi {
             marker: marker.to_string(),
             metadata,
         };
-        let c = handle.component.clone();
         handle
-            .policy()
-            .call("list", move || {
-                let (c, r) = (c.clone(), req.clone());
-                async move { c.list(r).await }
-            })
+            .call("list", req, |c, r| async move { c.list(r).await })
             .await
     }
 
@@ -118,12 +113,10 @@ impl FileApi {
     pub async fn delete(&self, store: &str, name: &str, metadata: &Metadata) -> Result<()> {
         validate_name(name)?;
         let handle = self.host.file(store)?;
-        let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
+        let (n, m) = (name.to_string(), metadata.clone());
         handle
-            .policy()
-            .call("delete", move || {
-                let (c, n, m) = (c.clone(), n.clone(), m.clone());
-                async move { c.delete(&n, &m).await }
+            .call("delete", (n, m), |c, (n, m)| async move {
+                c.delete(&n, &m).await
             })
             .await
     }
@@ -132,13 +125,13 @@ impl FileApi {
     pub async fn stat(&self, store: &str, name: &str, metadata: &Metadata) -> Result<FileMeta> {
         validate_name(name)?;
         let handle = self.host.file(store)?;
-        let (c, n, m) = (handle.component.clone(), name.to_string(), metadata.clone());
+        let (n, m) = (name.to_string(), metadata.clone());
         handle
-            .policy()
-            .call("stat", move || {
-                let (c, n, m) = (c.clone(), n.clone(), m.clone());
-                async move { c.stat(&n, &m).await }
-            })
+            .call(
+                "stat",
+                (n, m),
+                |c, (n, m)| async move { c.stat(&n, &m).await },
+            )
             .await
     }
 }

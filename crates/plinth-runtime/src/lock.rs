@@ -64,12 +64,10 @@ impl LockApi {
         let ttl = expire(expire_secs)?;
         let handle = self.host.lock(store)?;
         let key = keys::prefixed(handle.spec(), &self.app_id, resource)?;
-        let (component, owner) = (handle.component.clone(), owner.to_string());
+        let owner = owner.to_string();
         handle
-            .policy()
-            .call("try_lock", move || {
-                let (c, k, o) = (component.clone(), key.clone(), owner.clone());
-                async move { c.try_lock(&k, &o, ttl).await }
+            .call("try_lock", (key, owner, ttl), |c, (k, o, t)| async move {
+                c.try_lock(&k, &o, t).await
             })
             .await
     }
@@ -79,12 +77,10 @@ impl LockApi {
         validate(resource, owner)?;
         let handle = self.host.lock(store)?;
         let key = keys::prefixed(handle.spec(), &self.app_id, resource)?;
-        let (component, owner) = (handle.component.clone(), owner.to_string());
+        let owner = owner.to_string();
         handle
-            .policy()
-            .call("unlock", move || {
-                let (c, k, o) = (component.clone(), key.clone(), owner.clone());
-                async move { c.unlock(&k, &o).await }
+            .call("unlock", (key, owner), |c, (k, o)| async move {
+                c.unlock(&k, &o).await
             })
             .await
     }
@@ -101,12 +97,10 @@ impl LockApi {
         let ttl = expire(expire_secs)?;
         let handle = self.host.lock(store)?;
         let key = keys::prefixed(handle.spec(), &self.app_id, resource)?;
-        let (component, owner) = (handle.component.clone(), owner.to_string());
+        let owner = owner.to_string();
         handle
-            .policy()
-            .call("keep_alive", move || {
-                let (c, k, o) = (component.clone(), key.clone(), owner.clone());
-                async move { c.keep_alive(&k, &o, ttl).await }
+            .call("keep_alive", (key, owner, ttl), |c, (k, o, t)| async move {
+                c.keep_alive(&k, &o, t).await
             })
             .await
     }

@@ -26,12 +26,10 @@ impl SecretsApi {
             return Err(Error::invalid_argument("secret key is empty"));
         }
         let handle = self.host.secrets(store)?;
-        let (c, k) = (handle.component.clone(), key.to_string());
+        let k = key.to_string();
         handle
-            .policy()
-            .call("get", move || {
-                let (c, k, m) = (c.clone(), k.clone(), metadata.clone());
-                async move { c.get(&k, &m).await }
+            .call("get", (k, metadata), |c, (k, m)| async move {
+                c.get(&k, &m).await
             })
             .await
     }
@@ -43,13 +41,12 @@ impl SecretsApi {
         metadata: Metadata,
     ) -> Result<HashMap<String, Secret>> {
         let handle = self.host.secrets(store)?;
-        let c = handle.component.clone();
         handle
-            .policy()
-            .call("bulk_get", move || {
-                let (c, m) = (c.clone(), metadata.clone());
-                async move { c.bulk_get(&m).await }
-            })
+            .call(
+                "bulk_get",
+                metadata,
+                |c, m| async move { c.bulk_get(&m).await },
+            )
             .await
     }
 }

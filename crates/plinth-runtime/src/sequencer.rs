@@ -85,13 +85,8 @@ impl SequencerApi {
     }
 
     async fn strong(&self, handle: &Handle<dyn Sequencer>, key: String) -> Result<i64> {
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("next_id", move || {
-                let (c, k) = (component.clone(), key.clone());
-                async move { c.next_id(&k).await }
-            })
+            .call("next_id", key, |c, k| async move { c.next_id(&k).await })
             .await
     }
 
@@ -120,13 +115,10 @@ impl SequencerApi {
             .spec()
             .parse_or(SEGMENT_SIZE, DEFAULT_SEGMENT)?
             .max(1);
-        let component = handle.component.clone();
         let k = key.clone();
         let reserved = handle
-            .policy()
-            .call("reserve", move || {
-                let (c, k) = (component.clone(), k.clone());
-                async move { c.reserve(&k, size).await }
+            .call("reserve", (k, size), |c, (k, n)| async move {
+                c.reserve(&k, n).await
             })
             .await?;
         match reserved {
@@ -160,13 +152,10 @@ impl SequencerApi {
             return Ok(());
         }
         if let Some(floor) = floor_of(handle.spec(), key)? {
-            let component = handle.component.clone();
             let k = full_key.to_string();
             handle
-                .policy()
-                .call("ensure_floor", move || {
-                    let (c, k) = (component.clone(), k.clone());
-                    async move { c.ensure_floor(&k, floor).await }
+                .call("ensure_floor", (k, floor), |c, (k, f)| async move {
+                    c.ensure_floor(&k, f).await
                 })
                 .await?;
         }

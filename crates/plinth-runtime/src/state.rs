@@ -64,13 +64,8 @@ impl StateApi {
             metadata,
             consistency,
         };
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("get", move || {
-                let (c, r) = (component.clone(), req.clone());
-                async move { c.get(r).await }
-            })
+            .call("get", req, |c, r| async move { c.get(r).await })
             .await
     }
 
@@ -92,12 +87,9 @@ impl StateApi {
             .iter()
             .map(|k| self.key(&handle, k))
             .collect::<Result<Vec<_>>>()?;
-        let component = handle.component.clone();
         let mut items = handle
-            .policy()
-            .call("bulk_get", move || {
-                let (c, k, m) = (component.clone(), prefixed.clone(), metadata.clone());
-                async move { c.bulk_get(k, m).await }
+            .call("bulk_get", (prefixed, metadata), |c, (k, m)| async move {
+                c.bulk_get(k, m).await
             })
             .await?;
         for (item, key) in items.iter_mut().zip(keys) {
@@ -119,23 +111,14 @@ impl StateApi {
             item.key = self.key(&handle, &item.key)?;
             Self::check_write_metadata(&handle, &item.metadata)?;
         }
-        let component = handle.component.clone();
         if items.len() == 1 {
             let item = items.pop().unwrap_or_default();
             return handle
-                .policy()
-                .call("set", move || {
-                    let (c, r) = (component.clone(), item.clone());
-                    async move { c.set(r).await }
-                })
+                .call("set", item, |c, r| async move { c.set(r).await })
                 .await;
         }
         handle
-            .policy()
-            .call("bulk_set", move || {
-                let (c, r) = (component.clone(), items.clone());
-                async move { c.bulk_set(r).await }
-            })
+            .call("bulk_set", items, |c, r| async move { c.bulk_set(r).await })
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))
     }
@@ -144,13 +127,8 @@ impl StateApi {
     pub async fn delete(&self, store: &str, mut req: DeleteRequest) -> Result<()> {
         let handle = self.store(store)?;
         req.key = self.key(&handle, &req.key)?;
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("delete", move || {
-                let (c, r) = (component.clone(), req.clone());
-                async move { c.delete(r).await }
-            })
+            .call("delete", req, |c, r| async move { c.delete(r).await })
             .await
     }
 
@@ -166,13 +144,12 @@ impl StateApi {
         for req in &mut reqs {
             req.key = self.key(&handle, &req.key)?;
         }
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("bulk_delete", move || {
-                let (c, r) = (component.clone(), reqs.clone());
-                async move { c.bulk_delete(r).await }
-            })
+            .call(
+                "bulk_delete",
+                reqs,
+                |c, r| async move { c.bulk_delete(r).await },
+            )
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))
     }
@@ -205,12 +182,9 @@ impl StateApi {
                 TransactionOp::Delete(r) => r.key = self.key(&handle, &r.key)?,
             }
         }
-        let component = handle.component.clone();
         handle
-            .policy()
-            .call("transact", move || {
-                let (c, o, m) = (component.clone(), ops.clone(), metadata.clone());
-                async move { c.transact(o, m).await }
+            .call("transact", (ops, metadata), |c, (o, m)| async move {
+                c.transact(o, m).await
             })
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))

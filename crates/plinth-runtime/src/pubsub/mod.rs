@@ -240,13 +240,8 @@ impl PubSubApi {
                 content_type,
                 metadata,
             };
-            let component = handle.component.clone();
             handle
-                .policy()
-                .call("publish", move || {
-                    let (c, r) = (component.clone(), req.clone());
-                    async move { c.publish(r).await }
-                })
+                .call("publish", req, |c, r| async move { c.publish(r).await })
                 .await?;
             metrics
                 .published

@@ -12,6 +12,7 @@ mod file;
 mod lifecycle;
 mod lock;
 mod ops;
+mod resiliency;
 mod secrets;
 mod sequencer;
 mod state;
