@@ -26,8 +26,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
-cargo nextest run --workspace --locked --profile ci
-
 step "README quickstart against a live Plinth"
 scripts/quickstart-check.sh
+
+# Last, so that its summary closes the output.
+step "tests"
+cargo nextest run --workspace --locked --profile ci
