@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use plinth_core::{Error, Metadata, Result};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 /// The content type of a structured CloudEvent.
 pub const CLOUDEVENT_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -52,28 +54,35 @@ pub struct Publication<'a> {
     pub metadata: &'a Metadata,
 }
 
+/// An envelope under construction. Values are kept as raw JSON so that the publisher's data
+/// goes on the broker byte for byte: re-encoding through `serde_json::Value` would turn
+/// integers beyond 64 bits and long decimals into floats, changing the data.
+type Envelope = BTreeMap<String, Box<RawValue>>;
+
+fn raw_string(value: &str) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| Error::internal(format!("encoding CloudEvent: {e}")))
+}
+
 /// Wrap a payload in a CloudEvent, or complete a CloudEvent the publisher sent. Returns the
 /// bytes to put on the broker and their content type.
 pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
-    let mut event = if p.content_type.starts_with(CLOUDEVENT_CONTENT_TYPE) {
-        match serde_json::from_slice::<Value>(p.data) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                return Err(Error::invalid_argument(
-                    "data is declared application/cloudevents+json but is not a JSON object",
-                ));
-            }
-        }
+    let mut event: Envelope = if p.content_type.starts_with(CLOUDEVENT_CONTENT_TYPE) {
+        serde_json::from_slice(p.data).map_err(|_| {
+            Error::invalid_argument(
+                "data is declared application/cloudevents+json but is not a JSON object",
+            )
+        })?
     } else {
         let content_type = if p.content_type.is_empty() {
             DEFAULT_DATA_CONTENT_TYPE
         } else {
             p.content_type
         };
-        let mut map = Map::new();
-        map.insert("datacontenttype".into(), content_type.into());
+        let mut map = Envelope::new();
+        map.insert("datacontenttype".into(), raw_string(content_type)?);
         if is_json(content_type) {
-            let data: Value = serde_json::from_slice(p.data).map_err(|e| {
+            let data: Box<RawValue> = serde_json::from_slice(p.data).map_err(|e| {
                 Error::invalid_argument(format!(
                     "data is declared {content_type} but is not valid JSON: {e}"
                 ))
@@ -83,50 +92,52 @@ pub fn envelope(p: &Publication<'_>) -> Result<(Bytes, String)> {
             let text = std::str::from_utf8(p.data).map_err(|_| {
                 Error::invalid_argument(format!("data is declared {content_type} but is not UTF-8"))
             })?;
-            map.insert("data".into(), text.into());
+            map.insert("data".into(), raw_string(text)?);
         } else {
             use base64::Engine as _;
             map.insert(
                 "data_base64".into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(p.data)
-                    .into(),
+                raw_string(&base64::engine::general_purpose::STANDARD.encode(p.data))?,
             );
         }
         map
     };
     let md = |k: &str| p.metadata.get(k).filter(|v| !v.is_empty()).cloned();
-    let mut set_default = |key: &str, value: String| {
-        event.entry(key.to_string()).or_insert_with(|| value.into());
-    };
-    set_default(
-        "id",
-        md("cloudevent.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-    );
-    set_default(
-        "source",
-        md("cloudevent.source").unwrap_or_else(|| p.app_id.to_string()),
-    );
-    set_default(
-        "type",
-        md("cloudevent.type").unwrap_or_else(|| DEFAULT_TYPE.to_string()),
-    );
-    set_default("specversion", "1.0".to_string());
-    set_default(
-        "time",
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
+    let mut defaults = vec![
+        (
+            "id",
+            md("cloudevent.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ),
+        (
+            "source",
+            md("cloudevent.source").unwrap_or_else(|| p.app_id.to_string()),
+        ),
+        (
+            "type",
+            md("cloudevent.type").unwrap_or_else(|| DEFAULT_TYPE.to_string()),
+        ),
+        ("specversion", "1.0".to_string()),
+        (
+            "time",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    ];
     if let Some(tp) = md("traceparent") {
-        set_default("traceparent", tp.clone());
-        set_default("traceid", tp);
+        defaults.push(("traceparent", tp.clone()));
+        defaults.push(("traceid", tp));
     }
     if let Some(ts) = md("tracestate") {
-        set_default("tracestate", ts);
+        defaults.push(("tracestate", ts));
+    }
+    for (key, value) in defaults {
+        if !event.contains_key(key) {
+            event.insert(key.to_string(), raw_string(&value)?);
+        }
     }
     // Topic and pub/sub are facts of this publication, not the publisher's to choose.
-    event.insert("topic".into(), p.topic.into());
-    event.insert("pubsubname".into(), p.pubsub.into());
-    let bytes = serde_json::to_vec(&Value::Object(event))
+    event.insert("topic".into(), raw_string(p.topic)?);
+    event.insert("pubsubname".into(), raw_string(p.pubsub)?);
+    let bytes = serde_json::to_vec(&event)
         .map_err(|e| Error::internal(format!("encoding CloudEvent: {e}")))?;
     Ok((Bytes::from(bytes), CLOUDEVENT_CONTENT_TYPE.to_string()))
 }
@@ -159,7 +170,8 @@ pub struct TopicEvent {
 }
 
 /// Read a message from the broker into an event. A payload that is not a CloudEvent (raw
-/// publication, or another producer) becomes an event with generated fields.
+/// publication, or another producer) becomes an event with generated fields. JSON data is
+/// handed over exactly as it was published.
 pub fn parse(
     pubsub: &str,
     topic: &str,
@@ -168,12 +180,9 @@ pub fn parse(
     content_type: &str,
     metadata: Metadata,
 ) -> TopicEvent {
-    let parsed = serde_json::from_slice::<Value>(&raw)
+    let parsed = serde_json::from_slice::<Envelope>(&raw)
         .ok()
-        .and_then(|v| match v {
-            Value::Object(map) if map.contains_key("specversion") => Some(map),
-            _ => None,
-        });
+        .filter(|map| map.contains_key("specversion"));
     let Some(map) = parsed else {
         return TopicEvent {
             id: if id.is_empty() {
@@ -199,22 +208,23 @@ pub fn parse(
     };
     let text = |k: &str| {
         map.get(k)
-            .and_then(Value::as_str)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
             .unwrap_or_default()
-            .to_string()
     };
     let data_content_type = text("datacontenttype");
-    let data = if let Some(b64) = map.get("data_base64").and_then(Value::as_str) {
+    let data = if map.contains_key("data_base64") {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD
-            .decode(b64)
+            .decode(text("data_base64"))
             .map(Bytes::from)
             .unwrap_or_default()
     } else {
-        match map.get("data") {
-            None | Some(Value::Null) => Bytes::new(),
-            Some(Value::String(s)) if !is_json(&data_content_type) => Bytes::from(s.clone()),
-            Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        match map.get("data").map(|v| v.get()) {
+            None | Some("null") => Bytes::new(),
+            Some(json) if json.starts_with('"') && !is_json(&data_content_type) => {
+                Bytes::from(serde_json::from_str::<String>(json).unwrap_or_default())
+            }
+            Some(json) => Bytes::copy_from_slice(json.as_bytes()),
         }
     };
     TopicEvent {
@@ -236,7 +246,7 @@ pub fn parse(
 mod tests {
     use super::*;
 
-    fn publish(data: &[u8], content_type: &str) -> Value {
+    fn publish(data: &[u8], content_type: &str) -> serde_json::Value {
         let md = Metadata::new();
         let p = Publication {
             app_id: "app",
@@ -288,6 +298,53 @@ mod tests {
             assert_eq!(&ev.data[..], data);
             assert_eq!(ev.data_content_type, ct);
         }
+    }
+
+    #[test]
+    fn json_data_is_kept_byte_for_byte() {
+        // Beyond 64 bits and beyond f64 precision: re-encoding would change both.
+        let data = br#"{ "big": 123456789012345678901234567890, "pi": 3.14159265358979323846264338327950288, "z": 1, "a": 2 }"#;
+        let md = Metadata::new();
+        let p = Publication {
+            app_id: "app",
+            pubsub: "ps",
+            topic: "t",
+            data,
+            content_type: "application/json",
+            metadata: &md,
+        };
+        let (bytes, ct) = envelope(&p).expect("envelope");
+        let ev = parse("ps", "t", "", bytes, &ct, Metadata::new());
+        assert_eq!(
+            std::str::from_utf8(&ev.data).ok(),
+            std::str::from_utf8(data).ok()
+        );
+    }
+
+    #[test]
+    fn completes_a_cloudevent_sent_by_the_publisher() {
+        let md = Metadata::new();
+        let data = br#"{"id":"mine","specversion":"1.0","type":"custom","source":"me","datacontenttype":"application/json","data":{"n":1}}"#;
+        let p = Publication {
+            app_id: "app",
+            pubsub: "ps",
+            topic: "t",
+            data,
+            content_type: CLOUDEVENT_CONTENT_TYPE,
+            metadata: &md,
+        };
+        let (bytes, ct) = envelope(&p).expect("envelope");
+        let ev = parse("ps", "t", "", bytes, &ct, Metadata::new());
+        assert_eq!(
+            (ev.id.as_str(), ev.event_type.as_str(), ev.source.as_str()),
+            ("mine", "custom", "me")
+        );
+        assert_eq!(&ev.data[..], br#"{"n":1}"#);
+        let not_an_object = Publication {
+            data: b"[1,2]",
+            ..p
+        };
+        assert!(envelope(&not_an_object).is_err());
     }
 
     #[test]
