@@ -1,9 +1,12 @@
 //! Plinth's front doors. Each translates a wire protocol onto the building blocks in
 //! `plinth-runtime` and back, and holds no building-block logic: Layotto's gRPC API
-//! (`spec.proto.runtime.v1`), the Layotto app callback Plinth calls, and the admin listener
-//! (actuator, metrics). Errors become gRPC and HTTP statuses in one place, [`status`].
+//! (`spec.proto.runtime.v1`), Dapr's gRPC API (`dapr.proto.runtime.v1`), the Layotto app
+//! callback Plinth calls, and the admin listener (actuator, metrics). Errors become gRPC and
+//! HTTP statuses in one place, [`status`].
 
 pub mod admin;
+pub mod dapr;
+mod event_stream;
 pub mod layotto;
 pub mod server;
 pub mod status;

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dapr::dapr::proto::runtime::v1::dapr_server::DaprServer;
 use plinth_core::{Error, Result};
 use plinth_proto::runtime::v1::lifecycle_server::LifecycleServer;
 use plinth_proto::runtime::v1::runtime_server::RuntimeServer;
 use plinth_runtime::Runtime;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState, LogControl};
+use crate::dapr::DaprService;
 use crate::layotto::{self, AppChannel, LayottoService, LifecycleService};
 use crate::telemetry::RpcTelemetryLayer;
 
@@ -59,6 +61,7 @@ pub struct Server {
     pub addresses: Vec<(&'static str, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
+    shutdown_request: Arc<Notify>,
     tasks: JoinSet<()>,
     rt: Arc<Runtime>,
     _subscriptions: Option<layotto::callback_subscriptions::Subscriptions>,
@@ -104,10 +107,16 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut addresses = Vec::new();
 
+        let shutdown_request = Arc::new(Notify::new());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<RuntimeServer<LayottoService>>()
             .await;
+        health_reporter
+            .set_serving::<DaprServer<DaprService>>()
+            .await;
+        // The dapr crate does not export its descriptor set, so Dapr's service is served but
+        // not advertised by reflection.
         // Advertise exactly the services this listener serves: the descriptor set also holds
         // AppCallback, which is the app's service (Plinth calls it), not Plinth's.
         let reflection = tonic_reflection::server::Builder::configure()
@@ -124,13 +133,21 @@ impl Server {
                 .max_decoding_message_size(options.max_message_size)
                 .max_encoding_message_size(options.max_message_size);
         let lifecycle_service = LifecycleServer::new(LifecycleService::new(rt.clone()));
+        let dapr_service = DaprServer::new(DaprService::new(
+            rt.clone(),
+            shutdown_rx.clone(),
+            shutdown_request.clone(),
+        ))
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size);
 
         let router = tonic::transport::Server::builder()
             .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(runtime_service)
-            .add_service(lifecycle_service);
+            .add_service(lifecycle_service)
+            .add_service(dapr_service);
 
         for (name, port) in [
             ("grpc", options.grpc_port),
@@ -223,6 +240,7 @@ impl Server {
             addresses,
             shutdown,
             shutting_down,
+            shutdown_request,
             tasks,
             rt,
             _subscriptions: subscriptions,
@@ -235,6 +253,12 @@ impl Server {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, a)| *a)
+    }
+
+    /// Resolves when a client asked Plinth to stop (Dapr's `Shutdown` rpc); the caller then
+    /// calls [`Server::shutdown`] as it would for a signal.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown_request.notified().await;
     }
 
     /// Stop accepting, let in-flight requests finish within `grace`, then close components.

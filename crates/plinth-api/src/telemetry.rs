@@ -89,6 +89,9 @@ where
             Some((service, method)) if service.ends_with("spec.proto.runtime.v1.Runtime") => {
                 ("layotto", method.to_string())
             }
+            Some((service, method)) if service.ends_with("dapr.proto.runtime.v1.Dapr") => {
+                ("dapr", method.to_string())
+            }
             Some((service, method)) => (service_api(service), method.to_string()),
             None => ("grpc", path.to_string()),
         };

@@ -83,6 +83,11 @@ impl Hosted {
         &self.policy
     }
 
+    /// The component itself, e.g. to ask it for its features.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
     /// Its current status and reason.
     pub fn status(&self) -> (Status, Option<String>) {
         self.status

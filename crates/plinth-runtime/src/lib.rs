@@ -9,6 +9,7 @@ pub mod configuration;
 pub mod file;
 pub mod keys;
 pub mod lock;
+pub mod metadata;
 pub mod metrics;
 pub mod pubsub;
 pub mod resilience;

@@ -13,6 +13,7 @@ use crate::config::{self, Declared, Loaded, Sources};
 use crate::configuration::ConfigurationApi;
 use crate::file::FileApi;
 use crate::lock::LockApi;
+use crate::metadata::MetadataApi;
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::pubsub::PubSubApi;
 use crate::secrets::SecretsApi;
@@ -57,6 +58,8 @@ pub struct Runtime {
     pub secrets: SecretsApi,
     /// Output bindings.
     pub binding: BindingApi,
+    /// Run-time attributes and the list of loaded components.
+    pub metadata: MetadataApi,
     /// When the runtime started.
     pub started: Instant,
 }
@@ -125,6 +128,7 @@ impl Runtime {
             configuration: ConfigurationApi::new(host.clone(), &app_id),
             file: FileApi::new(host.clone()),
             binding: BindingApi::new(host.clone()),
+            metadata: MetadataApi::new(host.clone()),
             secrets,
             app_id,
             loaded,

@@ -210,7 +210,11 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
     let server = Server::start(rt, listen, Some(logs))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    wait_for_signal().await?;
+    // Dapr's Shutdown rpc stops Plinth exactly as a signal does.
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        _ = server.shutdown_requested() => tracing::info!("shutdown requested through the API"),
+    }
     server.shutdown(args.shutdown_grace_period).await;
     Ok(())
 }

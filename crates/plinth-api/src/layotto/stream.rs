@@ -1,24 +1,17 @@
 //! The long-lived streams: SubscribeConfiguration and SubscribeTopicEvents.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use plinth_core::component::configuration::ConfigurationQuery;
 use plinth_proto::runtime::v1 as pb;
 use plinth_runtime::Runtime;
-use plinth_runtime::pubsub::{DeliveryPolicy, EventHandler, Outcome, SubscriptionSpec, TopicEvent};
-use tokio::sync::{mpsc, oneshot, watch};
+use plinth_runtime::pubsub::{DeliveryPolicy, Outcome, SubscriptionSpec, TopicEvent};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{BoxStream, convert};
-
-/// Messages buffered towards a streaming client.
-const STREAM_BUFFER: usize = 64;
-/// How long a streaming subscriber may take to answer one event before it counts as failed.
-const EVENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::event_stream::{STREAM_BUFFER, StreamHandler};
 
 /// Every request on the stream adds a subscription; all of them end with the stream.
 pub(super) fn subscribe_configuration(
@@ -80,58 +73,13 @@ pub(super) fn subscribe_configuration(
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Delivers events to a streaming client and waits for its answer by event id.
-#[derive(Debug)]
-struct StreamHandler {
-    tx: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, Status>>,
-    pending: Mutex<Pending>,
-}
-
-/// The events waiting for the client's answer, by id.
-#[derive(Debug, Default)]
-struct Pending {
-    /// Set when the stream ends. Deliveries still under way (e.g. waiting for an
-    /// `--app-max-concurrency` slot) must not be sent on it and then wait for an answer that
-    /// cannot come: they go back to the broker at once.
-    closed: bool,
-    waiting: HashMap<String, oneshot::Sender<Outcome>>,
-}
-
-impl StreamHandler {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[async_trait]
-impl EventHandler for StreamHandler {
-    async fn handle(&self, event: TopicEvent) -> Outcome {
-        let (answer_tx, answer_rx) = oneshot::channel();
-        let id = event.id.clone();
-        {
-            let mut pending = self.pending();
-            if pending.closed {
-                return Outcome::Gone;
-            }
-            pending.waiting.insert(id.clone(), answer_tx);
-        }
-        let msg = pb::SubscribeTopicEventsResponse {
-            subscribe_topic_events_response_type: Some(
-                pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(
-                    super::callback::event_request(&event),
-                ),
+fn event_message(event: &TopicEvent) -> pb::SubscribeTopicEventsResponse {
+    pb::SubscribeTopicEventsResponse {
+        subscribe_topic_events_response_type: Some(
+            pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(
+                super::callback::event_request(event),
             ),
-        };
-        if self.tx.send(Ok(msg)).await.is_err() {
-            return Outcome::Gone;
-        }
-        let outcome = match tokio::time::timeout(EVENT_ANSWER_TIMEOUT, answer_rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Outcome::Gone,
-            Err(_) => Outcome::Error("the streaming subscriber did not answer in time".into()),
-        };
-        self.pending().waiting.remove(&id);
-        outcome
+        ),
     }
 }
 
@@ -161,10 +109,7 @@ pub(super) async fn subscribe_topic_events(
     }
     let policy = DeliveryPolicy::from_metadata(&metadata).map_err(crate::status::to_status)?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let handler = Arc::new(StreamHandler {
-        tx: tx.clone(),
-        pending: Mutex::default(),
-    });
+    let handler = Arc::new(StreamHandler::new(tx.clone(), event_message));
     let spec = SubscriptionSpec {
         pubsub: initial.pubsub_name.clone(),
         topic: initial.topic.clone(),
@@ -194,10 +139,7 @@ pub(super) async fn subscribe_topic_events(
                             Some(s) => super::callback::outcome_of(s),
                             None => Outcome::Success,
                         };
-                        let waiter = handler.pending().waiting.remove(&done.id);
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(outcome);
-                        }
+                        handler.answer(&done.id, outcome);
                     }
                     Ok(Some(_)) => {
                         let _ = handler.tx.send(Err(Status::invalid_argument("only event-processed messages may follow the initial request"))).await;
@@ -207,13 +149,7 @@ pub(super) async fn subscribe_topic_events(
                 },
             }
         }
-        // Pending events go back to the broker for other subscribers, and so do those not
-        // yet sent.
-        {
-            let mut pending = handler.pending();
-            pending.closed = true;
-            pending.waiting.clear();
-        }
+        handler.close();
         subscription.cancel();
     });
     Ok(Box::pin(ReceiverStream::new(rx)))

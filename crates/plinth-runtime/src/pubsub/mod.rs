@@ -134,6 +134,19 @@ impl DeliveryPolicy {
     }
 }
 
+/// One event of a bulk publish.
+#[derive(Debug, Clone, Default)]
+pub struct BulkEntry {
+    /// The caller's id for the entry, echoed in failures.
+    pub entry_id: String,
+    /// The payload.
+    pub event: Vec<u8>,
+    /// Its content type.
+    pub content_type: String,
+    /// Entry metadata, over the request's.
+    pub metadata: Metadata,
+}
+
 /// A subscription to start.
 #[derive(Debug, Clone)]
 pub struct SubscriptionSpec {
@@ -178,6 +191,51 @@ impl PubSubApi {
     /// The app id events are published as.
     pub fn app_id(&self) -> &str {
         &self.app_id
+    }
+
+    /// Publish many events to one topic. Entry ids must be non-empty and unique; an unusable
+    /// pub/sub fails the whole call; otherwise each entry is published on its own (each
+    /// wrapped as [`PubSubApi::publish`] does, with the request metadata under the entry's)
+    /// and the entries that failed come back with their errors. Entries are published
+    /// concurrently, so their order on the broker is not guaranteed.
+    pub async fn bulk_publish(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        entries: Vec<BulkEntry>,
+        metadata: Metadata,
+    ) -> Result<Vec<(String, Error)>> {
+        if topic.is_empty() {
+            return Err(Error::invalid_argument("topic is empty"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for entry in &entries {
+            if entry.entry_id.is_empty() {
+                return Err(Error::invalid_argument("an entry has an empty entryId"));
+            }
+            if !ids.insert(entry.entry_id.as_str()) {
+                return Err(Error::invalid_argument(format!(
+                    "entryId {:?} is not unique",
+                    entry.entry_id
+                )));
+            }
+        }
+        self.host.pubsub(pubsub)?;
+        let publishes = entries.into_iter().map(|entry| {
+            let mut md = metadata.clone();
+            md.extend(entry.metadata);
+            async move {
+                self.publish(pubsub, topic, &entry.event, &entry.content_type, md)
+                    .await
+                    .err()
+                    .map(|e| (entry.entry_id, e))
+            }
+        });
+        Ok(futures::future::join_all(publishes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Publish an event: wrapped in a CloudEvent unless `rawPayload` is set. Returns once the

@@ -7,6 +7,7 @@ mod upstream;
 mod admin;
 mod binding;
 mod configuration;
+mod dapr;
 mod errors;
 mod file;
 mod lifecycle;

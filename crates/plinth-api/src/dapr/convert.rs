@@ -1,0 +1,108 @@
+//! Message conversions between Dapr's protos and the building blocks' model. Dapr's messages
+//! share names with Layotto's but are different wire types, so they convert here, not there.
+
+use ::dapr::dapr::proto::common::v1 as common;
+use ::dapr::dapr::proto::runtime::v1 as pb;
+use plinth_core::component::configuration::ConfigurationItem;
+use plinth_core::component::state::{
+    Concurrency, Consistency, DeleteRequest, SetRequest, StateOptions,
+};
+use plinth_runtime::pubsub::{Outcome, TopicEvent};
+use tonic::Status;
+
+pub(super) fn consistency(value: i32) -> Result<Consistency, Status> {
+    use common::state_options::StateConsistency as C;
+    match C::try_from(value) {
+        Ok(C::ConsistencyUnspecified) => Ok(Consistency::Unspecified),
+        Ok(C::ConsistencyEventual) => Ok(Consistency::Eventual),
+        Ok(C::ConsistencyStrong) => Ok(Consistency::Strong),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "consistency {value} is not a known value"
+        ))),
+    }
+}
+
+pub(super) fn options(options: Option<common::StateOptions>) -> Result<StateOptions, Status> {
+    use common::state_options::StateConcurrency as C;
+    let Some(o) = options else {
+        return Ok(StateOptions::default());
+    };
+    let concurrency = match C::try_from(o.concurrency) {
+        Ok(C::ConcurrencyUnspecified) => Concurrency::Unspecified,
+        Ok(C::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
+        Ok(C::ConcurrencyLastWrite) => Concurrency::LastWrite,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "concurrency {} is not a known value",
+                o.concurrency
+            )));
+        }
+    };
+    Ok(StateOptions {
+        concurrency,
+        consistency: consistency(o.consistency)?,
+    })
+}
+
+/// An empty ETag means "none", as Dapr's SDKs send it.
+fn etag(etag: Option<common::Etag>) -> Option<String> {
+    etag.map(|e| e.value).filter(|e| !e.is_empty())
+}
+
+pub(super) fn set_request(item: common::StateItem) -> Result<SetRequest, Status> {
+    Ok(SetRequest {
+        options: options(item.options)?,
+        key: item.key,
+        value: item.value.into(),
+        etag: etag(item.etag),
+        metadata: item.metadata,
+    })
+}
+
+pub(super) fn delete_request(item: common::StateItem) -> Result<DeleteRequest, Status> {
+    Ok(DeleteRequest {
+        options: options(item.options)?,
+        key: item.key,
+        etag: etag(item.etag),
+        metadata: item.metadata,
+    })
+}
+
+/// Dapr's configuration item has no group or label: `value` is the building block's content.
+pub(super) fn config_item_out(item: ConfigurationItem) -> (String, common::ConfigurationItem) {
+    (
+        item.key,
+        common::ConfigurationItem {
+            value: item.content,
+            version: item.version,
+            metadata: item.metadata,
+        },
+    )
+}
+
+pub(super) fn outcome_of(status: i32) -> Outcome {
+    use pb::topic_event_response::TopicEventResponseStatus as S;
+    match S::try_from(status) {
+        Ok(S::Success) => Outcome::Success,
+        Ok(S::Retry) => Outcome::Retry,
+        Ok(S::Drop) => Outcome::Drop,
+        Err(_) => Outcome::Error(format!("unknown status {status} from the subscriber")),
+    }
+}
+
+/// Dapr's event message. `path` (an HTTP route) and `extensions` have no source in the
+/// building block's event and stay empty.
+pub(super) fn event_request(event: &TopicEvent) -> pb::TopicEventRequest {
+    pb::TopicEventRequest {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        r#type: event.event_type.clone(),
+        spec_version: event.spec_version.clone(),
+        data_content_type: event.data_content_type.clone(),
+        data: event.data.to_vec(),
+        topic: event.topic.clone(),
+        pubsub_name: event.pubsub_name.clone(),
+        path: String::new(),
+        extensions: None,
+    }
+}
