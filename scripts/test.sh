@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run Plinth's whole test suite: formatting, lints, unit and integration tests, and the
-# README quickstart against a live Plinth. Works on a fresh machine of the project's kind;
-# installs what it needs itself.
+# README quickstart and the official Dapr Python SDK against a live Plinth. Works on a fresh
+# machine of the project's kind; installs what it needs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "README quickstart against a live Plinth"
 scripts/quickstart-check.sh
+
+# Reuses the binary the quickstart step built.
+step "Dapr Python SDK against a live Plinth"
+PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth" scripts/python-tests.sh
 
 # Last, so that its summary closes the output.
 step "tests"
