@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ::dapr::dapr::proto::runtime::v1 as pb;
 use plinth_core::component::configuration::ConfigurationQuery;
 use plinth_runtime::Runtime;
-use plinth_runtime::pubsub::{DeliveryPolicy, Outcome, SubscriptionSpec, TopicEvent};
+use plinth_runtime::pubsub::{Outcome, SubscriptionSpec, TopicEvent};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -130,22 +130,15 @@ pub(super) async fn subscribe_topic_events(
             "the first message must be an initial request naming pubsub and topic",
         ));
     };
-    if initial.pubsub_name.is_empty() {
-        return Err(Status::invalid_argument("pubsub name is empty"));
-    }
-    let mut metadata = initial.metadata;
-    if let Some(dlq) = initial.dead_letter_topic.filter(|t| !t.is_empty()) {
-        metadata.insert(plinth_runtime::pubsub::keys::DEAD_LETTER_TOPIC.into(), dlq);
-    }
-    let policy = DeliveryPolicy::from_metadata(&metadata).status()?;
+    let spec = SubscriptionSpec::new(
+        initial.pubsub_name,
+        initial.topic,
+        initial.metadata,
+        initial.dead_letter_topic,
+    )
+    .status()?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let handler = Arc::new(StreamHandler::new(tx.clone(), event_message));
-    let spec = SubscriptionSpec {
-        pubsub: initial.pubsub_name,
-        topic: initial.topic,
-        metadata,
-        policy,
-    };
     // Acknowledge the subscription before any event can be sent.
     tx.send(Ok(pb::SubscribeTopicEventsResponseAlpha1 {
         subscribe_topic_events_response_type: Some(Out::InitialResponse(

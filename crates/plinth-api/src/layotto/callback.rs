@@ -10,7 +10,7 @@ use plinth_proto::runtime::v1::app_callback_client::AppCallbackClient;
 use plinth_runtime::Runtime;
 use plinth_runtime::config::SubscriptionResource;
 use plinth_runtime::pubsub::{
-    DeliveryPolicy, EventHandler, Outcome, SubscriptionHandle, SubscriptionSpec, TopicEvent,
+    EventHandler, Outcome, SubscriptionHandle, SubscriptionSpec, TopicEvent,
 };
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
@@ -131,30 +131,16 @@ pub fn start_app_subscriptions(
         tracing::info!(app = %app.address, count = listed.len(), "app subscriptions listed");
         let mut specs = Vec::new();
         for s in listed {
-            match DeliveryPolicy::from_metadata(&s.metadata) {
-                Ok(policy) => specs.push(SubscriptionSpec {
-                    pubsub: s.pubsub_name,
-                    topic: s.topic,
-                    metadata: s.metadata,
-                    policy,
-                }),
-                Err(err) => {
-                    tracing::error!(pubsub = %s.pubsub_name, topic = %s.topic, error = %err, "subscription rejected")
-                }
+            let (pubsub, topic) = (s.pubsub_name.clone(), s.topic.clone());
+            match SubscriptionSpec::new(s.pubsub_name, s.topic, s.metadata, None) {
+                Ok(spec) => specs.push(spec),
+                Err(err) => tracing::error!(%pubsub, %topic, error = %err, "subscription rejected"),
             }
         }
         for d in declarative {
-            let mut metadata: plinth_core::Metadata = d.metadata.into_iter().collect();
-            if let Some(dlq) = d.dead_letter_topic {
-                metadata.insert(plinth_runtime::pubsub::keys::DEAD_LETTER_TOPIC.into(), dlq);
-            }
-            match DeliveryPolicy::from_metadata(&metadata) {
-                Ok(policy) => specs.push(SubscriptionSpec {
-                    pubsub: d.pubsubname,
-                    topic: d.topic,
-                    metadata,
-                    policy,
-                }),
+            let metadata = d.metadata.into_iter().collect();
+            match SubscriptionSpec::new(d.pubsubname, d.topic, metadata, d.dead_letter_topic) {
+                Ok(spec) => specs.push(spec),
                 Err(err) => {
                     tracing::error!(subscription = %d.name, file = %d.source, error = %err, "subscription rejected")
                 }

@@ -160,6 +160,32 @@ pub struct SubscriptionSpec {
     pub policy: DeliveryPolicy,
 }
 
+impl SubscriptionSpec {
+    /// A subscription from what every source gives (app callback, declarative resource,
+    /// streaming request): an explicit dead-letter topic, when given, is folded into the
+    /// metadata, and the delivery policy is read from it. Errors name the bad key.
+    pub fn new(
+        pubsub: String,
+        topic: String,
+        mut metadata: Metadata,
+        dead_letter_topic: Option<String>,
+    ) -> Result<Self> {
+        if pubsub.is_empty() {
+            return Err(Error::invalid_argument("pubsub name is empty"));
+        }
+        if let Some(dlq) = dead_letter_topic.filter(|t| !t.is_empty()) {
+            metadata.insert(keys::DEAD_LETTER_TOPIC.into(), dlq);
+        }
+        let policy = DeliveryPolicy::from_metadata(&metadata)?;
+        Ok(Self {
+            pubsub,
+            topic,
+            metadata,
+            policy,
+        })
+    }
+}
+
 /// The pub/sub API every front door calls.
 #[derive(Debug, Clone)]
 pub struct PubSubApi {

@@ -161,3 +161,44 @@ mod resubscribe {
         assert_eq!(event.map(|e| e.data.to_vec()), Some(b"hello".to_vec()));
     }
 }
+
+#[test]
+fn subscription_spec_folds_the_dead_letter_topic_into_metadata() {
+    use super::SubscriptionSpec;
+    let spec = SubscriptionSpec::new(
+        "ps".into(),
+        "t".into(),
+        md(&[(keys::MAX_ATTEMPTS, "2")]),
+        Some("dead".into()),
+    )
+    .expect("spec");
+    assert_eq!(spec.policy.dead_letter_topic.as_deref(), Some("dead"));
+    assert_eq!(
+        spec.metadata
+            .get(keys::DEAD_LETTER_TOPIC)
+            .map(String::as_str),
+        Some("dead")
+    );
+    assert_eq!(spec.policy.max_attempts, 2);
+    let none = SubscriptionSpec::new(
+        "ps".into(),
+        "t".into(),
+        Metadata::new(),
+        Some(String::new()),
+    )
+    .expect("spec");
+    assert!(
+        none.policy.dead_letter_topic.is_none(),
+        "an empty dead-letter topic means none"
+    );
+    assert!(SubscriptionSpec::new(String::new(), "t".into(), Metadata::new(), None).is_err());
+    assert!(
+        SubscriptionSpec::new(
+            "ps".into(),
+            "t".into(),
+            md(&[(keys::MAX_ATTEMPTS, "0")]),
+            None
+        )
+        .is_err()
+    );
+}
