@@ -5,8 +5,10 @@
 //! HTTP statuses in one place, [`status`].
 
 pub mod admin;
+pub mod app;
 pub mod dapr;
 mod event_stream;
+mod invoke;
 pub mod layotto;
 pub mod server;
 pub mod status;

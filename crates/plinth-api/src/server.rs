@@ -17,8 +17,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState, LogControl};
+use crate::app::{self, AppOptions, AppProtocol, HealthCheck};
 use crate::dapr::DaprService;
-use crate::layotto::{self, AppChannel, LayottoService, LifecycleService};
+use crate::layotto::{LayottoService, LifecycleService};
 use crate::telemetry::RpcTelemetryLayer;
 
 /// Where and how to listen.
@@ -32,8 +33,18 @@ pub struct ListenOptions {
     pub dapr_grpc_port: u16,
     /// The admin port (`--admin-port`).
     pub admin_port: u16,
-    /// The app's callback port (`--app-port`), if any.
+    /// The app's port (`--app-port`), if any; a Layotto config's `grpc_callback_port`
+    /// otherwise.
     pub app_port: Option<u16>,
+    /// The app's protocol (`--app-protocol`); HTTP unless given, or implied by a Layotto
+    /// config.
+    pub app_protocol: Option<AppProtocol>,
+    /// The app's host (`--app-channel-address`).
+    pub app_host: String,
+    /// Sent to the app as `dapr-api-token` (`APP_API_TOKEN`).
+    pub app_token: Option<String>,
+    /// App health checks (`--enable-app-health-check`).
+    pub app_health_check: Option<HealthCheck>,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
     /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
@@ -48,6 +59,10 @@ impl Default for ListenOptions {
             dapr_grpc_port: 50001,
             admin_port: 34999,
             app_port: None,
+            app_protocol: None,
+            app_host: "127.0.0.1".into(),
+            app_token: None,
+            app_health_check: None,
             max_message_size: 4 * 1024 * 1024,
             grpc_uds: None,
         }
@@ -64,7 +79,7 @@ pub struct Server {
     shutdown_request: Arc<Notify>,
     tasks: JoinSet<()>,
     rt: Arc<Runtime>,
-    _subscriptions: Option<layotto::callback_subscriptions::Subscriptions>,
+    _subscriptions: plinth_runtime::app::subscriptions::Subscriptions,
 }
 
 /// Bind a Unix socket, replacing a stale socket file but never any other kind of file.
@@ -210,26 +225,33 @@ impl Server {
         });
 
         let app_port = options.app_port.or(rt.loaded.settings.app_port);
-        let subscriptions = match app_port {
-            Some(port) => {
-                let channel = AppChannel::new(&options.address.to_string(), port)?;
-                tracing::info!(app = %channel.address(), "delivering events to the app's callback");
-                Some(layotto::start_app_subscriptions(
-                    rt.clone(),
-                    channel,
-                    rt.loaded.subscriptions.clone(),
-                    shutdown_rx.clone(),
-                ))
-            }
-            None => {
-                if !rt.loaded.subscriptions.is_empty() {
-                    tracing::warn!(
-                        "declarative subscriptions need --app-port to deliver to; they are not started"
-                    );
-                }
-                None
-            }
-        };
+        if let Some(port) = app_port {
+            let implied = match rt.loaded.settings.app_protocol.as_deref() {
+                Some(p) => Some(AppProtocol::parse(p)?),
+                None => None,
+            };
+            let app_options = AppOptions {
+                protocol: options
+                    .app_protocol
+                    .or(implied)
+                    .unwrap_or(AppProtocol::Http),
+                host: options.app_host.clone(),
+                port,
+                token: options.app_token.clone(),
+                max_body_size: options.max_message_size,
+                health_check: options.app_health_check.clone(),
+            };
+            let channel = app::connect(&app_options)?;
+            tracing::info!(app = %channel.address(), protocol = channel.protocol(), "app channel");
+            let health = app::watch_health(
+                channel.clone(),
+                app_options.health_check.clone(),
+                shutdown_rx.clone(),
+            );
+            rt.app.set(channel, health)?;
+        }
+        let subscriptions =
+            plinth_runtime::app::subscriptions::start(rt.clone(), shutdown_rx.clone());
 
         // Announce the start once every component has had its first init attempt, so that
         // the first calls do not fail on components still initialising.

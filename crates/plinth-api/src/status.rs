@@ -74,3 +74,43 @@ impl<T> IntoStatus<T> for plinth_core::Result<T> {
         self.map_err(to_status)
     }
 }
+
+/// The gRPC code for an app's HTTP status, for gRPC callers of an HTTP app.
+pub fn grpc_code_of_http(status: u16) -> Code {
+    match status {
+        200..=299 => Code::Ok,
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        412 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        499 => Code::Cancelled,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        500..=599 => Code::Internal,
+        _ => Code::Unknown,
+    }
+}
+
+/// The HTTP status for a gRPC app's code, for HTTP callers of a gRPC app.
+pub fn http_of_grpc_code(code: Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    match code {
+        Code::Ok => S::OK,
+        Code::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        Code::InvalidArgument | Code::OutOfRange => S::BAD_REQUEST,
+        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+        Code::NotFound => S::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
+        Code::PermissionDenied => S::FORBIDDEN,
+        Code::Unauthenticated => S::UNAUTHORIZED,
+        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => S::BAD_REQUEST,
+        Code::Unimplemented => S::NOT_IMPLEMENTED,
+        Code::Unavailable => S::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
+    }
+}

@@ -2,11 +2,13 @@
 //! configuration, file, secrets, bindings) that every front door calls, plus the component
 //! host, configuration loading, resilience layers and the metrics registry.
 
+pub mod app;
 pub mod binding;
 pub mod components;
 pub mod config;
 pub mod configuration;
 pub mod file;
+pub mod invoke;
 pub mod keys;
 pub mod lock;
 pub mod metadata;

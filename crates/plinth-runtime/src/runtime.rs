@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use plinth_core::registry::Registry;
 use plinth_core::{ComponentSpec, Error, Result};
 
+use crate::app::AppSlot;
 use crate::binding::BindingApi;
 use crate::components::{ComponentHost, Status};
 use crate::config::{self, Declared, Loaded, Sources};
 use crate::configuration::ConfigurationApi;
 use crate::file::FileApi;
+use crate::invoke::InvokeApi;
 use crate::lock::LockApi;
 use crate::metadata::MetadataApi;
 use crate::metrics::{Metrics, SharedMetrics};
@@ -60,6 +62,12 @@ pub struct Runtime {
     pub binding: BindingApi,
     /// Run-time attributes and the list of loaded components.
     pub metadata: MetadataApi,
+    /// Service invocation.
+    pub invoke: InvokeApi,
+    /// The app's channel, set when the listeners start.
+    pub app: Arc<AppSlot>,
+    /// The namespace (`NAMESPACE`, else `default`), for `app-id.namespace` targets.
+    pub namespace: String,
     /// When the runtime started.
     pub started: Instant,
 }
@@ -115,14 +123,21 @@ impl Runtime {
         }
         host.add_all(specs)?;
 
+        let namespace = std::env::var("NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let app = Arc::new(AppSlot::default());
+        let app_concurrency = options
+            .app_max_concurrency
+            .filter(|n| *n > 0)
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         Ok(Arc::new(Self {
+            invoke: InvokeApi::new(&app_id, &namespace, app.clone(), app_concurrency.clone()),
+            app,
+            namespace,
             state: StateApi::new(host.clone(), &app_id),
-            pubsub: PubSubApi::new(
-                host.clone(),
-                &app_id,
-                metrics.clone(),
-                options.app_max_concurrency,
-            ),
+            pubsub: PubSubApi::new(host.clone(), &app_id, metrics.clone(), app_concurrency),
             lock: LockApi::new(host.clone(), &app_id),
             sequencer: SequencerApi::new(host.clone(), &app_id),
             configuration: ConfigurationApi::new(host.clone(), &app_id),

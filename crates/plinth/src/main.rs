@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use plinth_api::admin::LogControl;
+use plinth_api::app::{AppProtocol, HealthCheck};
 use plinth_api::{ListenOptions, Server};
 use plinth_runtime::config::Sources;
 use plinth_runtime::{Options, Runtime};
@@ -41,12 +42,31 @@ struct RunArgs {
     /// The app's id, used for key prefixing and as the pub/sub consumer group.
     #[arg(long, env = "APP_ID", default_value = "plinth")]
     app_id: String,
-    /// Port of the app's gRPC callback (Layotto's AppCallback), for pub/sub delivery.
+    /// The app's port: Plinth invokes the app and delivers events and input bindings there.
     #[arg(long)]
     app_port: Option<u16>,
-    /// Protocol of the app's callback; only `grpc` is served in this release.
-    #[arg(long, default_value = "grpc", value_parser = ["grpc"])]
-    app_protocol: String,
+    /// The app's protocol: `http` (Dapr's default) or `grpc` (Dapr's AppCallback, falling
+    /// back to Layotto's). A Layotto config's grpc_callback_port implies `grpc`.
+    #[arg(long)]
+    app_protocol: Option<String>,
+    /// The app's host.
+    #[arg(long, default_value = "127.0.0.1")]
+    app_channel_address: String,
+    /// Probe the app's health and hold deliveries while it is unhealthy.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_app_health_check: Option<bool>,
+    /// HTTP apps: the path probed.
+    #[arg(long, default_value = "/healthz")]
+    app_health_check_path: String,
+    /// Seconds between probes.
+    #[arg(long, default_value_t = 5)]
+    app_health_probe_interval: u64,
+    /// Milliseconds a probe may take.
+    #[arg(long, default_value_t = 500)]
+    app_health_probe_timeout: u64,
+    /// Failed probes in a row before the app counts as unhealthy.
+    #[arg(long, default_value_t = 3)]
+    app_health_threshold: u32,
     /// Bound on deliveries to the app in flight at once (all subscriptions together).
     #[arg(long)]
     app_max_concurrency: Option<usize>,
@@ -75,9 +95,16 @@ struct RunArgs {
     /// A Layotto config.json whose grpc_config section to read.
     #[arg(long)]
     layotto_config: Option<PathBuf>,
-    /// Largest gRPC message, in bytes, in either direction.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    max_message_size: usize,
+    /// Largest request or response body, on every API and to and from the app: bytes, or
+    /// a quantity such as `4Mi`, `16MB` (default 4Mi).
+    #[arg(long, visible_alias = "max-message-size", value_parser = parse_size)]
+    max_body_size: Option<usize>,
+    /// Legacy form of --max-body-size, in MB (daprd's `--dapr-http-max-request-size`).
+    #[arg(long)]
+    dapr_http_max_request_size: Option<usize>,
+    /// daprd's flags Plinth has no use for: accepted, ignored with a warning.
+    #[command(flatten)]
+    daprd: DaprdFlags,
     /// How long to let in-flight requests finish on SIGTERM/SIGINT (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_grace_period: Duration,
@@ -87,9 +114,130 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// daprd's spelling of `--log-format json`.
+    #[arg(long)]
+    log_as_json: bool,
+    /// daprd's spelling of `--shutdown-grace-period`, in seconds.
+    #[arg(long)]
+    dapr_graceful_shutdown_seconds: Option<u64>,
     /// Worker threads for the async runtime (default: the CPUs available).
     #[arg(long)]
     worker_threads: Option<usize>,
+}
+
+/// The default body limit: 4 MiB, as Dapr's.
+const DEFAULT_MAX_BODY_SIZE: usize = 4 << 20;
+
+/// daprd flags that do not apply to Plinth. They are accepted so that a daprd command line
+/// runs unchanged, and each one given is named in a warning at startup.
+#[derive(Debug, clap::Args)]
+struct DaprdFlags {
+    #[arg(long, hide = true)]
+    placement_host_address: Option<String>,
+    #[arg(long, hide = true)]
+    scheduler_host_address: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_metrics: Option<String>,
+    #[arg(long, hide = true)]
+    metrics_port: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_profiling: Option<String>,
+    #[arg(long, hide = true)]
+    profile_port: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_api_logging: Option<String>,
+    #[arg(long, hide = true)]
+    mode: Option<String>,
+    #[arg(long, hide = true)]
+    control_plane_address: Option<String>,
+    #[arg(long, hide = true)]
+    sentry_address: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_mtls: Option<String>,
+    #[arg(long, hide = true)]
+    dapr_internal_grpc_port: Option<String>,
+    #[arg(long, hide = true)]
+    dapr_public_port: Option<String>,
+    #[arg(long, hide = true)]
+    dapr_block_shutdown_duration: Option<String>,
+    #[arg(long, hide = true, visible_alias = "read-buffer-size")]
+    dapr_http_read_buffer_size: Option<String>,
+    #[arg(long, hide = true)]
+    config_path: Option<String>,
+}
+
+impl DaprdFlags {
+    fn given(&self) -> Vec<&'static str> {
+        let all = [
+            (
+                "--placement-host-address",
+                self.placement_host_address.is_some(),
+            ),
+            (
+                "--scheduler-host-address",
+                self.scheduler_host_address.is_some(),
+            ),
+            ("--enable-metrics", self.enable_metrics.is_some()),
+            ("--metrics-port", self.metrics_port.is_some()),
+            ("--enable-profiling", self.enable_profiling.is_some()),
+            ("--profile-port", self.profile_port.is_some()),
+            ("--enable-api-logging", self.enable_api_logging.is_some()),
+            ("--mode", self.mode.is_some()),
+            (
+                "--control-plane-address",
+                self.control_plane_address.is_some(),
+            ),
+            ("--sentry-address", self.sentry_address.is_some()),
+            ("--enable-mtls", self.enable_mtls.is_some()),
+            (
+                "--dapr-internal-grpc-port",
+                self.dapr_internal_grpc_port.is_some(),
+            ),
+            ("--dapr-public-port", self.dapr_public_port.is_some()),
+            (
+                "--dapr-block-shutdown-duration",
+                self.dapr_block_shutdown_duration.is_some(),
+            ),
+            (
+                "--dapr-http-read-buffer-size",
+                self.dapr_http_read_buffer_size.is_some(),
+            ),
+            ("--config-path", self.config_path.is_some()),
+        ];
+        all.into_iter()
+            .filter(|(_, g)| *g)
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+/// A size in bytes: a plain number, or a quantity with a decimal (`k`, `M`, `G`, `KB`,
+/// `MB`, `GB`) or binary (`Ki`, `Mi`, `Gi`) suffix, as Kubernetes quantities and daprd's
+/// `--max-body-size` take them.
+fn parse_size(raw: &str) -> Result<usize, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a size (e.g. 4194304, 4Mi, 16MB)"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KB" | "kB" => 1000,
+        "M" | "MB" => 1000 * 1000,
+        "G" | "GB" => 1000 * 1000 * 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        other => return Err(format!("{raw:?}: unknown size unit {other:?}")),
+    };
+    let size = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{raw:?} is too large"))?;
+    if size == 0 {
+        return Err(format!("{raw:?}: the size must be positive"));
+    }
+    Ok(size)
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -132,7 +280,12 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<Arc<Logs>> {
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    match args.log_format {
+    let format = if args.log_as_json {
+        LogFormat::Json
+    } else {
+        args.log_format
+    };
+    match format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -186,6 +339,31 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
+    for flag in args.daprd.given() {
+        tracing::warn!(%flag, "daprd flag accepted and ignored: it has no meaning for Plinth");
+    }
+    let app_protocol = match &args.app_protocol {
+        Some(p) => Some(AppProtocol::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let max_body_size = match (args.max_body_size, args.dapr_http_max_request_size) {
+        (Some(size), _) => size,
+        (None, Some(mb)) if mb > 0 => mb.saturating_mul(1 << 20),
+        (None, Some(_)) => anyhow::bail!("--dapr-http-max-request-size must be positive"),
+        (None, None) => DEFAULT_MAX_BODY_SIZE,
+    };
+    let app_health_check = args
+        .enable_app_health_check
+        .unwrap_or(false)
+        .then(|| HealthCheck {
+            path: args.app_health_check_path.clone(),
+            interval: Duration::from_secs(args.app_health_probe_interval.max(1)),
+            timeout: Duration::from_millis(args.app_health_probe_timeout.max(1)),
+            threshold: args.app_health_threshold.max(1),
+        });
+    let app_token = std::env::var("APP_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let options = Options {
         app_id: args.app_id.clone(),
         sources: Sources {
@@ -204,7 +382,11 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         dapr_grpc_port: args.dapr_grpc_port,
         admin_port: args.admin_port,
         app_port: args.app_port,
-        max_message_size: args.max_message_size,
+        app_protocol,
+        app_host: args.app_channel_address.clone(),
+        app_token,
+        app_health_check,
+        max_message_size: max_body_size,
         grpc_uds: args.grpc_uds.clone(),
     };
     let server = Server::start(rt, listen, Some(logs))
@@ -215,7 +397,11 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         signal = wait_for_signal() => signal?,
         _ = server.shutdown_requested() => tracing::info!("shutdown requested through the API"),
     }
-    server.shutdown(args.shutdown_grace_period).await;
+    let grace = args
+        .dapr_graceful_shutdown_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(args.shutdown_grace_period);
+    server.shutdown(grace).await;
     Ok(())
 }
 

@@ -80,7 +80,7 @@ pub(super) fn config_item_out(item: ConfigurationItem) -> (String, common::Confi
     )
 }
 
-pub(super) fn outcome_of(status: i32) -> Outcome {
+pub(crate) fn outcome_of(status: i32) -> Outcome {
     use pb::topic_event_response::TopicEventResponseStatus as S;
     match S::try_from(status) {
         Ok(S::Success) => Outcome::Success,
@@ -92,7 +92,7 @@ pub(super) fn outcome_of(status: i32) -> Outcome {
 
 /// Dapr's event message. `path` (an HTTP route) and `extensions` have no source in the
 /// building block's event and stay empty.
-pub(super) fn event_request(event: &TopicEvent) -> pb::TopicEventRequest {
+pub(crate) fn event_request(event: &TopicEvent) -> pb::TopicEventRequest {
     pb::TopicEventRequest {
         id: event.id.clone(),
         source: event.source.clone(),
@@ -105,4 +105,25 @@ pub(super) fn event_request(event: &TopicEvent) -> pb::TopicEventRequest {
         path: String::new(),
         extensions: None,
     }
+}
+
+/// A JSON value as protobuf's `Value`.
+pub(crate) fn json_to_prost(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_to_prost).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map
+                .into_iter()
+                .map(|(k, v)| (k, json_to_prost(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }

@@ -4,7 +4,7 @@
 //! door has its own conversions ([`convert`]) and shares only the building blocks and the
 //! streaming event handler with the Layotto one.
 
-mod convert;
+pub(crate) mod convert;
 mod stream;
 
 use std::future::Future;
@@ -166,11 +166,32 @@ macro_rules! unsupported {
 impl pb::dapr_server::Dapr for DaprService {
     async fn invoke_service(
         &self,
-        _request: Request<pb::InvokeServiceRequest>,
+        request: Request<pb::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
-        Err(Status::unimplemented(
-            "InvokeService is not supported by Plinth yet: service invocation arrives with the app channel",
-        ))
+        let (metadata, _, req) = request.into_parts();
+        let message = req
+            .message
+            .ok_or_else(|| Status::invalid_argument("InvokeServiceRequest.message is empty"))?;
+        let http = message.http_extension.unwrap_or_default();
+        let call = crate::invoke::request(
+            &metadata,
+            message.method,
+            message.data,
+            message.content_type,
+            http.verb,
+            http.querystring,
+        );
+        let answer = self.rt.invoke.invoke(&req.id, call).await.status()?;
+        let (metadata, content_type, data) = crate::invoke::response(answer)?;
+        let mut response = Response::new(common::InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: data.to_vec(),
+            }),
+            content_type,
+        });
+        *response.metadata_mut() = metadata;
+        Ok(response)
     }
 
     async fn get_state(

@@ -20,12 +20,7 @@ use plinth_runtime::sequencer::Increment;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use callback::{AppChannel, start_app_subscriptions};
-
-/// The handles that keep app subscriptions alive.
-pub mod callback_subscriptions {
-    pub use super::callback::Subscriptions;
-}
+pub(crate) use callback::{event_request, outcome_of};
 pub use lifecycle::LifecycleService;
 
 use crate::status::IntoStatus;
@@ -86,11 +81,32 @@ impl pb::runtime_server::Runtime for LayottoService {
 
     async fn invoke_service(
         &self,
-        _request: Request<pb::InvokeServiceRequest>,
+        request: Request<pb::InvokeServiceRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
-        Err(Status::unimplemented(
-            "InvokeService is not available yet: service invocation arrives with the Dapr-compatibility release",
-        ))
+        let (metadata, _, req) = request.into_parts();
+        let message = req
+            .message
+            .ok_or_else(|| Status::invalid_argument("InvokeServiceRequest.message is empty"))?;
+        let http = message.http_extension.unwrap_or_default();
+        let call = crate::invoke::request(
+            &metadata,
+            message.method,
+            message.data,
+            message.content_type,
+            http.verb,
+            http.querystring,
+        );
+        let answer = self.rt.invoke.invoke(&req.id, call).await.status()?;
+        let (metadata, content_type, data) = crate::invoke::response(answer)?;
+        let mut response = Response::new(pb::InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: data.to_vec(),
+            }),
+            content_type,
+        });
+        *response.metadata_mut() = metadata;
+        Ok(response)
     }
 
     async fn get_configuration(

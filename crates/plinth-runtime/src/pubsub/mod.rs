@@ -4,6 +4,7 @@
 
 pub mod cloudevent;
 mod delivery;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,21 +197,19 @@ pub struct PubSubApi {
 }
 
 impl PubSubApi {
-    /// Pub/sub over the host's components for app `app_id`. `app_max_concurrency` bounds all
-    /// deliveries to the app together.
+    /// Pub/sub over the host's components for app `app_id`. `app_concurrency` bounds all
+    /// calls to the app together (deliveries and invocations).
     pub fn new(
         host: Arc<ComponentHost>,
         app_id: &str,
         metrics: SharedMetrics,
-        app_max_concurrency: Option<usize>,
+        app_concurrency: Option<Arc<Semaphore>>,
     ) -> Self {
         Self {
             host,
             app_id: app_id.into(),
             metrics,
-            app_concurrency: app_max_concurrency
-                .filter(|n| *n > 0)
-                .map(|n| Arc::new(Semaphore::new(n))),
+            app_concurrency,
         }
     }
 

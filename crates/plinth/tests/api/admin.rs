@@ -211,7 +211,10 @@ async fn log_levels_change_at_run_time() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let plinth = Plinth::start_with(&["--app-port", &closed.to_string()], None);
+    let plinth = Plinth::start_with(
+        &["--app-port", &closed.to_string(), "--app-protocol", "grpc"],
+        None,
+    );
 
     for (body, what) in [
         (
@@ -240,12 +243,12 @@ async fn log_levels_change_at_run_time() {
     let (status, resp) = plinth
         .admin_post(
             "/actuator/logger",
-            r#"{"logger": "plinth_api", "level": "DEBUG"}"#,
+            r#"{"logger": "plinth_runtime", "level": "DEBUG"}"#,
         )
         .await;
     assert_eq!(status, 200, "{resp}");
     let resp = json(&resp);
-    assert_eq!(resp["logger"], "plinth_api");
+    assert_eq!(resp["logger"], "plinth_runtime");
     assert_eq!(resp["level"], "debug");
     let line = plinth.wait_log("app not answering yet", Duration::from_secs(15));
     assert_eq!(json(&line)["level"], "DEBUG", "{line}");

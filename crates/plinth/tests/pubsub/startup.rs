@@ -15,8 +15,10 @@ async fn app_may_start_after_plinth() {
         &[
             "--app-port",
             &port.to_string(),
+            "--app-protocol",
+            "grpc",
             "--log-level",
-            "info,plinth_api=debug",
+            "info,plinth_runtime=debug",
         ],
         None,
     );
@@ -106,7 +108,14 @@ async fn declarative_subscriptions_deliver(builder: AppBuilder) {
         .await;
     let port = app.port.to_string();
     let plinth = Plinth::start_with(
-        &["--app-port", &port, "--resources-path", "resources"],
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "grpc",
+            "--resources-path",
+            "resources",
+        ],
         Some(&dir),
     );
     app.answer_list();

@@ -22,7 +22,7 @@ pub(crate) type Client = RuntimeClient<Channel>;
 /// the startup lines the harness consumes.
 pub(crate) fn start_for(app: &TestApp, extra: &[&str]) -> Plinth {
     let port = app.port.to_string();
-    let mut args = vec!["--app-port", port.as_str()];
+    let mut args = vec!["--app-port", port.as_str(), "--app-protocol", "grpc"];
     args.extend_from_slice(extra);
     let plinth = Plinth::start_with(&args, None);
     app.answer_list();
