@@ -5,8 +5,11 @@
 mod common;
 
 mod app;
+mod app_channel;
 mod concurrency;
+mod dapr_app;
 mod delivery;
+mod http_app;
 mod publish;
 mod startup;
 mod streaming;

@@ -1,0 +1,450 @@
+//! The app channel over HTTP: subscriptions from `/dapr/subscribe` with CEL routes, the
+//! delivery outcome table as HTTP apps express it, and service invocation from both gRPC
+//! front doors with verbs, paths, queries, headers and statuses passed through.
+
+use dapr::dapr::proto::common::v1 as common;
+use dapr::dapr::proto::runtime::v1 as dpb;
+use dpb::dapr_client::DaprClient;
+use plinth_proto::runtime::v1 as pb;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use super::app::PUBSUB;
+use super::common::{Plinth, unique};
+use super::http_app::HttpApp;
+use super::support::{wait_outcome, wait_subscribed};
+
+async fn dapr(plinth: &Plinth) -> DaprClient<Channel> {
+    DaprClient::connect(format!("http://{}", plinth.dapr_grpc))
+        .await
+        .expect("connect to the Dapr API")
+}
+
+fn start(app: &HttpApp, extra: &[&str]) -> Plinth {
+    let port = app.port.to_string();
+    let mut args = vec!["--app-port", port.as_str(), "--app-protocol", "http"];
+    args.extend_from_slice(extra);
+    Plinth::start_with(&args, None)
+}
+
+async fn publish(c: &mut DaprClient<Channel>, topic: &str, data: &str, metadata: &[(&str, &str)]) {
+    c.publish_event(dpb::PublishEventRequest {
+        pubsub_name: PUBSUB.into(),
+        topic: topic.into(),
+        data: data.as_bytes().to_vec(),
+        data_content_type: "application/json".into(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("publish to {topic}: {e}"));
+}
+
+#[tokio::test]
+async fn events_reach_the_path_their_cel_rules_select() {
+    let topic = unique("routed");
+    let mut app = HttpApp::start(json!([{
+        "pubsubname": PUBSUB,
+        "topic": topic,
+        "routes": {
+            "rules": [
+                {"match": "event.type == \"widget\"", "path": "/widgets"},
+                {"match": "event.data.price > 100", "path": "/expensive"},
+            ],
+            "default": "/other",
+        },
+    }]))
+    .await;
+    let plinth = start(&app, &[]);
+    wait_subscribed(&plinth, &[&topic]).await;
+    let mut c = dapr(&plinth).await;
+
+    publish(
+        &mut c,
+        &topic,
+        r#"{"price": 1}"#,
+        &[("cloudevent.type", "widget")],
+    )
+    .await;
+    let seen = app.next().await;
+    assert_eq!(seen.path, "/widgets");
+    assert_eq!(seen.method, "POST");
+    assert_eq!(
+        seen.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let event = seen.json();
+    assert_eq!(event["type"], "widget");
+    assert_eq!(event["topic"], topic.as_str());
+    assert_eq!(event["pubsubname"], PUBSUB);
+    assert_eq!(event["data"], json!({"price": 1}));
+
+    publish(&mut c, &topic, r#"{"price": 500}"#, &[]).await;
+    assert_eq!(app.next().await.path, "/expensive");
+    publish(&mut c, &topic, r#"{"price": 5}"#, &[]).await;
+    assert_eq!(app.next().await.path, "/other");
+}
+
+#[tokio::test]
+async fn http_answers_follow_the_outcome_table() {
+    let topic = unique("outcomes");
+    let dlq = unique("outcomes-dlq");
+    let mut app = HttpApp::start(json!([
+        {"pubsubname": PUBSUB, "topic": topic, "route": "/orders", "deadLetterTopic": dlq,
+         "metadata": {"maxDeliveryAttempts": "3", "retryInitialInterval": "10ms"}},
+        {"pubsubname": PUBSUB, "topic": dlq, "route": "/dead"},
+    ]))
+    .await;
+    // The event's data says how to answer; a retry succeeds on the second attempt.
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = retried.clone();
+    app.answer(move |seen| {
+        if seen.path != "/orders" {
+            return (200, vec![], String::new());
+        }
+        let data = seen.json()["data"]["do"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match data.as_str() {
+            "empty" => (200, vec![], String::new()),
+            "garbage" => (200, vec![], "not json".into()),
+            "success" => (200, vec![], r#"{"status":"SUCCESS"}"#.into()),
+            "drop" => (200, vec![], r#"{"status":"DROP"}"#.into()),
+            "missing" => (404, vec![], String::new()),
+            "retry-once" if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                (200, vec![], r#"{"status":"RETRY"}"#.into())
+            }
+            "retry-once" => (200, vec![], String::new()),
+            "error-once" => (500, vec![], "boom".into()),
+            _ => (200, vec![], String::new()),
+        }
+    });
+    let plinth = start(&app, &[]);
+    wait_subscribed(&plinth, &[&topic, &dlq]).await;
+    let mut c = dapr(&plinth).await;
+
+    for what in ["empty", "garbage", "success"] {
+        publish(&mut c, &topic, &format!(r#"{{"do":"{what}"}}"#), &[]).await;
+    }
+    wait_outcome(&plinth, &topic, "success", 3).await;
+
+    publish(&mut c, &topic, r#"{"do":"retry-once"}"#, &[]).await;
+    wait_outcome(&plinth, &topic, "success", 4).await;
+    wait_outcome(&plinth, &topic, "retry", 1).await;
+
+    for what in ["drop", "missing"] {
+        publish(&mut c, &topic, &format!(r#"{{"do":"{what}"}}"#), &[]).await;
+        let dead = app.next_at("/dead").await.json();
+        assert_eq!(dead["data"]["do"], what, "{dead}");
+    }
+    // A 500 on every attempt: retried up to the maximum, then dead-lettered.
+    publish(&mut c, &topic, r#"{"do":"error-once"}"#, &[]).await;
+    let dead = app.next_at("/dead").await.json();
+    assert_eq!(dead["data"]["do"], "error-once");
+    wait_outcome(&plinth, &topic, "dead_letter", 3).await;
+}
+
+#[tokio::test]
+async fn invocation_passes_verb_path_query_headers_body_and_status() {
+    let mut app = HttpApp::start(json!([])).await;
+    app.answer(|seen| match seen.path.as_str() {
+        "/orders/42" => (
+            201,
+            vec![
+                ("x-answer", "yes".into()),
+                ("content-type", "application/json".into()),
+            ],
+            format!(r#"{{"got":{}}}"#, String::from_utf8_lossy(&seen.body)),
+        ),
+        "/teapot" => (418, vec![], "short and stout".into()),
+        _ => (404, vec![], "no such method".into()),
+    });
+    let plinth = start(&app, &["--app-id", "orders"]);
+    let mut c = dapr(&plinth).await;
+
+    let mut request = tonic::Request::new(dpb::InvokeServiceRequest {
+        id: "orders".into(),
+        message: Some(common::InvokeRequest {
+            method: "orders/42".into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: br#"{"n":1}"#.to_vec(),
+            }),
+            content_type: "application/json".into(),
+            http_extension: Some(common::HttpExtension {
+                verb: common::http_extension::Verb::Put as i32,
+                querystring: "a=1&b=two".into(),
+            }),
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("x-trace", "t-1".parse().expect("ascii"));
+    let response = c.invoke_service(request).await.expect("invoke");
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-answer")
+            .and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    let response = response.into_inner();
+    assert_eq!(response.content_type, "application/json");
+    assert_eq!(
+        response.data.expect("data").value,
+        br#"{"got":{"n":1}}"#.to_vec()
+    );
+    let seen = app.next().await;
+    assert_eq!(seen.method, "PUT");
+    assert_eq!(seen.path, "/orders/42");
+    assert_eq!(seen.query, "a=1&b=two");
+    assert_eq!(seen.header("x-trace"), Some("t-1"));
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.header("dapr-caller-app-id"), Some("orders"));
+    assert_eq!(seen.body.as_ref(), br#"{"n":1}"#);
+
+    // Layotto's InvokeService reaches the same app; no verb means POST.
+    let mut layotto = plinth.client().await;
+    let answer = layotto
+        .invoke_service(pb::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(pb::CommonInvokeRequest {
+                method: "orders/42".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"7".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: None,
+            }),
+        })
+        .await
+        .expect("layotto invoke")
+        .into_inner();
+    assert_eq!(answer.data.expect("data").value, br#"{"got":7}"#.to_vec());
+    assert_eq!(app.next().await.method, "POST");
+
+    // The app's statuses become gRPC codes, with its body in the message.
+    let invoke = |method: &str| dpb::InvokeServiceRequest {
+        id: "orders".into(),
+        message: Some(common::InvokeRequest {
+            method: method.into(),
+            http_extension: Some(common::HttpExtension {
+                verb: common::http_extension::Verb::Get as i32,
+                querystring: String::new(),
+            }),
+            ..Default::default()
+        }),
+    };
+    let err = c.invoke_service(invoke("nope")).await.expect_err("404");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(err.message().contains("no such method"), "{err}");
+    let err = c.invoke_service(invoke("teapot")).await.expect_err("418");
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err}");
+
+    // Another app needs the mesh; an empty message is a bad request.
+    let mut other = invoke("orders/42");
+    other.id = "billing".into();
+    let err = c.invoke_service(other).await.expect_err("remote");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains("billing"), "{err}");
+    let err = c
+        .invoke_service(dpb::InvokeServiceRequest {
+            id: "orders".into(),
+            message: None,
+        })
+        .await
+        .expect_err("no message");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}
+
+#[tokio::test]
+async fn invoking_without_an_app_channel_is_a_failed_precondition() {
+    let plinth = Plinth::start();
+    let mut c = dapr(&plinth).await;
+    let err = c
+        .invoke_service(dpb::InvokeServiceRequest {
+            id: "plinth".into(),
+            message: Some(common::InvokeRequest {
+                method: "anything".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("no app");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("--app-port"), "{err}");
+}
+
+#[tokio::test]
+async fn app_api_token_goes_to_the_app_and_nowhere_else() {
+    let mut app = HttpApp::start(json!([])).await;
+    let port = app.port.to_string();
+    let plinth = Plinth::start_with_env(
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "http",
+            "--app-id",
+            "tok",
+        ],
+        &[("APP_API_TOKEN", "app-secret-1")],
+    );
+    let mut c = dapr(&plinth).await;
+    let mut request = tonic::Request::new(dpb::InvokeServiceRequest {
+        id: "tok".into(),
+        message: Some(common::InvokeRequest {
+            method: "hello".into(),
+            ..Default::default()
+        }),
+    });
+    // A caller's token is never forwarded as the app's.
+    request
+        .metadata_mut()
+        .insert("dapr-api-token", "caller-token".parse().expect("ascii"));
+    c.invoke_service(request).await.expect("invoke");
+    let seen = app.next_at("/hello").await;
+    assert_eq!(seen.header("dapr-api-token"), Some("app-secret-1"));
+    let metadata = c
+        .get_metadata(dpb::GetMetadataRequest {})
+        .await
+        .expect("metadata")
+        .into_inner();
+    let text = format!("{metadata:?}");
+    assert!(!text.contains("app-secret-1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_dapr_grpc_app_is_invoked_and_gets_routed_events() {
+    use super::dapr_app::{Call, DaprApp};
+    let topic = unique("grpc-routed");
+    let mut app = DaprApp::start(
+        vec![dpb::TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: topic.clone(),
+            routes: Some(dpb::TopicRoutes {
+                rules: vec![dpb::TopicRule {
+                    r#match: "event.data.kind == \"a\"".into(),
+                    path: "kind-a".into(),
+                }],
+                default: "fallback".into(),
+            }),
+            ..Default::default()
+        }],
+        vec![],
+        Default::default(),
+    )
+    .await;
+    let port = app.port.to_string();
+    // `--app-health-check` on: the app has no health service, which is not unhealthy.
+    let plinth = Plinth::start_with(
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "grpc",
+            "--app-id",
+            "grpcapp",
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "1",
+        ],
+        None,
+    );
+    wait_subscribed(&plinth, &[&topic]).await;
+    let mut c = dapr(&plinth).await;
+
+    publish(
+        &mut c,
+        &topic,
+        r#"{"kind":"a"}"#,
+        &[("cloudevent.type", "t.a")],
+    )
+    .await;
+    publish(&mut c, &topic, r#"{"kind":"b"}"#, &[]).await;
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        match app.next().await {
+            Call::Event(e) => {
+                let kind =
+                    serde_json::from_slice::<serde_json::Value>(&e.data).expect("json")["kind"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                assert_eq!(e.topic, topic);
+                let ext = e.extensions.expect("extensions");
+                assert!(ext.fields.contains_key("pubsubname"), "{ext:?}");
+                paths.push((kind, e.path));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            ("a".into(), "kind-a".into()),
+            ("b".into(), "fallback".into())
+        ]
+    );
+
+    // Invocation from the Dapr API: verb and query travel in the HTTP extension, metadata
+    // both ways.
+    let mut request = tonic::Request::new(dpb::InvokeServiceRequest {
+        id: "grpcapp".into(),
+        message: Some(common::InvokeRequest {
+            method: "say".into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: b"hi".to_vec(),
+            }),
+            content_type: "text/plain".into(),
+            http_extension: Some(common::HttpExtension {
+                verb: common::http_extension::Verb::Get as i32,
+                querystring: "q=1".into(),
+            }),
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("x-trace", "t-2".parse().expect("ascii"));
+    let response = c.invoke_service(request).await.expect("invoke");
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-from-app")
+            .and_then(|v| v.to_str().ok()),
+        Some("grpc")
+    );
+    assert_eq!(
+        response.into_inner().data.expect("data").value,
+        b"say 1 q=1".to_vec()
+    );
+    match app.next().await {
+        Call::Invoke(req, metadata) => {
+            assert_eq!(req.data.expect("data").value, b"hi".to_vec());
+            assert_eq!(
+                metadata.get("x-trace").and_then(|v| v.to_str().ok()),
+                Some("t-2")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The app's gRPC error comes back as it is.
+    let err = c
+        .invoke_service(dpb::InvokeServiceRequest {
+            id: "grpcapp".into(),
+            message: Some(common::InvokeRequest {
+                method: "fail".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("app error");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert_eq!(err.message(), "not you");
+}
