@@ -29,6 +29,8 @@ pub struct AdminState {
     pub shutting_down: Arc<AtomicBool>,
     /// Log control, if the binary offers it.
     pub log: Option<Arc<dyn LogControl>>,
+    /// Required for every change (probes, info and metrics stay open).
+    pub token: crate::auth::ApiToken,
 }
 
 /// The admin routes.
@@ -92,7 +94,15 @@ struct LoggerRequest {
     level: String,
 }
 
-async fn logger(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+async fn logger(
+    State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !s.token.admits(&headers) {
+        let message = crate::auth::ApiToken::rejection(&headers);
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response();
+    }
     let req: LoggerRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod dapr;
 mod event_stream;
 mod invoke;

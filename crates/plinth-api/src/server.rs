@@ -45,6 +45,8 @@ pub struct ListenOptions {
     pub app_token: Option<String>,
     /// App health checks (`--enable-app-health-check`).
     pub app_health_check: Option<HealthCheck>,
+    /// The API token callers must present (`DAPR_API_TOKEN`).
+    pub api_token: crate::auth::ApiToken,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
     /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
@@ -63,6 +65,7 @@ impl Default for ListenOptions {
             app_host: "127.0.0.1".into(),
             app_token: None,
             app_health_check: None,
+            api_token: Default::default(),
             max_message_size: 4 * 1024 * 1024,
             grpc_uds: None,
         }
@@ -157,7 +160,12 @@ impl Server {
         .max_encoding_message_size(options.max_message_size);
 
         let router = tonic::transport::Server::builder()
-            .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
+                    .layer(crate::auth::GrpcAuthLayer::new(options.api_token.clone()))
+                    .into_inner(),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(runtime_service)
@@ -209,6 +217,7 @@ impl Server {
             listeners_ready: listeners_ready.clone(),
             shutting_down: shutting_down.clone(),
             log,
+            token: options.api_token.clone(),
         };
         let app = admin::router(admin_state);
         let mut stop = shutdown_rx.clone();

@@ -364,6 +364,10 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
     let app_token = std::env::var("APP_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let api_token = plinth_api::auth::ApiToken::new(std::env::var("DAPR_API_TOKEN").ok());
+    if api_token.is_set() {
+        tracing::info!("DAPR_API_TOKEN is set: API calls must present it");
+    }
     let options = Options {
         app_id: args.app_id.clone(),
         sources: Sources {
@@ -386,6 +390,7 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         app_host: args.app_channel_address.clone(),
         app_token,
         app_health_check,
+        api_token,
         max_message_size: max_body_size,
         grpc_uds: args.grpc_uds.clone(),
     };

@@ -17,3 +17,4 @@ mod resiliency;
 mod secrets;
 mod sequencer;
 mod state;
+mod token;

@@ -54,7 +54,7 @@ async fn the_env_store_returns_variables_but_never_tokens() {
         &[],
         &[
             (&name, &value),
-            ("DAPR_API_TOKEN", &dapr_token),
+            ("DAPR_CLIENT_TOKEN", &dapr_token),
             ("PLINTH_API_TOKEN", &plinth_token),
             ("APP_API_TOKEN", &dapr_token),
         ],
@@ -73,7 +73,7 @@ async fn the_env_store_returns_variables_but_never_tokens() {
         .await
         .expect_err("unset variable");
     assert_eq!(missing.code(), Code::NotFound);
-    for token in ["DAPR_API_TOKEN", "PLINTH_API_TOKEN", "APP_API_TOKEN"] {
+    for token in ["DAPR_CLIENT_TOKEN", "PLINTH_API_TOKEN", "APP_API_TOKEN"] {
         let err = get_secret(&mut c, "secretstore", token)
             .await
             .expect_err(token);
@@ -159,7 +159,7 @@ spec:
             (&db, "db-pass"),
             (&api, "api-key"),
             (&other, "other-value"),
-            ("DAPR_API_TOKEN", &token),
+            ("DAPR_CLIENT_TOKEN", &token),
             ("PLINTH_API_TOKEN", &token),
             ("DAPR_OTHER", &dapr_other),
         ],
