@@ -13,6 +13,7 @@ mod file;
 mod lifecycle;
 mod lock;
 mod ops;
+mod query;
 mod resiliency;
 mod secrets;
 mod sequencer;
