@@ -15,6 +15,7 @@ mod lock;
 mod ops;
 mod query;
 mod resiliency;
+mod scopes;
 mod secrets;
 mod sequencer;
 mod state;
