@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::metrics::{ComponentName, SharedMetrics};
+use crate::pubsub::scopes::TopicScopes;
 use crate::resilience::{Policy, PolicyConfig};
 
 /// How often an UP component is probed.
@@ -61,6 +62,31 @@ pub struct Hosted {
     policy: Policy,
     status: RwLock<(Status, Option<String>)>,
     generation: u64,
+    settings: RuntimeSettings,
+}
+
+/// What the building blocks read from a component's metadata for themselves, parsed once
+/// when the component is built or reconfigured. The component is built from its spec
+/// without these keys, so they never reach (or confuse) it.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSettings {
+    /// Pub/sub topic scopes (`publishingScopes`, `subscriptionScopes`, `allowedTopics`,
+    /// `protectedTopics`); empty for other kinds.
+    pub topic_scopes: TopicScopes,
+}
+
+impl RuntimeSettings {
+    /// Parse the runtime's keys out of `spec`: the settings, and the spec the component is
+    /// built from. Errors name the component and the field.
+    fn split(spec: &ComponentSpec) -> Result<(Self, ComponentSpec)> {
+        if spec.kind() != "pubsub" {
+            return Ok((Self::default(), spec.clone()));
+        }
+        let settings = Self {
+            topic_scopes: TopicScopes::from_spec(spec)?,
+        };
+        Ok((settings, TopicScopes::strip(spec)))
+    }
 }
 
 /// Distinguishes every hosted instance from the one it replaced, for caches keyed by it.
@@ -73,9 +99,14 @@ impl Hosted {
         self.generation
     }
 
-    /// The spec it was built from.
+    /// The spec as declared, the runtime's own keys included.
     pub fn spec(&self) -> &ComponentSpec {
         &self.spec
+    }
+
+    /// What the building blocks read from its metadata.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
     }
 
     /// The component's resilience policy.
@@ -245,11 +276,17 @@ impl ComponentHost {
     }
 
     fn build(&self, spec: ComponentSpec) -> Result<Arc<Hosted>> {
-        let instance = self.registry.build(&spec)?;
-        Ok(self.host(spec, instance))
+        let (settings, component_spec) = RuntimeSettings::split(&spec)?;
+        let instance = self.registry.build(&component_spec)?;
+        Ok(self.host(spec, instance, settings))
     }
 
-    fn host(&self, spec: ComponentSpec, instance: Instance) -> Arc<Hosted> {
+    fn host(
+        &self,
+        spec: ComponentSpec,
+        instance: Instance,
+        settings: RuntimeSettings,
+    ) -> Arc<Hosted> {
         let policy_config = self.policies.get(&spec.name).cloned().unwrap_or_default();
         let policy = Policy::new(&spec.name, &policy_config, self.metrics.clone());
         Arc::new(Hosted {
@@ -258,6 +295,7 @@ impl ComponentHost {
             policy,
             status: RwLock::new((Status::Init, None)),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            settings,
         })
     }
 
@@ -357,8 +395,14 @@ impl ComponentHost {
                     spec.invalid("spec.type", "a component's type cannot change at run time")
                 );
             }
-            if old.instance.component().reconfigure(&spec).await? {
-                let hosted = self.host(spec, old.instance.clone());
+            let (settings, component_spec) = RuntimeSettings::split(&spec)?;
+            if old
+                .instance
+                .component()
+                .reconfigure(&component_spec)
+                .await?
+            {
+                let hosted = self.host(spec, old.instance.clone(), settings);
                 hosted.set_status(old.status().0, old.status().1, &self.metrics);
                 self.insert(hosted.clone());
                 self.start(hosted);

@@ -13,18 +13,24 @@ pub const SEPARATOR: &str = "||";
 /// The metadata key selecting the prefix strategy.
 pub const KEY_PREFIX: &str = "keyPrefix";
 
-/// Prefix `key` as the store's `keyPrefix` says; `app_id` is the caller's app id.
-pub fn prefixed(spec: &ComponentSpec, app_id: &str, key: &str) -> Result<String> {
-    validate_key(key)?;
+/// The prefix strategy's name part: the app id, the store name, a literal, or `None` for
+/// `none` (and for an empty app id).
+fn strategy<'a>(spec: &'a ComponentSpec, app_id: &'a str) -> Option<&'a str> {
     let prefix = match spec.get(KEY_PREFIX).unwrap_or("appid") {
         p if p.eq_ignore_ascii_case("appid") => app_id,
         p if p.eq_ignore_ascii_case("name") => spec.name.as_str(),
-        p if p.eq_ignore_ascii_case("none") => return Ok(key.to_string()),
+        p if p.eq_ignore_ascii_case("none") => return None,
         literal => literal,
     };
-    if prefix.is_empty() {
+    (!prefix.is_empty()).then_some(prefix)
+}
+
+/// Prefix `key` as the store's `keyPrefix` says; `app_id` is the caller's app id.
+pub fn prefixed(spec: &ComponentSpec, app_id: &str, key: &str) -> Result<String> {
+    validate_key(key)?;
+    let Some(prefix) = strategy(spec, app_id) else {
         return Ok(key.to_string());
-    }
+    };
     let mut out = String::with_capacity(prefix.len() + SEPARATOR.len() + key.len());
     out.push_str(prefix);
     out.push_str(SEPARATOR);
@@ -32,13 +38,18 @@ pub fn prefixed(spec: &ComponentSpec, app_id: &str, key: &str) -> Result<String>
     Ok(out)
 }
 
+/// What every prefixed key of this app in this store starts with (`app||`); empty under
+/// `none`, where every key is the app's.
+pub fn prefix(spec: &ComponentSpec, app_id: &str) -> String {
+    strategy(spec, app_id)
+        .map(|p| format!("{p}{SEPARATOR}"))
+        .unwrap_or_default()
+}
+
 /// Strip the prefix added by [`prefixed`], for keys a store reports back.
 pub fn unprefixed<'k>(spec: &ComponentSpec, app_id: &str, key: &'k str) -> &'k str {
-    let prefix = match spec.get(KEY_PREFIX).unwrap_or("appid") {
-        p if p.eq_ignore_ascii_case("appid") => app_id,
-        p if p.eq_ignore_ascii_case("name") => spec.name.as_str(),
-        p if p.eq_ignore_ascii_case("none") => return key,
-        literal => literal,
+    let Some(prefix) = strategy(spec, app_id) else {
+        return key;
     };
     key.strip_prefix(prefix)
         .and_then(|k| k.strip_prefix(SEPARATOR))
@@ -82,6 +93,10 @@ mod tests {
             Some("team||k")
         );
         assert_eq!(unprefixed(&plain, "app", "app||k"), "k");
+        assert_eq!(prefix(&plain, "app"), "app||");
+        assert_eq!(prefix(&spec("name"), "app"), "store||");
+        assert_eq!(prefix(&spec("none"), "app"), "");
+        assert_eq!(prefix(&spec("team"), "app"), "team||");
         assert!(prefixed(&plain, "app", "").is_err());
         assert!(prefixed(&plain, "app", "other||k").is_err());
     }

@@ -1,11 +1,13 @@
 //! The state building block: validation, key prefixing and capability checks in front of
-//! every state store.
+//! every state store, and the state query language ([`query`]).
+
+pub mod query;
 
 use std::sync::Arc;
 
 use plinth_core::component::state::{
-    BulkGetItem, Consistency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateStore,
-    TransactionOp,
+    BulkGetItem, Consistency, DeleteRequest, GetRequest, GetResponse, QueryRequest, QueryResponse,
+    SetRequest, StateStore, TransactionOp,
 };
 use plinth_core::metadata::parse_ttl;
 use plinth_core::{Error, Metadata, Result};
@@ -189,18 +191,47 @@ impl StateApi {
             .await
             .map_err(|e| unprefix_error(e, &handle, &self.app_id))
     }
+
+    /// Run a query (Dapr's state query language, as JSON) over this app's values in a
+    /// store. The query is validated before the store sees it; result keys come back
+    /// without the app's prefix. A store without the query capability answers as Dapr's
+    /// does: INTERNAL, "state store does not support querying".
+    pub async fn query(
+        &self,
+        store: &str,
+        query: &[u8],
+        metadata: Metadata,
+    ) -> Result<QueryResponse> {
+        let handle = self.store(store)?;
+        if !handle.component.features().query {
+            return Err(Error::internal(format!(
+                "state store {store:?} does not support querying"
+            )));
+        }
+        let req = QueryRequest {
+            query: query::parse(query)?,
+            key_prefix: keys::prefix(handle.spec(), &self.app_id),
+            metadata,
+        };
+        let mut resp = handle
+            .call("query", req, |c, r| async move { c.query(r).await })
+            .await?;
+        for item in &mut resp.results {
+            item.key = keys::unprefixed(handle.spec(), &self.app_id, &item.key).to_string();
+        }
+        Ok(resp)
+    }
 }
 
 /// Errors from bulk calls name prefixed keys; callers know their keys unprefixed.
 fn unprefix_error(err: Error, handle: &Handle<dyn StateStore>, app_id: &str) -> Error {
-    let prefix = keys::prefixed(handle.spec(), app_id, "x")
-        .ok()
-        .and_then(|p| p.strip_suffix('x').map(str::to_string));
-    match prefix {
-        Some(p) if !p.is_empty() && err.message().contains(&p) => {
-            let message = err.message().replace(&format!("\"{p}"), "\"");
-            Error::new(err.kind(), message)
-        }
-        _ => err,
+    let prefix = keys::prefix(handle.spec(), app_id);
+    if prefix.is_empty() || !err.message().contains(&prefix) {
+        return err;
     }
+    let message = err.message().replace(&format!("\"{prefix}"), "\"");
+    Error::new(err.kind(), message)
 }
+
+#[cfg(test)]
+mod tests;

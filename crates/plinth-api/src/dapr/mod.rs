@@ -272,11 +272,29 @@ impl pb::dapr_server::Dapr for DaprService {
 
     async fn query_state_alpha1(
         &self,
-        _request: Request<pb::QueryStateRequest>,
+        request: Request<pb::QueryStateRequest>,
     ) -> Result<Response<pb::QueryStateResponse>, Status> {
-        Err(Status::unimplemented(
-            "QueryStateAlpha1 is not supported by Plinth yet: state query arrives later",
-        ))
+        let req = request.into_inner();
+        let resp = self
+            .rt
+            .state
+            .query(&req.store_name, req.query.as_bytes(), req.metadata)
+            .await
+            .status()?;
+        Ok(Response::new(pb::QueryStateResponse {
+            results: resp
+                .results
+                .into_iter()
+                .map(|item| pb::QueryStateItem {
+                    key: item.key,
+                    data: item.data.to_vec(),
+                    etag: item.etag.unwrap_or_default(),
+                    error: item.error.unwrap_or_default(),
+                })
+                .collect(),
+            token: resp.token.unwrap_or_default(),
+            metadata: resp.metadata,
+        }))
     }
 
     async fn delete_state(

@@ -6,6 +6,10 @@ use bytes::Bytes;
 use super::Component;
 use crate::{Error, Metadata, Result};
 
+pub mod query;
+
+pub use query::{Query, QueryItem, QueryRequest, QueryResponse};
+
 /// What a state store can do beyond get/set/delete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateFeatures {
@@ -15,7 +19,7 @@ pub struct StateFeatures {
     pub transactional: bool,
     /// Per-key expiry through `ttlInSeconds`.
     pub ttl: bool,
-    /// The state query language.
+    /// The state query language ([`StateStore::query`]).
     pub query: bool,
 }
 
@@ -203,6 +207,14 @@ pub trait StateStore: Component {
     async fn transact(&self, _ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<()> {
         Err(Error::unimplemented(
             "this state store does not support transactions",
+        ))
+    }
+
+    /// Run a query over the JSON values whose keys start with `req.key_prefix`; only
+    /// stores with the `query` feature implement it. Expired values never appear.
+    async fn query(&self, _req: QueryRequest) -> Result<QueryResponse> {
+        Err(Error::unimplemented(
+            "this state store does not support querying",
         ))
     }
 }

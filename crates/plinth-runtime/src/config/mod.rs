@@ -6,6 +6,7 @@
 mod layotto;
 mod resource;
 mod secrets;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use plinth_core::{ComponentSpec, Error, Result};
 
 pub use resource::SubscriptionResource;
 pub use secrets::{SecretRef, resolve_secret_refs};
+pub use tags::Tags;
 
 use crate::resilience::PolicyConfig;
 
@@ -65,18 +67,32 @@ pub struct Sources {
     pub layotto: Option<PathBuf>,
 }
 
-/// Load and validate every source. With no component declared anywhere, the embedded
-/// default components are used.
+/// Load and validate every source, with template tags from the process environment (see
+/// [`load_with`]).
 pub fn load(sources: &Sources, app_id: &str) -> Result<Loaded> {
+    load_with(sources, app_id, Tags::from_env)
+}
+
+/// Load and validate every source. Components and subscriptions scoped to other apps
+/// (`scopes`) are left out and template tags in metadata values are expanded, both for the
+/// final app id (a Configuration or a Layotto config may set it); `tags` gives the tags'
+/// values for it. With no component declared anywhere (not even one scoped to another app),
+/// the embedded default components are used.
+pub fn load_with(
+    sources: &Sources,
+    app_id: &str,
+    tags: impl FnOnce(&str) -> Tags,
+) -> Result<Loaded> {
     let mut loaded = Loaded::default();
+    let mut pending = resource::Pending::default();
     if let Some(path) = &sources.config {
         let text = read(path)?;
-        resource::load_file(path, &text, app_id, &mut loaded)?;
+        resource::load_file(path, &text, &mut loaded, &mut pending)?;
     }
     for dir in &sources.resources {
         for path in resource_files(dir)? {
             let text = read(&path)?;
-            resource::load_file(&path, &text, app_id, &mut loaded)?;
+            resource::load_file(&path, &text, &mut loaded, &mut pending)?;
         }
     }
     if let Some(path) = &sources.layotto {
@@ -88,10 +104,12 @@ pub fn load(sources: &Sources, app_id: &str) -> Result<Loaded> {
         .app_id
         .clone()
         .unwrap_or_else(|| app_id.to_string());
+    let declared_any = pending.declares_components() || !loaded.components.is_empty();
+    resource::finish(pending, &tags(&app_id), &mut loaded)?;
     for declared in &mut loaded.components {
         declared.spec.app_id = app_id.clone();
     }
-    if loaded.components.is_empty() {
+    if !declared_any {
         loaded.components = embedded(&app_id);
         loaded.embedded = true;
     }

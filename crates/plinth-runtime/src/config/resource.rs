@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::secrets::{SecretRef, no_store};
+use super::tags::Tags;
 use super::{Declared, Loaded};
 use crate::resilience::{Backoff, BreakerConfig, PolicyConfig, RetryConfig};
 
@@ -118,7 +119,29 @@ pub struct SubscriptionResource {
     pub scopes: Vec<String>,
 }
 
-pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Loaded) -> Result<()> {
+/// Components read from files but not built yet: which ones load depends on their
+/// `scopes` and their metadata on template tags, both of which need the final app id, known
+/// only once every source is read.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    components: Vec<(String, Envelope)>,
+}
+
+impl Pending {
+    /// Whether any Component resource was declared, in scope or not.
+    pub(super) fn declares_components(&self) -> bool {
+        !self.components.is_empty()
+    }
+}
+
+/// Read one file: Components are kept in `pending` until [`finish`]; the rest goes into
+/// `loaded` (subscriptions with their scopes, filtered by [`finish`]).
+pub(super) fn load_file(
+    path: &Path,
+    text: &str,
+    loaded: &mut Loaded,
+    pending: &mut Pending,
+) -> Result<()> {
     let file = path.display().to_string();
     let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| Error::invalid_argument(format!("{file}: invalid YAML: {e}")))?;
@@ -145,13 +168,8 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
                 "{where_}: {kind}: metadata.name is required"
             )));
         }
-        let in_scope = env.scopes.is_empty() || env.scopes.iter().any(|s| s == app_id);
         match kind.as_str() {
-            "Component" => {
-                if in_scope {
-                    loaded.components.push(component(&where_, env)?);
-                }
-            }
+            "Component" => pending.components.push((where_, env)),
             "Subscription" => {
                 let scopes = env.scopes.clone();
                 let mut sub: SubscriptionResource =
@@ -164,9 +182,7 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
                 sub.name = env.metadata.name;
                 sub.source = where_;
                 sub.scopes = scopes;
-                if in_scope {
-                    loaded.subscriptions.push(sub);
-                }
+                loaded.subscriptions.push(sub);
             }
             "Resiliency" => resiliency(&where_, &env.metadata.name, &env.spec, loaded)?,
             "Configuration" => configuration(&where_, &env.spec, loaded)?,
@@ -178,7 +194,37 @@ pub(super) fn load_file(path: &Path, text: &str, app_id: &str, loaded: &mut Load
     Ok(())
 }
 
-fn component(where_: &str, env: Envelope) -> Result<Declared> {
+/// Whether a resource with these `scopes` applies to `app_id`: no scopes means every app.
+fn in_scope(scopes: &[String], app_id: &str) -> bool {
+    scopes.is_empty() || scopes.iter().any(|s| s == app_id)
+}
+
+/// Now that the app id is final: build the components scoped to it (ahead of those already
+/// in `loaded`, which came from a Layotto config after the resource files), with their
+/// template tags expanded, and drop the subscriptions scoped to other apps. A component
+/// scoped to other apps is neither validated nor built, as in Dapr.
+pub(super) fn finish(pending: Pending, tags: &Tags, loaded: &mut Loaded) -> Result<()> {
+    let app_id = tags.app_id.as_str();
+    let mut built = Vec::with_capacity(pending.components.len());
+    for (where_, env) in pending.components {
+        if in_scope(&env.scopes, app_id) {
+            built.push(component(&where_, env, tags)?);
+        } else {
+            tracing::info!(file = %where_, component = %env.metadata.name, scopes = ?env.scopes, app_id, "component not loaded: scoped to other apps");
+        }
+    }
+    loaded.components.splice(0..0, built);
+    loaded.subscriptions.retain(|sub| {
+        let keep = in_scope(&sub.scopes, app_id);
+        if !keep {
+            tracing::info!(file = %sub.source, subscription = %sub.name, scopes = ?sub.scopes, app_id, "subscription not loaded: scoped to other apps");
+        }
+        keep
+    });
+    Ok(())
+}
+
+fn component(where_: &str, env: Envelope, tags: &Tags) -> Result<Declared> {
     let name = env.metadata.name.clone();
     let body: ComponentBody = serde_json::from_value(env.spec)
         .map_err(|e| Error::invalid_argument(format!("{where_}: component {name:?}: spec: {e}")))?;
@@ -229,6 +275,9 @@ fn component(where_: &str, env: Envelope) -> Result<Declared> {
                 Some(other @ (Value::Bool(_) | Value::Number(_))) => other.to_string(),
                 Some(other) => serde_json::to_string(&other).unwrap_or_default(),
             };
+            let value = tags
+                .expand(&value)
+                .map_err(|problem| spec.invalid(&format!("metadata.{}", item.name), problem))?;
             spec.metadata.insert(item.name, value);
         }
     }

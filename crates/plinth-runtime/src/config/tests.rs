@@ -263,3 +263,195 @@ fn layotto_config_json() {
     );
     assert!(loaded.components.iter().all(|d| d.spec.app_id == "app1"));
 }
+
+fn tags(app_id: &str) -> Tags {
+    Tags {
+        app_id: app_id.into(),
+        namespace: "prod".into(),
+        pod_name: Some("orders-0".into()),
+    }
+}
+
+#[test]
+fn template_tags_expand_as_in_dapr() {
+    let t = tags("orders");
+    assert_eq!(t.expand("plain").as_deref(), Ok("plain"));
+    assert_eq!(t.expand("{appID}").as_deref(), Ok("orders"));
+    // Dapr's {namespace} is the namespace joined to the app id.
+    assert_eq!(t.expand("{namespace}").as_deref(), Ok("prod.orders"));
+    assert_eq!(
+        t.expand("{podName}-{appID}").as_deref(),
+        Ok("orders-0-orders")
+    );
+    assert_eq!(
+        t.expand("{ {appid} {appID}} {unknown}").as_deref(),
+        Ok("{ {appid} orders} {unknown}"),
+        "only the exact tags are replaced"
+    );
+    // Every {uuid} is a fresh one.
+    let two = t.expand("{uuid}/{uuid}").expect("expand");
+    let (a, b) = two.split_once('/').expect("two parts");
+    assert!(
+        uuid::Uuid::parse_str(a).is_ok() && uuid::Uuid::parse_str(b).is_ok(),
+        "{two}"
+    );
+    assert_ne!(a, b);
+    // What a tag expands to is not expanded again.
+    let odd = Tags {
+        pod_name: Some("{appID}".into()),
+        ..tags("orders")
+    };
+    assert_eq!(odd.expand("{podName}").as_deref(), Ok("{appID}"));
+    let no_pod = Tags {
+        pod_name: None,
+        ..tags("orders")
+    };
+    let err = no_pod.expand("x-{podName}").expect_err("POD_NAME unset");
+    assert!(err.contains("POD_NAME"), "{err}");
+    assert_eq!(tags::DEFAULT_NAMESPACE, "default");
+}
+
+#[test]
+fn template_tags_in_component_metadata_use_the_final_app_id() {
+    let dir = tempdir("tags");
+    write(
+        &dir,
+        "config.yaml",
+        "apiVersion: plinth.dev/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  appId: from-config\n",
+    );
+    write(
+        &dir,
+        "components.yaml",
+        r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: bus
+spec:
+  type: pubsub.in-memory
+  metadata:
+  - name: consumerID
+    value: "{namespace}-{podName}"
+  - name: clientID
+    value: "{appID}-{uuid}"
+  - name: other
+    value: "{uuid}"
+  - name: fromEnv
+    envRef: PATH
+"#,
+    );
+    let sources = Sources {
+        config: Some(dir.join("config.yaml")),
+        resources: vec![dir.join("components.yaml")],
+        ..Default::default()
+    };
+    let loaded = load_with(&sources, "cli-id", tags).expect("load");
+    let md = &loaded.components[0].spec.metadata;
+    assert_eq!(md["consumerID"], "prod.from-config-orders-0");
+    let client = md["clientID"].strip_prefix("from-config-").expect("app id");
+    assert!(uuid::Uuid::parse_str(client).is_ok(), "{client}");
+    assert_ne!(client, md["other"], "a fresh uuid per occurrence");
+
+    let no_pod = |app_id: &str| Tags {
+        pod_name: None,
+        ..tags(app_id)
+    };
+    let err = load_with(&sources, "cli-id", no_pod).expect_err("{podName} without POD_NAME");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("components.yaml")
+            && msg.contains("\"bus\"")
+            && msg.contains("metadata.consumerID")
+            && msg.contains("POD_NAME"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn scopes_apply_to_the_final_app_id() {
+    let dir = tempdir("scopes");
+    let component = |name: &str, type_name: &str, scopes: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {type_name}\n{scopes}---\n"
+        )
+    };
+    let mut text = String::new();
+    // The same name for two apps, each seeing its own.
+    text += &component("store", "state.in-memory", "scopes: [a]\n");
+    text += &component("store", "lock.in-memory", "scopes: [b, c]\n");
+    text += &component("everyone", "sequencer.in-memory", "");
+    // Scoped away: never validated, so another app's settings cannot stop this one.
+    text += "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: theirs\nspec:\n  type: state.in-memory\n  unknownField: 1\nscopes: [b]\n---\n";
+    text += "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  topic: t\nscopes: [b]\n";
+    write(&dir, "all.yaml", &text);
+    let load_as = |app_id: &str| {
+        load(
+            &Sources {
+                resources: vec![dir.clone()],
+                ..Default::default()
+            },
+            app_id,
+        )
+    };
+    let summary = |loaded: &Loaded| -> Vec<String> {
+        loaded
+            .components
+            .iter()
+            .map(|d| format!("{}={}", d.spec.name, d.spec.type_name))
+            .collect()
+    };
+    let a = load_as("a").expect("load a");
+    assert_eq!(
+        summary(&a),
+        ["store=state.in-memory", "everyone=sequencer.in-memory"]
+    );
+    assert!(a.subscriptions.is_empty());
+    assert!(a.components.iter().all(|d| d.spec.app_id == "a"));
+    let c = load_as("c").expect("load c");
+    assert_eq!(
+        summary(&c),
+        ["store=lock.in-memory", "everyone=sequencer.in-memory"]
+    );
+    let b = load_as("b").expect_err("b's own component is invalid");
+    assert!(b.to_string().contains("theirs"), "{b}");
+
+    // A Configuration's appId decides, not the id Plinth was started with.
+    write(
+        &dir,
+        "config.yaml",
+        "apiVersion: plinth.dev/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  appId: a\n",
+    );
+    let via_config = load(
+        &Sources {
+            config: Some(dir.join("config.yaml")),
+            resources: vec![dir.join("all.yaml")],
+            ..Default::default()
+        },
+        "c",
+    )
+    .expect("load");
+    assert_eq!(
+        summary(&via_config),
+        ["store=state.in-memory", "everyone=sequencer.in-memory"]
+    );
+}
+
+#[test]
+fn components_scoped_to_other_apps_do_not_bring_the_embedded_defaults() {
+    let dir = tempdir("scoped-away");
+    write(
+        &dir,
+        "store.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\nscopes: [someone-else]\n",
+    );
+    let loaded = load(
+        &Sources {
+            resources: vec![dir],
+            ..Default::default()
+        },
+        "app",
+    )
+    .expect("load");
+    assert!(loaded.components.is_empty());
+    assert!(!loaded.embedded);
+}

@@ -41,6 +41,8 @@ const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(250), Duration::from_secs(15));
 
 async fn open(api: &PubSubApi, spec: &SubscriptionSpec) -> Result<Subscription> {
+    // Again on every (re)open: the component may have been reconfigured with new scopes.
+    api.admit(spec)?;
     let handle = api.host.pubsub(&spec.pubsub)?;
     let req = SubscribeRequest {
         topic: spec.topic.clone(),
@@ -54,8 +56,8 @@ async fn open(api: &PubSubApi, spec: &SubscriptionSpec) -> Result<Subscription> 
 /// Start delivering. With `first` set, the subscription is already open; otherwise it is
 /// opened in the background, retrying while the component is not UP. Whenever the
 /// component ends the subscription (it failed, or was replaced at run time), it is opened
-/// again with backoff, so delivery recovers by itself. Only cancelling the handle, or a
-/// request the component rejects as invalid, ends it.
+/// again with backoff, so delivery recovers by itself. Only cancelling the handle, a
+/// request the component rejects as invalid, or topic scopes that no longer allow it end it.
 pub(super) fn start(
     api: PubSubApi,
     spec: SubscriptionSpec,
@@ -84,7 +86,12 @@ pub(super) fn start(
                     };
                     match opened {
                         Ok(s) => s,
-                        Err(err) if err.kind() == ErrorKind::InvalidArgument => {
+                        Err(err)
+                            if matches!(
+                                err.kind(),
+                                ErrorKind::InvalidArgument | ErrorKind::PermissionDenied
+                            ) =>
+                        {
                             tracing::error!(pubsub = %spec.pubsub, topic = %spec.topic, error = %err, "cannot subscribe");
                             break 'outer;
                         }

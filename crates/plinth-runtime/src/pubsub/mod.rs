@@ -1,10 +1,12 @@
 //! The pub/sub building block: CloudEvent envelopes on publish; subscriptions from the app
 //! callback, declarative resources and streaming clients; delivery with retries, backoff,
-//! dead letters and parking, per the outcome table in the architecture.
+//! dead letters and parking, per the outcome table in the architecture; topic scopes
+//! ([`scopes`]) on every publish and every subscription.
 
 pub mod cloudevent;
 mod delivery;
 pub mod routes;
+pub mod scopes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio::sync::Semaphore;
 
 pub use cloudevent::TopicEvent;
 pub use delivery::SubscriptionHandle;
+use scopes::Access;
 
 use crate::components::ComponentHost;
 use crate::metrics::{SharedMetrics, TopicLabels};
@@ -245,6 +248,7 @@ impl PubSubApi {
                 )));
             }
         }
+        self.authorize(Access::Publish, pubsub, topic)?;
         self.host.pubsub(pubsub)?;
         let publishes = entries.into_iter().map(|entry| {
             let mut md = metadata.clone();
@@ -276,6 +280,7 @@ impl PubSubApi {
         if topic.is_empty() {
             return Err(Error::invalid_argument("topic is empty"));
         }
+        self.authorize(Access::Publish, pubsub, topic)?;
         let handle = self.host.pubsub(pubsub)?;
         let raw = match metadata.get(keys::RAW_PAYLOAD) {
             Some(v) => parse_bool(keys::RAW_PAYLOAD, v)?,
@@ -334,7 +339,25 @@ impl PubSubApi {
         })
     }
 
-    fn validate(spec: &SubscriptionSpec) -> Result<()> {
+    /// Check a topic against the pub/sub's topic scopes for this app. A pub/sub that does not
+    /// exist passes: the call that follows reports it.
+    fn authorize(&self, access: Access, pubsub: &str, topic: &str) -> Result<()> {
+        match self.host.get(pubsub) {
+            Some(hosted) => {
+                hosted
+                    .settings()
+                    .topic_scopes
+                    .check(access, pubsub, &self.app_id, topic)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a subscription may start: a topic, a dead-letter topic other than it, the
+    /// right to subscribe to the topic, and the right to publish to the dead-letter topic
+    /// (checked now rather than when the first event fails, which would leave it
+    /// redelivered forever).
+    fn admit(&self, spec: &SubscriptionSpec) -> Result<()> {
         if spec.topic.is_empty() {
             return Err(Error::invalid_argument("topic is empty"));
         }
@@ -343,6 +366,11 @@ impl PubSubApi {
                 "dead-letter topic {:?} is the subscribed topic itself",
                 spec.topic
             )));
+        }
+        self.authorize(Access::Subscribe, &spec.pubsub, &spec.topic)?;
+        if let Some(dlq) = &spec.policy.dead_letter_topic {
+            self.authorize(Access::Publish, &spec.pubsub, dlq)
+                .map_err(|e| e.context("dead-letter topic"))?;
         }
         Ok(())
     }
@@ -355,7 +383,7 @@ impl PubSubApi {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<SubscriptionHandle> {
-        Self::validate(&spec)?;
+        self.admit(&spec)?;
         let first = delivery::open_now(self, &spec).await?;
         Ok(delivery::start(self.clone(), spec, handler, Some(first)))
     }
@@ -369,7 +397,7 @@ impl PubSubApi {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<SubscriptionHandle> {
-        Self::validate(&spec)?;
+        self.admit(&spec)?;
         if self.host.get(&spec.pubsub).is_none() {
             // Reuse the host's message, which lists the configured pub/subs.
             self.host.pubsub(&spec.pubsub)?;
@@ -384,7 +412,10 @@ impl PubSubApi {
         topic: &str,
         event: &TopicEvent,
     ) -> futures::future::BoxFuture<'static, Result<()>> {
-        let handle = match self.host.pubsub(pubsub) {
+        let handle = match self
+            .authorize(Access::Publish, pubsub, topic)
+            .and_then(|()| self.host.pubsub(pubsub))
+        {
             Ok(h) => h,
             Err(e) => return Box::pin(async move { Err(e) }),
         };

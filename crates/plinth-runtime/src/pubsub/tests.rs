@@ -202,3 +202,226 @@ fn subscription_spec_folds_the_dead_letter_topic_into_metadata() {
         .is_err()
     );
 }
+
+mod topic_scopes {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use plinth_components::pubsub::memory::InMemoryPubSub;
+    use plinth_core::component::pubsub::{
+        PubSubFeatures, PublishRequest, SubscribeRequest, Subscription,
+    };
+    use plinth_core::component::{Component, Instance, PubSub};
+    use plinth_core::registry::Registry;
+    use plinth_core::{ComponentSpec, Error, ErrorKind, Result};
+
+    use crate::components::{ComponentHost, Status};
+    use crate::metrics::Metrics;
+    use crate::pubsub::{
+        BulkEntry, EventHandler, Outcome, PubSubApi, SubscriptionSpec, TopicEvent,
+    };
+
+    /// A broker that, like many real ones, rejects metadata keys it does not know.
+    #[derive(Debug)]
+    struct Strict(InMemoryPubSub);
+
+    fn only_known_keys(spec: &ComponentSpec) -> Result<()> {
+        match spec
+            .metadata
+            .keys()
+            .find(|k| k.as_str() != "maxQueueLength")
+        {
+            Some(k) => Err(spec.invalid(&format!("metadata.{k}"), "unknown key")),
+            None => Ok(()),
+        }
+    }
+
+    fn strict(spec: &ComponentSpec) -> Result<Instance> {
+        only_known_keys(spec)?;
+        Ok(Instance::PubSub(Arc::new(Strict(InMemoryPubSub::new(100)))))
+    }
+
+    #[async_trait]
+    impl Component for Strict {
+        async fn reconfigure(&self, spec: &ComponentSpec) -> Result<bool> {
+            only_known_keys(spec)?;
+            Ok(true)
+        }
+    }
+
+    #[async_trait]
+    impl PubSub for Strict {
+        fn features(&self) -> PubSubFeatures {
+            self.0.features()
+        }
+        async fn publish(&self, req: PublishRequest) -> Result<()> {
+            self.0.publish(req).await
+        }
+        async fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription> {
+            self.0.subscribe(req).await
+        }
+    }
+
+    #[derive(Debug)]
+    struct Ignore;
+
+    #[async_trait]
+    impl EventHandler for Ignore {
+        async fn handle(&self, _event: TopicEvent) -> Outcome {
+            Outcome::Success
+        }
+    }
+
+    fn scoped() -> ComponentSpec {
+        ComponentSpec::new("ps", "pubsub.strict")
+            .with_metadata("maxQueueLength", "10")
+            .with_metadata("publishingScopes", "app=orders,orders-dead;other=")
+            .with_metadata("subscriptionScopes", "app=orders")
+            .with_metadata("protectedTopics", "secret")
+    }
+
+    async fn host(spec: ComponentSpec) -> Result<Arc<ComponentHost>> {
+        let mut registry = Registry::new();
+        registry.register("pubsub.strict", strict);
+        let host = ComponentHost::new(registry, BTreeMap::new(), Arc::new(Metrics::new()));
+        host.add_all(vec![spec])?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while host.get("ps").map(|h| h.status().0) != Some(Status::Up) {
+            assert!(tokio::time::Instant::now() < deadline, "component not UP");
+            tokio::task::yield_now().await;
+        }
+        Ok(host)
+    }
+
+    fn api(host: &Arc<ComponentHost>, app_id: &str) -> PubSubApi {
+        PubSubApi::new(host.clone(), app_id, Arc::new(Metrics::new()), None)
+    }
+
+    fn sub(topic: &str, dead_letter: Option<&str>) -> SubscriptionSpec {
+        SubscriptionSpec::new(
+            "ps".into(),
+            topic.into(),
+            Default::default(),
+            dead_letter.map(Into::into),
+        )
+        .expect("spec")
+    }
+
+    fn denied(result: Result<impl std::fmt::Debug>, app: &str, topic: &str) -> Error {
+        let err = result.expect_err("denied");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        assert!(
+            err.message().contains(&format!("app id {app:?}"))
+                && err.message().contains(&format!("topic {topic:?}")),
+            "{err}"
+        );
+        err
+    }
+
+    #[tokio::test]
+    async fn publish_and_every_subscription_source_are_checked() {
+        let host = host(scoped())
+            .await
+            .expect("the component never sees the scope keys");
+        let (app, other, third) = (api(&host, "app"), api(&host, "other"), api(&host, "third"));
+
+        app.publish("ps", "orders", b"x", "text/plain", Default::default())
+            .await
+            .expect("app may publish to orders");
+        denied(
+            app.publish("ps", "payments", b"x", "text/plain", Default::default())
+                .await,
+            "app",
+            "payments",
+        );
+        denied(
+            other
+                .publish("ps", "orders", b"x", "text/plain", Default::default())
+                .await,
+            "other",
+            "orders",
+        );
+        third
+            .publish("ps", "payments", b"x", "text/plain", Default::default())
+            .await
+            .expect("an app without scopes may publish anywhere unprotected");
+        denied(
+            third
+                .publish("ps", "secret", b"x", "text/plain", Default::default())
+                .await,
+            "third",
+            "secret",
+        );
+        let entries = vec![BulkEntry {
+            entry_id: "1".into(),
+            event: b"x".to_vec(),
+            content_type: "text/plain".into(),
+            ..Default::default()
+        }];
+        denied(
+            other
+                .bulk_publish("ps", "orders", entries, Default::default())
+                .await,
+            "other",
+            "orders",
+        );
+
+        let handler: Arc<dyn EventHandler> = Arc::new(Ignore);
+        let _ok = app
+            .subscribe(sub("orders", Some("orders-dead")), handler.clone())
+            .await
+            .expect("app may subscribe to orders");
+        denied(
+            app.subscribe(sub("payments", None), handler.clone()).await,
+            "app",
+            "payments",
+        );
+        denied(
+            app.subscribe_durably(sub("payments", None), handler.clone()),
+            "app",
+            "payments",
+        );
+        denied(
+            third.subscribe_durably(sub("secret", None), handler.clone()),
+            "third",
+            "secret",
+        );
+        // The dead-letter topic must be publishable, or dead-lettering would fail later.
+        let dlq = denied(
+            app.subscribe(sub("orders", Some("payments")), handler.clone())
+                .await,
+            "app",
+            "payments",
+        );
+        assert!(dlq.message().starts_with("dead-letter topic: "), "{dlq}");
+    }
+
+    #[tokio::test]
+    async fn invalid_scopes_stop_the_build_and_a_reconfiguration() {
+        let bad = ComponentSpec::new("ps", "pubsub.strict")
+            .with_metadata("publishingScopes", "app:orders");
+        let err = host(bad.clone()).await.expect_err("malformed scopes");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            err.to_string().contains("metadata.publishingScopes"),
+            "{err}"
+        );
+
+        let host = host(scoped()).await.expect("host");
+        let err = host.replace(bad).await.expect_err("malformed scopes");
+        assert!(
+            err.to_string().contains("metadata.publishingScopes"),
+            "{err}"
+        );
+        // A valid change takes effect at once; the component still never sees the keys.
+        let opened = scoped().with_metadata("subscriptionScopes", "app=orders,payments");
+        host.replace(opened).await.expect("reconfigure");
+        let app = api(&host, "app");
+        let _sub = app
+            .subscribe(sub("payments", None), Arc::new(Ignore))
+            .await
+            .expect("allowed after the change");
+    }
+}

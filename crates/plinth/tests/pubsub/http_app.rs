@@ -3,7 +3,6 @@
 //! a channel, and answers each with a scriptable handler.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -133,13 +132,6 @@ impl HttpApp {
             if seen.path == path {
                 return seen;
             }
-        }
-    }
-
-    /// Nothing more arrives within `quiet` (a short negative check after a positive one).
-    pub(crate) async fn nothing_more(&mut self, quiet: Duration) {
-        if let Ok(Some(seen)) = tokio::time::timeout(quiet, self.rx.recv()).await {
-            panic!("unexpected request {} {}", seen.method, seen.path);
         }
     }
 }

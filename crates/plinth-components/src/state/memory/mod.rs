@@ -5,6 +5,11 @@
 //! one counter for the whole store, so a key deleted and written again never gets back an
 //! ETag it had before. Expired keys read as absent; they are removed when touched and by a
 //! sweep task that `init` starts.
+//!
+//! Queries scan every key under the caller's prefix, parse each value as JSON (values that
+//! are not JSON never match) and filter and sort in memory: fine for the data sizes an
+//! in-memory store holds. Without sort keys, results are in key order. Page tokens are the
+//! decimal offset of the next result in that order.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,8 +20,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use plinth_core::component::state::{
-    Concurrency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateFeatures, StateStore,
-    TransactionOp, check_etag,
+    Concurrency, DeleteRequest, GetRequest, GetResponse, QueryItem, QueryRequest, QueryResponse,
+    SetRequest, StateFeatures, StateStore, TransactionOp, check_etag,
 };
 use plinth_core::component::{Component, Instance};
 use plinth_core::metadata::{TTL_EXPIRE_TIME, Ttl, parse_ttl};
@@ -231,6 +236,19 @@ fn valid_etag(etag: Option<String>) -> Result<Option<String>> {
     }
 }
 
+/// A page token is the offset of the next result, as this store issued it.
+fn parse_token(token: &str) -> Result<usize> {
+    token
+        .parse::<usize>()
+        .ok()
+        .filter(|_| token.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "invalid query: page.token: {token:?} is not a token this store issued"
+            ))
+        })
+}
+
 fn expiry_after(ttl: Duration, now: Instant) -> Result<Expiry> {
     let too_long = || Error::invalid_argument(format!("a ttl of {}s is too long", ttl.as_secs()));
     let at = now.checked_add(ttl).ok_or_else(too_long)?;
@@ -299,7 +317,7 @@ impl StateStore for InMemoryStateStore {
             etag: true,
             transactional: true,
             ttl: true,
-            query: false,
+            query: true,
         }
     }
 
@@ -328,6 +346,50 @@ impl StateStore for InMemoryStateStore {
     async fn delete(&self, req: DeleteRequest) -> Result<()> {
         let write = Write::delete(req)?;
         self.apply(vec![write])
+    }
+
+    async fn query(&self, req: QueryRequest) -> Result<QueryResponse> {
+        let offset = match req.query.page.token.as_deref() {
+            None => 0,
+            Some(token) => parse_token(token)?,
+        };
+        let now = Instant::now();
+        // Copy out under the lock (the values are reference-counted), parse outside it.
+        let candidates: Vec<(String, Entry)> = lock(&self.table)
+            .entries
+            .iter()
+            .filter(|(key, entry)| key.starts_with(&req.key_prefix) && !entry.is_expired(now))
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect();
+        let query = &req.query;
+        let mut matched: Vec<(String, serde_json::Value, Entry)> = candidates
+            .into_iter()
+            .filter_map(|(key, entry)| {
+                let doc = serde_json::from_slice(&entry.data).ok()?;
+                query.matches(&doc).then_some((key, doc, entry))
+            })
+            .collect();
+        matched.sort_by(|a, b| query.compare((&a.0, &a.1), (&b.0, &b.1)));
+        let total = matched.len();
+        let start = offset.min(total);
+        let end = match query.page.limit {
+            Some(limit) => start.saturating_add(limit.get()).min(total),
+            None => total,
+        };
+        let results = matched
+            .drain(start..end)
+            .map(|(key, _, entry)| QueryItem {
+                etag: Some(entry.etag()),
+                key,
+                data: entry.data,
+                error: None,
+            })
+            .collect();
+        Ok(QueryResponse {
+            results,
+            token: (end < total).then(|| end.to_string()),
+            metadata: Metadata::new(),
+        })
     }
 
     async fn transact(&self, ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<()> {

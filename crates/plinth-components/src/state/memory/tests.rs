@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use plinth_core::ErrorKind;
 use plinth_core::component::state::StateOptions;
+use plinth_core::component::state::query::{
+    Comparison, Filter, KeyPath, Order, Page, Query, Sorting,
+};
 use plinth_core::metadata::TTL_IN_SECONDS;
 
 use super::*;
@@ -325,7 +328,148 @@ fn features() {
             etag: true,
             transactional: true,
             ttl: true,
-            query: false
+            query: true
         }
     );
+}
+
+fn doc(key: &str, json: &str) -> SetRequest {
+    put(key, json)
+}
+
+fn query(filter: Option<Filter>, sort: Vec<Sorting>, limit: Option<usize>) -> Query {
+    Query {
+        filter,
+        sort,
+        page: Page {
+            limit: limit.and_then(std::num::NonZeroUsize::new),
+            token: None,
+        },
+    }
+}
+
+async fn run(store: &InMemoryStateStore, prefix: &str, query: Query) -> Result<QueryResponse> {
+    store
+        .query(QueryRequest {
+            query,
+            key_prefix: prefix.into(),
+            metadata: Metadata::new(),
+        })
+        .await
+}
+
+fn keys_of(resp: &QueryResponse) -> Vec<&str> {
+    resp.results.iter().map(|r| r.key.as_str()).collect()
+}
+
+fn path(p: &str) -> KeyPath {
+    KeyPath::parse(p).expect("path")
+}
+
+async fn employees() -> InMemoryStateStore {
+    let store = InMemoryStateStore::new();
+    let reqs = vec![
+        doc(
+            "app||1",
+            r#"{"person": {"org": "Dev Ops", "id": 1036}, "state": "CA"}"#,
+        ),
+        doc(
+            "app||2",
+            r#"{"person": {"org": "Hardware", "id": 1028}, "state": "WA"}"#,
+        ),
+        doc(
+            "app||3",
+            r#"{"person": {"org": "Finance", "id": 1071}, "state": "NY"}"#,
+        ),
+        doc(
+            "app||4",
+            r#"{"person": {"org": "Dev Ops", "id": 1042}, "state": "WA"}"#,
+        ),
+        doc("app||5", "not json"),
+        doc(
+            "other||1",
+            r#"{"person": {"org": "Dev Ops", "id": 1}, "state": "CA"}"#,
+        ),
+    ];
+    store.bulk_set(reqs).await.expect("seed");
+    store
+}
+
+#[tokio::test]
+async fn query_filters_only_the_prefix_and_skips_values_that_are_not_json() {
+    let store = employees().await;
+    let all = run(&store, "app||", Query::default()).await.expect("query");
+    assert_eq!(keys_of(&all), ["app||1", "app||2", "app||3", "app||4"]);
+    assert_eq!(all.token, None);
+    let item = &all.results[0];
+    assert_eq!(item.etag, read(&store, "app||1").await.and_then(|r| r.etag));
+    assert!(item.data.starts_with(b"{\"person\""));
+
+    let dev_ops = Filter::Compare {
+        op: Comparison::Eq,
+        key: path("person.org"),
+        value: serde_json::json!("Dev Ops"),
+    };
+    let found = run(&store, "app||", query(Some(dev_ops.clone()), vec![], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&found), ["app||1", "app||4"]);
+    let everyone = run(&store, "", query(Some(dev_ops), vec![], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&everyone), ["app||1", "app||4", "other||1"]);
+}
+
+#[tokio::test]
+async fn query_sorts_on_nested_keys_and_pages_through_tokens() {
+    let store = employees().await;
+    let by_id = |order| Sorting {
+        key: path("person.id"),
+        order,
+    };
+    let desc = run(&store, "app||", query(None, vec![by_id(Order::Desc)], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&desc), ["app||3", "app||4", "app||1", "app||2"]);
+
+    let mut q = query(None, vec![by_id(Order::Asc)], Some(3));
+    let first = run(&store, "app||", q.clone()).await.expect("page 1");
+    assert_eq!(keys_of(&first), ["app||2", "app||1", "app||4"]);
+    assert_eq!(first.token.as_deref(), Some("3"));
+    q.page.token = first.token;
+    let second = run(&store, "app||", q.clone()).await.expect("page 2");
+    assert_eq!(keys_of(&second), ["app||3"]);
+    assert_eq!(second.token, None, "the last page has no token");
+
+    // A token past the end (the data shrank meanwhile) is an empty last page.
+    q.page.token = Some("10".into());
+    let past = run(&store, "app||", q.clone()).await.expect("past the end");
+    assert!(past.results.is_empty() && past.token.is_none());
+    for bad in ["x", "-1", "+1", "1.0", " 1"] {
+        q.page.token = Some(bad.into());
+        let err = run(&store, "app||", q.clone()).await.err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(ErrorKind::InvalidArgument),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn query_never_returns_expired_values() {
+    let store = InMemoryStateStore::new();
+    store
+        .set(with_ttl(doc("app||short", r#"{"a": 1}"#), "1"))
+        .await
+        .expect("set");
+    store
+        .set(doc("app||long", r#"{"a": 1}"#))
+        .await
+        .expect("set");
+    let before = run(&store, "app||", Query::default()).await.expect("query");
+    assert_eq!(keys_of(&before), ["app||long", "app||short"]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let after = run(&store, "app||", Query::default()).await.expect("query");
+    assert_eq!(keys_of(&after), ["app||long"]);
 }
