@@ -541,8 +541,8 @@ async fn unsupported_rpcs_and_unknown_stores() {
     let invoke = c
         .invoke_service(dpb::InvokeServiceRequest::default())
         .await
-        .expect_err("invocation is not available yet");
-    assert_eq!(invoke.code(), Code::Unimplemented);
+        .expect_err("an invocation without a message");
+    assert_eq!(invoke.code(), Code::InvalidArgument);
 
     let unknown = c
         .get_state(dpb::GetStateRequest {
