@@ -15,8 +15,8 @@ use dpb::app_callback_health_check_client::AppCallbackHealthCheckClient;
 use plinth_core::{Error, Result};
 use plinth_proto::runtime::v1::app_callback_client::AppCallbackClient as LayottoCallback;
 use plinth_runtime::app::{
-    AppBindingEvent, AppBindingReply, AppStatus, AppSubscription, InvokeRequest, InvokeResponse,
-    RouteRule,
+    AppBindingEvent, AppBindingReply, AppStatus, AppSubscription, BulkSubscribe, InvokeRequest,
+    InvokeResponse, RouteRule,
 };
 use plinth_runtime::pubsub::{Outcome, TopicEvent};
 use tonic::Code;
@@ -256,6 +256,12 @@ impl plinth_runtime::app::AppChannel for GrpcApp {
                                 .collect(),
                             default_path: routes.default,
                             dead_letter_topic: Some(s.dead_letter_topic).filter(|t| !t.is_empty()),
+                            bulk: s.bulk_subscribe.filter(|b| b.enabled).map(|b| {
+                                BulkSubscribe::new(
+                                    b.max_messages_count.into(),
+                                    b.max_await_duration_ms.into(),
+                                )
+                            }),
                         }
                     })
                     .collect());
@@ -320,6 +326,63 @@ impl plinth_runtime::app::AppChannel for GrpcApp {
                 }
             }
             Err(status) => failed(&status),
+        }
+    }
+
+    async fn deliver_bulk(&self, events: &[TopicEvent], path: &str) -> Vec<Outcome> {
+        let Some(first) = events.first() else {
+            return Vec::new();
+        };
+        let entries = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| dpb::TopicEventBulkRequestEntry {
+                entry_id: format!("{i}-{}", e.id),
+                content_type: "application/cloudevents+json".into(),
+                metadata: e.metadata.clone().into_iter().collect(),
+                event: Some(dpb::topic_event_bulk_request_entry::Event::CloudEvent(
+                    dpb::TopicEventCeRequest {
+                        id: e.id.clone(),
+                        source: e.source.clone(),
+                        r#type: e.event_type.clone(),
+                        spec_version: e.spec_version.clone(),
+                        data_content_type: e.data_content_type.clone(),
+                        data: e.data.to_vec(),
+                        extensions: extensions(&e.raw),
+                    },
+                )),
+            })
+            .collect::<Vec<_>>();
+        let ids: Vec<String> = entries.iter().map(|e| e.entry_id.clone()).collect();
+        let request = self.request(
+            dpb::TopicEventBulkRequest {
+                id: uuid::Uuid::new_v4().to_string(),
+                entries,
+                metadata: Default::default(),
+                topic: first.topic.clone(),
+                pubsub_name: first.pubsub_name.clone(),
+                r#type: "com.dapr.event.sent".into(),
+                path: path.to_string(),
+            },
+            DELIVERY_TIMEOUT,
+        );
+        let outcome_all = |o: Outcome| vec![o; events.len()];
+        match self.dapr.clone().on_bulk_topic_event(request).await {
+            Ok(resp) => {
+                let statuses = resp.into_inner().statuses;
+                ids.iter()
+                    .map(|id| match statuses.iter().find(|s| &s.entry_id == id) {
+                        Some(s) => crate::dapr::convert::outcome_of(s.status),
+                        None => Outcome::Error(format!(
+                            "the app's bulk answer has no status for entry {id}"
+                        )),
+                    })
+                    .collect()
+            }
+            Err(status) if status.code() == Code::Unimplemented => {
+                outcome_all(Outcome::Unimplemented)
+            }
+            Err(status) => outcome_all(failed(&status)),
         }
     }
 

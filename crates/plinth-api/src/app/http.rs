@@ -14,8 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use plinth_core::{Error, Result};
 use plinth_runtime::app::{
-    AppBindingEvent, AppBindingReply, AppStatus, AppSubscription, ConfigurationUpdate,
-    InvokeRequest, InvokeResponse, RouteRule,
+    AppBindingEvent, AppBindingReply, AppStatus, AppSubscription, BulkSubscribe,
+    ConfigurationUpdate, InvokeRequest, InvokeResponse, RouteRule,
 };
 use plinth_runtime::pubsub::{Outcome, TopicEvent};
 use serde::Deserialize;
@@ -47,6 +47,35 @@ struct Subscription {
     metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
     dead_letter_topic: String,
+    #[serde(default)]
+    bulk_subscribe: Option<BulkConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkConfig {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    max_messages_count: i64,
+    #[serde(default)]
+    max_await_duration_ms: i64,
+}
+
+/// An HTTP subscriber's answer to a batch.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkReply {
+    #[serde(default)]
+    statuses: Vec<BulkStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkStatus {
+    entry_id: String,
+    #[serde(default)]
+    status: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +267,16 @@ fn header_map(headers: &[(String, String)]) -> HeaderMap {
     map
 }
 
+/// An HTTP subscriber's status word as an outcome.
+fn outcome_of(status: &str) -> Outcome {
+    match status.to_ascii_uppercase().as_str() {
+        "" | "SUCCESS" => Outcome::Success,
+        "RETRY" => Outcome::Retry,
+        "DROP" => Outcome::Drop,
+        other => Outcome::Error(format!("the app answered unknown status {other:?}")),
+    }
+}
+
 fn json_bytes(v: &serde_json::Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
@@ -332,6 +371,10 @@ impl plinth_runtime::app::AppChannel for HttpApp {
                         .collect(),
                     default_path: if default.is_empty() { s.route } else { default },
                     dead_letter_topic: Some(s.dead_letter_topic).filter(|t| !t.is_empty()),
+                    bulk: s
+                        .bulk_subscribe
+                        .filter(|b| b.enabled)
+                        .map(|b| BulkSubscribe::new(b.max_messages_count, b.max_await_duration_ms)),
                 }
             })
             .collect())
@@ -366,12 +409,83 @@ impl plinth_runtime::app::AppChannel for HttpApp {
             Ok((_, _, body)) => match serde_json::from_slice::<EventReply>(&body) {
                 // An empty or unparsable body is a success.
                 Err(_) => Outcome::Success,
-                Ok(reply) => match reply.status.to_ascii_uppercase().as_str() {
-                    "" | "SUCCESS" => Outcome::Success,
-                    "RETRY" => Outcome::Retry,
-                    "DROP" => Outcome::Drop,
-                    other => Outcome::Error(format!("the app answered unknown status {other:?}")),
-                },
+                Ok(reply) => outcome_of(&reply.status),
+            },
+        }
+    }
+
+    async fn deliver_bulk(&self, events: &[TopicEvent], path: &str) -> Vec<Outcome> {
+        let Some(first) = events.first() else {
+            return Vec::new();
+        };
+        let path = if path.is_empty() { &first.topic } else { path };
+        let all = |o: Outcome| vec![o; events.len()];
+        let uri = match self.uri(path, "") {
+            Ok(u) => u,
+            Err(e) => return all(Outcome::Error(e.to_string())),
+        };
+        let ids: Vec<String> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{i}-{}", e.id))
+            .collect();
+        let entries: Vec<serde_json::Value> = events
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| {
+                let envelope: serde_json::Value =
+                    serde_json::from_slice(&Self::envelope(e)).unwrap_or_default();
+                serde_json::json!({
+                    "entryId": id,
+                    "event": envelope,
+                    "contentType": "application/cloudevents+json",
+                    "metadata": e.metadata,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "entries": entries,
+            "metadata": {},
+            "pubsubname": first.pubsub_name,
+            "topic": first.topic,
+            "type": "com.dapr.event.sent",
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents-batch+json"),
+        );
+        match self
+            .send(
+                Method::POST,
+                uri,
+                headers,
+                json_bytes(&body),
+                DELIVERY_TIMEOUT,
+            )
+            .await
+        {
+            Err(e) => all(Outcome::Error(e.to_string())),
+            Ok((status, _, _)) if status == StatusCode::NOT_FOUND => all(Outcome::Drop),
+            Ok((status, _, _)) if !status.is_success() => {
+                all(Outcome::Error(format!("the app answered {status}")))
+            }
+            Ok((_, _, body)) => match serde_json::from_slice::<BulkReply>(&body) {
+                // As for single events, an answer without statuses acknowledges the batch.
+                Err(_) => all(Outcome::Success),
+                Ok(reply) if reply.statuses.is_empty() => all(Outcome::Success),
+                Ok(reply) => ids
+                    .iter()
+                    .map(
+                        |id| match reply.statuses.iter().find(|s| &s.entry_id == id) {
+                            Some(s) => outcome_of(&s.status),
+                            None => Outcome::Error(format!(
+                                "the app's bulk answer has no status for entry {id}"
+                            )),
+                        },
+                    )
+                    .collect(),
             },
         }
     }

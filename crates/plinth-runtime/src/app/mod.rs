@@ -98,6 +98,43 @@ pub struct AppSubscription {
     pub default_path: String,
     /// Dead-letter topic.
     pub dead_letter_topic: Option<String>,
+    /// Deliver in batches (Dapr's bulk subscribe), when enabled.
+    pub bulk: Option<BulkSubscribe>,
+}
+
+/// Bulk-subscribe settings: up to `max_messages` events per call to the app, waiting at most
+/// `max_await` for a batch to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSubscribe {
+    /// Events per batch.
+    pub max_messages: usize,
+    /// How long a batch may wait to fill.
+    pub max_await: std::time::Duration,
+}
+
+impl BulkSubscribe {
+    /// Dapr's defaults: 100 events, 1 s.
+    pub const DEFAULT_MAX_MESSAGES: usize = 100;
+    /// Dapr's default wait.
+    pub const DEFAULT_MAX_AWAIT_MS: u64 = 1000;
+
+    /// From the wire's settings, where 0 or less means the default. Batches are capped at
+    /// 10,000 events.
+    pub fn new(max_messages: i64, max_await_ms: i64) -> Self {
+        Self {
+            max_messages: usize::try_from(max_messages)
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or(Self::DEFAULT_MAX_MESSAGES)
+                .min(10_000),
+            max_await: std::time::Duration::from_millis(
+                u64::try_from(max_await_ms)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or(Self::DEFAULT_MAX_AWAIT_MS),
+            ),
+        }
+    }
 }
 
 /// An event from an input binding, for the app.
@@ -157,6 +194,12 @@ pub trait AppChannel: Send + Sync + fmt::Debug + 'static {
 
     /// Deliver one event to `path` (empty when the subscription has no routes).
     async fn deliver(&self, event: &TopicEvent, path: &str) -> Outcome;
+
+    /// Deliver a batch of events to `path` in one call; one outcome per event, in order.
+    /// Without a bulk contract, each event is delivered on its own, concurrently.
+    async fn deliver_bulk(&self, events: &[TopicEvent], path: &str) -> Vec<Outcome> {
+        futures::future::join_all(events.iter().map(|e| self.deliver(e, path))).await
+    }
 
     /// Which of `configured` (name, route) input bindings the app handles.
     async fn input_bindings(&self, configured: &[(String, String)]) -> Result<Vec<String>>;

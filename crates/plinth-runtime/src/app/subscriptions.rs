@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plinth_core::{ErrorKind, Result};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use super::{AppChannel, AppHealth, AppSubscription, RouteRule};
+use super::{AppChannel, AppHealth, AppSubscription, BulkSubscribe, RouteRule};
 use crate::Runtime;
 use crate::config::SubscriptionResource;
 use crate::pubsub::routes::Routes;
@@ -37,6 +37,87 @@ impl EventHandler for AppHandler {
             return Outcome::Unimplemented;
         };
         self.channel.deliver(&event, &path).await
+    }
+}
+
+/// Delivers a bulk subscription's events in batches: each event's delivery task hands its
+/// event to the batcher and waits for its own outcome, so delivery, retries and settling stay
+/// per event while the app sees one call per batch.
+#[derive(Debug)]
+struct BulkHandler {
+    tx: mpsc::Sender<(TopicEvent, oneshot::Sender<Outcome>)>,
+    health: AppHealth,
+}
+
+#[async_trait]
+impl EventHandler for BulkHandler {
+    async fn handle(&self, event: TopicEvent) -> Outcome {
+        if !self.health.is_healthy() {
+            return Outcome::Error("the app is unhealthy; delivery waits for it".into());
+        }
+        let (done, outcome) = oneshot::channel();
+        if self.tx.send((event, done)).await.is_err() {
+            return Outcome::Gone;
+        }
+        outcome.await.unwrap_or(Outcome::Gone)
+    }
+}
+
+impl BulkHandler {
+    fn start(
+        channel: Arc<dyn AppChannel>,
+        routes: Routes,
+        bulk: BulkSubscribe,
+        health: AppHealth,
+    ) -> Self {
+        let (tx, mut rx) =
+            mpsc::channel::<(TopicEvent, oneshot::Sender<Outcome>)>(bulk.max_messages);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + bulk.max_await;
+                while batch.len() < bulk.max_messages {
+                    tokio::select! {
+                        next = rx.recv() => match next {
+                            Some(item) => batch.push(item),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                // One call per path: events the routes send elsewhere form their own batch.
+                let mut by_path: Vec<(String, Vec<(TopicEvent, oneshot::Sender<Outcome>)>)> =
+                    Vec::new();
+                for (event, done) in batch {
+                    let Some(path) = routes.select(&event) else {
+                        tracing::warn!(topic = %event.topic, id = %event.id, "no route matches the event and there is no default; acknowledged without delivery");
+                        let _ = done.send(Outcome::Unimplemented);
+                        continue;
+                    };
+                    match by_path.iter_mut().find(|(p, _)| *p == path) {
+                        Some((_, group)) => group.push((event, done)),
+                        None => by_path.push((path, vec![(event, done)])),
+                    }
+                }
+                for (path, group) in by_path {
+                    let channel = channel.clone();
+                    tokio::spawn(async move {
+                        let (events, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                        let outcomes = channel.deliver_bulk(&events, &path).await;
+                        let mut outcomes = outcomes.into_iter();
+                        for done in waiters {
+                            let outcome = outcomes.next().unwrap_or_else(|| {
+                                Outcome::Error(
+                                    "the app's bulk answer has no status for this event".into(),
+                                )
+                            });
+                            let _ = done.send(outcome);
+                        }
+                    });
+                }
+            }
+        });
+        Self { tx, health }
     }
 }
 
@@ -83,7 +164,21 @@ pub fn from_resource(d: &SubscriptionResource) -> Result<AppSubscription> {
         rules,
         default_path,
         dead_letter_topic: d.dead_letter_topic.clone(),
+        bulk: bulk_of(d.bulk_subscribe.as_ref()),
     })
+}
+
+/// Bulk settings from a declarative Subscription's `bulkSubscribe`.
+fn bulk_of(value: Option<&serde_json::Value>) -> Option<BulkSubscribe> {
+    let v = value?;
+    if !v.get("enabled").and_then(|e| e.as_bool()).unwrap_or(false) {
+        return None;
+    }
+    let int = |k: &str| v.get(k).and_then(|n| n.as_i64()).unwrap_or(0);
+    Some(BulkSubscribe::new(
+        int("maxMessagesCount"),
+        int("maxAwaitDurationMs"),
+    ))
 }
 
 /// Subscribe to one app subscription, delivering through `channel`.
@@ -94,12 +189,25 @@ fn subscribe(
     sub: AppSubscription,
 ) -> Result<SubscriptionHandle> {
     let routes = Routes::compile(&sub.rules, &sub.default_path)?;
-    let spec = SubscriptionSpec::new(sub.pubsub, sub.topic, sub.metadata, sub.dead_letter_topic)?;
-    let handler: Arc<dyn EventHandler> = Arc::new(AppHandler {
-        channel: channel.clone(),
-        routes,
-        health: health.clone(),
-    });
+    let mut spec =
+        SubscriptionSpec::new(sub.pubsub, sub.topic, sub.metadata, sub.dead_letter_topic)?;
+    let handler: Arc<dyn EventHandler> = match sub.bulk {
+        Some(bulk) => {
+            // A batch can only fill with that many events in flight.
+            spec.policy.max_in_flight = spec.policy.max_in_flight.max(bulk.max_messages);
+            Arc::new(BulkHandler::start(
+                channel.clone(),
+                routes,
+                bulk,
+                health.clone(),
+            ))
+        }
+        None => Arc::new(AppHandler {
+            channel: channel.clone(),
+            routes,
+            health: health.clone(),
+        }),
+    };
     rt.pubsub.subscribe_durably(spec, handler)
 }
 

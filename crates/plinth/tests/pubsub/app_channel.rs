@@ -448,3 +448,63 @@ async fn a_dapr_grpc_app_is_invoked_and_gets_routed_events() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     assert_eq!(err.message(), "not you");
 }
+
+#[tokio::test]
+async fn bulk_subscriptions_deliver_batches_with_per_entry_outcomes() {
+    let topic = unique("bulk");
+    let mut app = HttpApp::start(json!([{
+        "pubsubname": PUBSUB, "topic": topic, "route": "/batch",
+        "metadata": {"retryInitialInterval": "10ms"},
+        "bulkSubscribe": {"enabled": true, "maxMessagesCount": 3, "maxAwaitDurationMs": 300},
+    }]))
+    .await;
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = retried.clone();
+    app.answer(move |seen| {
+        let body = seen.json();
+        let statuses: Vec<serde_json::Value> = body["entries"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let retry = e["event"]["data"]["n"] == 2
+                            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst);
+                        json!({"entryId": e["entryId"], "status": if retry { "RETRY" } else { "SUCCESS" }})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (200, vec![], json!({ "statuses": statuses }).to_string())
+    });
+    let plinth = start(&app, &[]);
+    wait_subscribed(&plinth, &[&topic]).await;
+    let mut c = dapr(&plinth).await;
+    for n in 1..=3 {
+        publish(&mut c, &topic, &format!(r#"{{"n":{n}}}"#), &[]).await;
+    }
+    // Three events in batches (at most three per call), then the retried one again.
+    let mut delivered = Vec::new();
+    while delivered.len() < 4 {
+        let seen = app.next_at("/batch").await;
+        assert_eq!(
+            seen.header("content-type"),
+            Some("application/cloudevents-batch+json")
+        );
+        let body = seen.json();
+        assert_eq!(body["topic"], topic.as_str());
+        let entries = body["entries"].as_array().expect("entries").clone();
+        assert!((1..=3).contains(&entries.len()), "{body}");
+        for e in entries {
+            assert!(
+                e["entryId"].as_str().is_some_and(|id| !id.is_empty()),
+                "{e}"
+            );
+            delivered.push(e["event"]["data"]["n"].as_i64().expect("n"));
+        }
+    }
+    delivered.sort();
+    assert_eq!(delivered, vec![1, 2, 2, 3]);
+    wait_outcome(&plinth, &topic, "success", 3).await;
+    wait_outcome(&plinth, &topic, "retry", 1).await;
+}
