@@ -56,7 +56,7 @@ pub struct Runtime {
     pub file: FileApi,
     /// Secrets.
     pub secrets: SecretsApi,
-    /// Output bindings.
+    /// Bindings: output invocations and input-binding delivery.
     pub binding: BindingApi,
     /// Run-time attributes and the list of loaded components.
     pub metadata: MetadataApi,
@@ -115,19 +115,28 @@ impl Runtime {
         }
         host.add_all(specs)?;
 
+        let state = StateApi::new(host.clone(), &app_id);
+        let pubsub = PubSubApi::new(
+            host.clone(),
+            &app_id,
+            metrics.clone(),
+            options.app_max_concurrency,
+        );
+        // Input bindings deliver to the app too: they share pub/sub's bound on deliveries.
+        let binding = BindingApi::new(
+            host.clone(),
+            state.clone(),
+            metrics.clone(),
+            pubsub.app_concurrency(),
+        );
         Ok(Arc::new(Self {
-            state: StateApi::new(host.clone(), &app_id),
-            pubsub: PubSubApi::new(
-                host.clone(),
-                &app_id,
-                metrics.clone(),
-                options.app_max_concurrency,
-            ),
+            state,
+            pubsub,
             lock: LockApi::new(host.clone(), &app_id),
             sequencer: SequencerApi::new(host.clone(), &app_id),
             configuration: ConfigurationApi::new(host.clone(), &app_id),
             file: FileApi::new(host.clone()),
-            binding: BindingApi::new(host.clone()),
+            binding,
             metadata: MetadataApi::new(host.clone()),
             secrets,
             app_id,

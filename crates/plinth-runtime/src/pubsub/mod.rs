@@ -219,6 +219,12 @@ impl PubSubApi {
         &self.app_id
     }
 
+    /// The bound on deliveries to the app (`--app-max-concurrency`), for the other blocks
+    /// that deliver to it.
+    pub(crate) fn app_concurrency(&self) -> Option<Arc<Semaphore>> {
+        self.app_concurrency.clone()
+    }
+
     /// Publish many events to one topic. Entry ids must be non-empty and unique; an unusable
     /// pub/sub fails the whole call; otherwise each entry is published on its own (each
     /// wrapped as [`PubSubApi::publish`] does, with the request metadata under the entry's)
