@@ -208,6 +208,27 @@ mod schedule {
     }
 
     #[test]
+    fn daylight_saving_changes_fire_fixed_times_once() {
+        // New York: 2024-03-10 02:00 jumps to 03:00; 2024-11-03 01:00-02:00 happens twice.
+        assert_eq!(
+            firings(
+                "CRON_TZ=America/New_York 0 30 2 * * *",
+                utc(2024, 3, 10, 5, 0, 0),
+                2
+            ),
+            [utc(2024, 3, 10, 7, 0, 0), utc(2024, 3, 11, 6, 30, 0)]
+        );
+        assert_eq!(
+            firings(
+                "CRON_TZ=America/New_York 0 30 1 * * *",
+                utc(2024, 11, 3, 4, 0, 0),
+                2
+            ),
+            [utc(2024, 11, 3, 5, 30, 0), utc(2024, 11, 4, 6, 30, 0)]
+        );
+    }
+
+    #[test]
     fn local_time_is_the_default() {
         let schedule = parse("0 * * * * *");
         let next = schedule.first(utc(2024, 5, 1, 12, 0, 30)).expect("fires");
