@@ -113,11 +113,18 @@ pub struct Directions {
 }
 
 impl Directions {
-    /// The `direction` metadata of a spec, or `None` when it has none. Values are compared
-    /// without case or surrounding spaces; anything but `input` and `output` is an error
-    /// naming the field.
+    /// The `direction` metadata of a spec, or `None` when it has none. The key and the values
+    /// are compared without case, values without surrounding spaces; anything but `input`
+    /// and `output` is an error naming the field.
     pub fn from_spec(spec: &ComponentSpec) -> Result<Option<Self>> {
-        let Some(raw) = spec.get(DIRECTION) else {
+        // Dapr matches the key without case too.
+        let Some(raw) = spec
+            .metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(DIRECTION))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+        else {
             return Ok(None);
         };
         let mut directions = Self {
@@ -242,5 +249,102 @@ impl Binding {
             // Validated when the component was built; an unreadable value uses everything.
             Ok(None) | Err(_) => supported,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Both;
+
+    #[async_trait]
+    impl Component for Both {}
+
+    #[async_trait]
+    impl OutputBinding for Both {
+        fn operations(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn invoke(&self, _: BindingRequest) -> Result<BindingResponse> {
+            Ok(BindingResponse::default())
+        }
+    }
+
+    #[async_trait]
+    impl InputBinding for Both {
+        async fn read(&self, _: ReadRequest) -> Result<InputStream> {
+            Ok(InputStream {
+                receiver: mpsc::channel(1).1,
+            })
+        }
+    }
+
+    fn spec(direction: Option<(&str, &str)>) -> ComponentSpec {
+        let spec = ComponentSpec::new("b", "bindings.test");
+        match direction {
+            Some((key, value)) => spec.with_metadata(key, value),
+            None => spec,
+        }
+    }
+
+    const IN: Directions = Directions {
+        input: true,
+        output: false,
+    };
+    const OUT: Directions = Directions {
+        input: false,
+        output: true,
+    };
+    const BOTH: Directions = Directions {
+        input: true,
+        output: true,
+    };
+
+    #[test]
+    fn direction_metadata_reads_as_in_dapr() {
+        for (value, expected) in [
+            ("input", IN),
+            ("output", OUT),
+            ("input, output", BOTH),
+            (" OUTPUT,Input ", BOTH),
+            ("input,", IN),
+        ] {
+            let got = Directions::from_spec(&spec(Some((DIRECTION, value))));
+            assert_eq!(got.ok().flatten(), Some(expected), "{value:?}");
+        }
+        let key_case = Directions::from_spec(&spec(Some(("Direction", "input"))));
+        assert_eq!(key_case.ok().flatten(), Some(IN));
+        assert_eq!(Directions::from_spec(&spec(None)).ok().flatten(), None);
+        for bad in ["in", "input, both", ","] {
+            let err = Directions::from_spec(&spec(Some((DIRECTION, bad)))).expect_err(bad);
+            assert!(err.to_string().contains("metadata.direction"), "{err}");
+        }
+    }
+
+    #[test]
+    fn directions_in_use_are_those_asked_for_that_the_type_has() {
+        let both = Binding::input_output(Arc::new(Both));
+        let output = Binding::output_only(Arc::new(Both));
+        assert_eq!(both.supported(), BOTH);
+        assert_eq!(output.supported(), OUT);
+        assert_eq!(both.directions_in_use(&spec(None)), BOTH);
+        assert_eq!(
+            both.directions_in_use(&spec(Some((DIRECTION, "input")))),
+            IN
+        );
+        assert!(
+            both.check_direction(&spec(Some((DIRECTION, "input"))))
+                .is_ok()
+        );
+        let err = output
+            .check_direction(&spec(Some((DIRECTION, "input, output"))))
+            .expect_err("no input side");
+        assert!(
+            err.to_string()
+                .contains("bindings.test cannot be an input binding"),
+            "{err}"
+        );
     }
 }

@@ -581,8 +581,32 @@ async fn only_configured_input_bindings_can_be_delivered() {
         ComponentSpec::new("ticks", "bindings.cron")
             .with_metadata("schedule", "@every 1s")
             .with_metadata("direction", "output"),
+        ComponentSpec::new("input-ticks", "bindings.cron")
+            .with_metadata("schedule", "@every 1s")
+            .with_metadata("direction", "input"),
     ])
     .await;
+    // The output path respects direction too.
+    let delete = |name: &str| {
+        let name = name.to_owned();
+        let api = s.api.clone();
+        async move {
+            api.invoke(
+                &name,
+                BindingRequest {
+                    operation: "delete".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    assert!(delete("ticks").await.is_ok());
+    let err = delete("input-ticks").await.expect_err("input only");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("input binding only"), "{err}");
+    let err = delete("queue").await.expect_err("no output side");
+    assert!(err.to_string().contains("not an output binding"), "{err}");
     for (name, says) in [
         ("nothing", "not configured"),
         ("", "empty"),
