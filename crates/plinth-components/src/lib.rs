@@ -21,7 +21,8 @@ mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
 /// `lock.in-memory`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
-/// `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`).
+/// `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
+/// `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -35,7 +36,8 @@ pub fn register_all(registry: &mut Registry) {
         .register(file::local::TYPE_NAME, file::local::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
         .register(secrets::file::TYPE_NAME, secrets::file::factory)
-        .register(bindings::http::TYPE_NAME, bindings::http::factory);
+        .register(bindings::http::TYPE_NAME, bindings::http::factory)
+        .register(bindings::cron::TYPE_NAME, bindings::cron::factory);
 }
 
 #[cfg(test)]
@@ -49,7 +51,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 9);
+        assert_eq!(types.len(), 10);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -63,8 +65,8 @@ mod tests {
             let instance = registry.build(&spec);
             assert_eq!(instance.map(|i| i.kind()).ok(), Some(kind), "{type_name}");
         }
-        // These two need metadata.
-        for type_name in ["secretstores.local.file", "bindings.http"] {
+        // These need metadata.
+        for type_name in ["secretstores.local.file", "bindings.http", "bindings.cron"] {
             let spec = ComponentSpec::new("c", type_name);
             assert!(
                 registry.build(&spec).is_err(),

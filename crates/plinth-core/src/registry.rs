@@ -34,7 +34,8 @@ impl Registry {
         self
     }
 
-    /// Build a component, or say which types exist.
+    /// Build a component, or say which types exist. A binding's `direction` metadata is
+    /// checked against the directions its type supports.
     pub fn build(&self, spec: &ComponentSpec) -> Result<Instance> {
         let factory = self.factories.get(spec.type_name.as_str()).ok_or_else(|| {
             let kind = spec.kind();
@@ -51,7 +52,11 @@ impl Registry {
                 ),
             )
         })?;
-        factory(spec)
+        let instance = factory(spec)?;
+        if let Instance::Binding(binding) = &instance {
+            binding.check_direction(spec)?;
+        }
+        Ok(instance)
     }
 
     /// Whether a type is known.

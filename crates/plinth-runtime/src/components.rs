@@ -6,9 +6,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use plinth_core::component::binding::Binding;
 use plinth_core::component::{
-    ConfigurationStore, FileStore, Instance, LockStore, OutputBinding, PubSub, SecretStore,
-    Sequencer, StateStore,
+    ConfigurationStore, FileStore, InputBinding, Instance, LockStore, OutputBinding, PubSub,
+    SecretStore, Sequencer, StateStore,
 };
 use plinth_core::registry::Registry;
 use plinth_core::{ComponentSpec, Error, Result};
@@ -509,7 +510,70 @@ impl ComponentHost {
     );
     typed_getter!(file, File, FileStore, "file store");
     typed_getter!(secrets, Secrets, SecretStore, "secret store");
-    typed_getter!(binding, Binding, OutputBinding, "binding");
+
+    /// The output binding named `name`, if it is UP. A binding whose type has no output
+    /// side, or whose `direction` metadata leaves it out, is INVALID_ARGUMENT.
+    pub fn binding(&self, name: &str) -> Result<Handle<dyn OutputBinding>> {
+        let (hosted, binding) = self.lookup_binding(name)?;
+        let output = match binding.output() {
+            Some(o) if binding.directions_in_use(&hosted.spec).output => o.clone(),
+            Some(_) => {
+                return Err(Error::invalid_argument(format!(
+                    "binding {name:?} is configured as an input binding only (metadata direction)"
+                )));
+            }
+            None => {
+                return Err(Error::invalid_argument(format!(
+                    "binding {name:?} ({}) is not an output binding",
+                    hosted.spec.type_name
+                )));
+            }
+        };
+        hosted.ensure_up()?;
+        Ok(Handle {
+            component: output,
+            hosted,
+        })
+    }
+
+    /// The input binding named `name`, if it is UP. A binding whose type has no input side,
+    /// or whose `direction` metadata leaves it out, is INVALID_ARGUMENT.
+    pub fn input_binding(&self, name: &str) -> Result<Handle<dyn InputBinding>> {
+        let (hosted, binding) = self.lookup_binding(name)?;
+        let input = match binding.input() {
+            Some(i) if binding.directions_in_use(&hosted.spec).input => i.clone(),
+            Some(_) => {
+                return Err(Error::invalid_argument(format!(
+                    "binding {name:?} is configured as an output binding only (metadata direction)"
+                )));
+            }
+            None => {
+                return Err(Error::invalid_argument(format!(
+                    "binding {name:?} ({}) is not an input binding",
+                    hosted.spec.type_name
+                )));
+            }
+        };
+        hosted.ensure_up()?;
+        Ok(Handle {
+            component: input,
+            hosted,
+        })
+    }
+
+    fn lookup_binding(&self, name: &str) -> Result<(Arc<Hosted>, Binding)> {
+        let hosted = self.lookup(name, "binding")?;
+        match &hosted.instance {
+            Instance::Binding(b) => {
+                let binding = b.clone();
+                Ok((hosted, binding))
+            }
+            other => Err(Error::invalid_argument(format!(
+                "component {name:?} is a {} component, not a binding",
+                other.kind()
+            ))),
+        }
+    }
 }
 
 fn kind_prefix(what: &str) -> &str {

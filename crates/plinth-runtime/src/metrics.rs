@@ -71,6 +71,15 @@ pub struct DeliveryLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of an input-binding event's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingEventLabels {
+    /// The binding.
+    pub binding: String,
+    /// `success`, `error`, `reply_retry`, `reply_failed`.
+    pub outcome: &'static str,
+}
+
 /// Labels naming a component.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentName {
@@ -107,6 +116,8 @@ pub struct Metrics {
     pub parked: Family<TopicLabels, Gauge>,
     /// Messages published.
     pub published: Family<TopicLabels, Counter>,
+    /// Input-binding events by outcome.
+    pub binding_events: Family<BindingEventLabels, Counter>,
     /// Retries issued by the resilience layer.
     pub retries: Family<ComponentName, Counter>,
     /// Circuit breaker state per component: 0 closed, 1 half-open, 2 open.
@@ -132,6 +143,7 @@ impl Metrics {
         let deliveries = Family::default();
         let parked = Family::default();
         let published = Family::default();
+        let binding_events = Family::default();
         let retries = Family::default();
         let breaker_state = Family::default();
         registry.register(
@@ -171,6 +183,11 @@ impl Metrics {
         );
         registry.register("pubsub_published", "Messages published", published.clone());
         registry.register(
+            "binding_input_events",
+            "Input-binding events delivered to the app, by outcome",
+            binding_events.clone(),
+        );
+        registry.register(
             "resilience_retries",
             "Retries of component calls",
             retries.clone(),
@@ -190,6 +207,7 @@ impl Metrics {
             deliveries,
             parked,
             published,
+            binding_events,
             retries,
             breaker_state,
         }
@@ -247,6 +265,16 @@ impl Metrics {
             .get_or_create(&DeliveryLabels {
                 pubsub: pubsub.to_string(),
                 topic: topic.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Record the outcome of one input-binding event.
+    pub fn record_binding_event(&self, binding: &str, outcome: &'static str) {
+        self.binding_events
+            .get_or_create(&BindingEventLabels {
+                binding: binding.to_string(),
                 outcome,
             })
             .inc();

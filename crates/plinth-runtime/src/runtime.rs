@@ -58,7 +58,7 @@ pub struct Runtime {
     pub file: FileApi,
     /// Secrets.
     pub secrets: SecretsApi,
-    /// Output bindings.
+    /// Bindings: output invocations and input-binding delivery.
     pub binding: BindingApi,
     /// Run-time attributes and the list of loaded components.
     pub metadata: MetadataApi,
@@ -128,21 +128,35 @@ impl Runtime {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_string());
         let app = Arc::new(AppSlot::default());
+        // One bound on calls to the app: deliveries, input-binding events and invocations.
         let app_concurrency = options
             .app_max_concurrency
             .filter(|n| *n > 0)
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        let state = StateApi::new(host.clone(), &app_id);
+        let pubsub = PubSubApi::new(
+            host.clone(),
+            &app_id,
+            metrics.clone(),
+            app_concurrency.clone(),
+        );
+        let binding = BindingApi::new(
+            host.clone(),
+            state.clone(),
+            metrics.clone(),
+            app_concurrency.clone(),
+        );
         Ok(Arc::new(Self {
-            invoke: InvokeApi::new(&app_id, &namespace, app.clone(), app_concurrency.clone()),
+            invoke: InvokeApi::new(&app_id, &namespace, app.clone(), app_concurrency),
             app,
             namespace,
-            state: StateApi::new(host.clone(), &app_id),
-            pubsub: PubSubApi::new(host.clone(), &app_id, metrics.clone(), app_concurrency),
+            state,
+            pubsub,
             lock: LockApi::new(host.clone(), &app_id),
             sequencer: SequencerApi::new(host.clone(), &app_id),
             configuration: ConfigurationApi::new(host.clone(), &app_id),
             file: FileApi::new(host.clone()),
-            binding: BindingApi::new(host.clone()),
+            binding,
             metadata: MetadataApi::new(host.clone()),
             secrets,
             app_id,

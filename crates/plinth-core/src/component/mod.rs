@@ -17,7 +17,7 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
-pub use binding::OutputBinding;
+pub use binding::{Binding, InputBinding, OutputBinding};
 pub use configuration::ConfigurationStore;
 pub use file::FileStore;
 pub use lock::LockStore;
@@ -69,8 +69,8 @@ pub enum Instance {
     File(Arc<dyn FileStore>),
     /// `secretstores.*`
     Secrets(Arc<dyn SecretStore>),
-    /// `bindings.*` (output)
-    Binding(Arc<dyn OutputBinding>),
+    /// `bindings.*`: input, output or both.
+    Binding(Binding),
 }
 
 impl Instance {
@@ -84,7 +84,7 @@ impl Instance {
             Instance::Configuration(c) => c.as_ref(),
             Instance::File(c) => c.as_ref(),
             Instance::Secrets(c) => c.as_ref(),
-            Instance::Binding(c) => c.as_ref(),
+            Instance::Binding(b) => b.component(),
         }
     }
 

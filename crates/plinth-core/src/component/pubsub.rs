@@ -62,12 +62,13 @@ pub struct Message {
     pub metadata: Metadata,
 }
 
-/// Settles one delivered message with the broker.
+/// Settles one delivered message (or input-binding event) with its backend.
 #[async_trait]
 pub trait Acknowledger: Send + Debug {
     /// The message is done: remove it.
     async fn ack(self: Box<Self>) -> Result<()>;
-    /// Give the message back for redelivery (to this or another subscriber of the group).
+    /// Give the message back for redelivery (to this or another subscriber of the group);
+    /// a backend that cannot redeliver (an input binding's timer) drops it.
     async fn nack(self: Box<Self>) -> Result<()>;
 }
 

@@ -22,7 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use plinth_core::component::binding::{BindingRequest, BindingResponse, OutputBinding};
+use plinth_core::component::binding::{Binding, BindingRequest, BindingResponse, OutputBinding};
 use plinth_core::component::{Component, Instance};
 use plinth_core::metadata::parse_duration;
 use plinth_core::{ComponentSpec, Error, ErrorKind, Metadata, Result};
@@ -69,7 +69,9 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// `maxResponseBodySize`, `errorIfNot2XX`).
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
     let config = HttpBindingConfig::from_spec(spec)?;
-    Ok(Instance::Binding(Arc::new(HttpBinding::new(config)?)))
+    Ok(Instance::Binding(Binding::output_only(Arc::new(
+        HttpBinding::new(config)?,
+    ))))
 }
 
 /// An output binding that makes HTTP requests.
