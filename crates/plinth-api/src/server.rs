@@ -83,6 +83,7 @@ pub struct Server {
     tasks: JoinSet<()>,
     rt: Arc<Runtime>,
     _subscriptions: plinth_runtime::app::subscriptions::Subscriptions,
+    _input_bindings: plinth_runtime::app::bindings::InputBindings,
 }
 
 /// Bind a Unix socket, replacing a stale socket file but never any other kind of file.
@@ -261,6 +262,7 @@ impl Server {
         }
         let subscriptions =
             plinth_runtime::app::subscriptions::start(rt.clone(), shutdown_rx.clone());
+        let input_bindings = plinth_runtime::app::bindings::start(rt.clone(), shutdown_rx.clone());
 
         // Announce the start once every component has had its first init attempt, so that
         // the first calls do not fail on components still initialising.
@@ -275,6 +277,7 @@ impl Server {
             tasks,
             rt,
             _subscriptions: subscriptions,
+            _input_bindings: input_bindings,
         })
     }
 

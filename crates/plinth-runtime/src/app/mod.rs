@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::pubsub::{Outcome, TopicEvent};
 
+pub mod bindings;
 pub mod subscriptions;
 
 /// An invocation of one of the app's methods, as every front door describes it.

@@ -508,3 +508,120 @@ async fn bulk_subscriptions_deliver_batches_with_per_entry_outcomes() {
     wait_outcome(&plinth, &topic, "success", 3).await;
     wait_outcome(&plinth, &topic, "retry", 1).await;
 }
+
+fn cron_resources(tag: &str, route: Option<&str>) -> std::path::PathBuf {
+    let dir = super::common::scratch(tag);
+    let route = route
+        .map(|r| format!("\n  - name: route\n    value: {r}"))
+        .unwrap_or_default();
+    super::common::write(
+        &dir.join("resources"),
+        "components.yaml",
+        &format!(
+            r#"apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: tick
+spec:
+  type: bindings.cron
+  version: v1
+  metadata:
+  - name: schedule
+    value: "@every 50ms"{route}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.in-memory
+  version: v1
+"#
+        ),
+    );
+    dir
+}
+
+#[tokio::test]
+async fn a_cron_input_binding_reaches_a_grpc_app_and_its_reply_is_saved() {
+    use super::dapr_app::{Call, DaprApp};
+    let key = unique("last-tick");
+    let mut app = DaprApp::start(
+        vec![],
+        vec!["tick".into()],
+        dpb::BindingEventResponse {
+            store_name: "statestore".into(),
+            states: vec![common::StateItem {
+                key: key.clone(),
+                value: b"ticked".to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = cron_resources("cron-grpc", None);
+    let port = app.port.to_string();
+    let plinth = Plinth::start_with(
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "grpc",
+            "--app-id",
+            "cronapp",
+            "--resources-path",
+            "resources",
+        ],
+        Some(&dir),
+    );
+    let event = loop {
+        if let Call::Binding(e) = app.next().await {
+            break e;
+        }
+    };
+    assert_eq!(event.name, "tick");
+    assert!(event.metadata.contains_key("readTimeUTC"), "{event:?}");
+    // The reply's state is saved under the app's prefix, before the event is acknowledged:
+    // the next event proves the first was settled.
+    while !matches!(app.next().await, Call::Binding(_)) {}
+    let got = dapr(&plinth)
+        .await
+        .get_state(dpb::GetStateRequest {
+            store_name: "statestore".into(),
+            key,
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.data, b"ticked".to_vec());
+}
+
+#[tokio::test]
+async fn a_cron_input_binding_reaches_an_http_app_on_its_route() {
+    let mut app = HttpApp::start(json!([])).await;
+    app.answer(|seen| match (seen.method.as_str(), seen.path.as_str()) {
+        (_, "/cron-hits") => (200, vec![], String::new()),
+        _ => (404, vec![], String::new()),
+    });
+    let dir = cron_resources("cron-http", Some("/cron-hits"));
+    let port = app.port.to_string();
+    let _plinth = Plinth::start_with(
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "http",
+            "--resources-path",
+            "resources",
+        ],
+        Some(&dir),
+    );
+    // Plinth asks first (OPTIONS), then POSTs each firing.
+    let probe = app.next_at("/cron-hits").await;
+    assert_eq!(probe.method, "OPTIONS");
+    let hit = app.next_at("/cron-hits").await;
+    assert_eq!(hit.method, "POST");
+    assert!(hit.header("readtimeutc").is_some(), "{:?}", hit.headers);
+}
