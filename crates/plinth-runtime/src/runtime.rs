@@ -128,7 +128,12 @@ impl Runtime {
             configuration: ConfigurationApi::new(host.clone(), &app_id),
             file: FileApi::new(host.clone()),
             binding: BindingApi::new(host.clone()),
-            metadata: MetadataApi::new(host.clone()),
+            metadata: MetadataApi::new(
+                host.clone(),
+                &app_id,
+                &loaded.subscriptions,
+                options.app_max_concurrency,
+            ),
             secrets,
             app_id,
             loaded,
