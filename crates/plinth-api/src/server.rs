@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use dapr::dapr::proto::runtime::v1::dapr_server::DaprServer;
 use plinth_core::{Error, Result};
 use plinth_proto::runtime::v1::lifecycle_server::LifecycleServer;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState, LogControl};
 use crate::dapr::DaprService;
+use crate::dapr_http::{self, DaprHttpState};
 use crate::layotto::{self, AppChannel, LayottoService, LifecycleService};
 use crate::telemetry::RpcTelemetryLayer;
 
@@ -30,11 +32,13 @@ pub struct ListenOptions {
     pub grpc_port: u16,
     /// The Dapr gRPC port (`--dapr-grpc-port`); serves the same services.
     pub dapr_grpc_port: u16,
+    /// Dapr's HTTP API port (`--dapr-http-port`).
+    pub dapr_http_port: u16,
     /// The admin port (`--admin-port`).
     pub admin_port: u16,
     /// The app's callback port (`--app-port`), if any.
     pub app_port: Option<u16>,
-    /// Largest gRPC message accepted or sent.
+    /// Largest gRPC message accepted or sent, and largest HTTP request body.
     pub max_message_size: usize,
     /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
     pub grpc_uds: Option<std::path::PathBuf>,
@@ -46,6 +50,7 @@ impl Default for ListenOptions {
             address: IpAddr::from([127, 0, 0, 1]),
             grpc_port: 34904,
             dapr_grpc_port: 50001,
+            dapr_http_port: 3500,
             admin_port: 34999,
             app_port: None,
             max_message_size: 4 * 1024 * 1024,
@@ -57,7 +62,7 @@ impl Default for ListenOptions {
 /// A running Plinth: its bound addresses and the handle to stop it.
 #[derive(Debug)]
 pub struct Server {
-    /// Bound addresses by listener name (`grpc`, `dapr-grpc`, `admin`).
+    /// Bound addresses by listener name (`grpc`, `dapr-grpc`, `dapr-http`, `admin`).
     pub addresses: Vec<(&'static str, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
@@ -185,6 +190,36 @@ impl Server {
             });
         }
 
+        let http_listener = bind(options.address, options.dapr_http_port, "dapr-http").await?;
+        let http_addr = http_listener.local_addr().map_err(Error::from)?;
+        tracing::info!(listener = "dapr-http", address = %http_addr, "listening");
+        addresses.push(("dapr-http", http_addr));
+        let http_app = dapr_http::router(
+            DaprHttpState {
+                rt: rt.clone(),
+                listeners_ready: listeners_ready.clone(),
+                shutting_down: shutting_down.clone(),
+                shutdown_request: shutdown_request.clone(),
+            },
+            options.max_message_size,
+        );
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let signal = async move { crate::stopped(&mut stop).await };
+            // Small request/response exchanges must not wait for delayed ACKs (Nagle).
+            let listener = http_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a dapr-http connection");
+                }
+            });
+            if let Err(e) = axum::serve(listener, http_app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(listener = "dapr-http", error = %e, "HTTP listener failed");
+            }
+        });
+
         let admin_listener = bind(options.address, options.admin_port, "admin").await?;
         let admin_addr = admin_listener.local_addr().map_err(Error::from)?;
         tracing::info!(listener = "admin", address = %admin_addr, "listening");
@@ -210,6 +245,8 @@ impl Server {
         });
 
         let app_port = options.app_port.or(rt.loaded.settings.app_port);
+        rt.metadata
+            .set_app_channel("grpc", options.address, app_port);
         let subscriptions = match app_port {
             Some(port) => {
                 let channel = AppChannel::new(&options.address.to_string(), port)?;

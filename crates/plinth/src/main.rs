@@ -59,6 +59,9 @@ struct RunArgs {
     /// Dapr gRPC port (0 picks a free port); serves the same gRPC services.
     #[arg(long, default_value_t = 50001)]
     dapr_grpc_port: u16,
+    /// Dapr HTTP API port, `/v1.0` (0 picks a free port).
+    #[arg(long, default_value_t = 3500)]
+    dapr_http_port: u16,
     /// Also serve the gRPC API on this Unix socket.
     #[arg(long)]
     grpc_uds: Option<PathBuf>,
@@ -75,7 +78,8 @@ struct RunArgs {
     /// A Layotto config.json whose grpc_config section to read.
     #[arg(long)]
     layotto_config: Option<PathBuf>,
-    /// Largest gRPC message, in bytes, in either direction.
+    /// Largest gRPC message, in bytes, in either direction; also the largest HTTP request
+    /// body.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_message_size: usize,
     /// How long to let in-flight requests finish on SIGTERM/SIGINT (e.g. 5s, 500ms).
@@ -202,6 +206,7 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         address: args.listen_address,
         grpc_port: args.grpc_port,
         dapr_grpc_port: args.dapr_grpc_port,
+        dapr_http_port: args.dapr_http_port,
         admin_port: args.admin_port,
         app_port: args.app_port,
         max_message_size: args.max_message_size,
