@@ -21,17 +21,6 @@ STARTUP_TIMEOUT_S = 30
 SHUTDOWN_TIMEOUT_S = 15
 
 
-def _bypass_http_health_wait():
-    # DaprClient() calls DaprHealth.wait_for_sidecar(), which polls Dapr's HTTP API
-    # (/v1.0/healthz/outbound) and raises once DAPR_HEALTH_TIMEOUT has passed; no setting
-    # turns it off. Plinth does not serve Dapr's HTTP API yet, so the probe can only fail.
-    # The fixture below already waits for Plinth's own "plinth started" line, after which
-    # every listener is bound, so the probe adds nothing here.
-    from dapr.clients.health import DaprHealth
-
-    DaprHealth.wait_for_sidecar = staticmethod(lambda: None)
-
-
 def _read_lines(stream, lines):
     for line in stream:
         lines.put(line)
@@ -40,14 +29,13 @@ def _read_lines(stream, lines):
 
 @pytest.fixture(scope='session')
 def plinth():
-    """The `host:port` of a running Plinth's Dapr gRPC API."""
+    """The `host:port` of a running Plinth's Dapr gRPC API. The SDK's settings point at its
+    Dapr HTTP API, which DaprClient() polls (/v1.0/healthz/outbound) before it connects."""
     binary = os.environ.get('PLINTH_BIN')
     if not binary:
         pytest.fail('PLINTH_BIN must name the built plinth binary', pytrace=False)
     if not os.access(binary, os.X_OK):
         pytest.fail(f'PLINTH_BIN={binary} is not an executable file', pytrace=False)
-    _bypass_http_health_wait()
-
     env = dict(os.environ, **{SECRET_NAME: SECRET_VALUE})
     with tempfile.TemporaryDirectory(prefix='plinth-pytest-') as work:
         proc = subprocess.Popen(
@@ -59,6 +47,8 @@ def plinth():
                 '--grpc-port',
                 '0',
                 '--dapr-grpc-port',
+                '0',
+                '--dapr-http-port',
                 '0',
                 '--admin-port',
                 '0',
@@ -74,7 +64,10 @@ def plinth():
         lines = queue.Queue()
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
         try:
-            address = _wait_started(lines)
+            address, http_address = _wait_started(lines)
+            from dapr.conf import settings
+
+            settings.DAPR_HTTP_ENDPOINT = f'http://{http_address}'
             yield address
         finally:
             if proc.poll() is None:
@@ -89,9 +82,11 @@ def plinth():
 
 
 def _wait_started(lines):
-    """Read Plinth's JSON log until `plinth started`; answer the dapr-grpc address."""
+    """Read Plinth's JSON log until `plinth started`; answer the dapr-grpc and dapr-http
+    addresses."""
     seen = []
     address = None
+    http_address = None
     try:
         while True:
             line = lines.get(timeout=STARTUP_TIMEOUT_S)
@@ -105,15 +100,20 @@ def _wait_started(lines):
             message = fields.get('message')
             if message == 'listening' and fields.get('listener') == 'dapr-grpc':
                 address = fields.get('address')
+            elif message == 'listening' and fields.get('listener') == 'dapr-http':
+                http_address = fields.get('address')
             elif message == 'plinth started':
                 break
     except queue.Empty:
         pytest.fail(
             f'plinth did not start within {STARTUP_TIMEOUT_S} s:\n' + ''.join(seen), pytrace=False
         )
-    if not address:
-        pytest.fail('plinth started without a dapr-grpc listener:\n' + ''.join(seen), pytrace=False)
-    return address
+    if not address or not http_address:
+        pytest.fail(
+            'plinth started without a dapr-grpc or dapr-http listener:\n' + ''.join(seen),
+            pytrace=False,
+        )
+    return address, http_address
 
 
 @pytest.fixture

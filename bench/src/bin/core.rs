@@ -450,6 +450,8 @@ fn main() -> anyhow::Result<()> {
                 "0",
                 "--dapr-grpc-port",
                 "0",
+                "--dapr-http-port",
+                "0",
                 "--admin-port",
                 "0",
             ]

@@ -1,13 +1,15 @@
 //! Plinth's front doors. Each translates a wire protocol onto the building blocks in
 //! `plinth-runtime` and back, and holds no building-block logic: Layotto's gRPC API
-//! (`spec.proto.runtime.v1`), Dapr's gRPC API (`dapr.proto.runtime.v1`), the Layotto app
-//! callback Plinth calls, and the admin listener (actuator, metrics). Errors become gRPC and
+//! (`spec.proto.runtime.v1`), Dapr's gRPC API (`dapr.proto.runtime.v1`), Dapr's HTTP API
+//! (`/v1.0`), the Layotto app callback Plinth calls, and the admin listener (actuator,
+//! metrics). Errors become gRPC and
 //! HTTP statuses in one place, [`status`].
 
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod dapr;
+pub mod dapr_http;
 mod event_stream;
 mod invoke;
 pub mod layotto;

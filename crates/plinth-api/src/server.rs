@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use dapr::dapr::proto::runtime::v1::dapr_server::DaprServer;
 use plinth_core::{Error, Result};
 use plinth_proto::runtime::v1::lifecycle_server::LifecycleServer;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState, LogControl};
 use crate::app::{self, AppOptions, AppProtocol, HealthCheck};
 use crate::dapr::DaprService;
+use crate::dapr_http::{self, DaprHttpState};
 use crate::layotto::{LayottoService, LifecycleService};
 use crate::telemetry::RpcTelemetryLayer;
 
@@ -31,6 +33,8 @@ pub struct ListenOptions {
     pub grpc_port: u16,
     /// The Dapr gRPC port (`--dapr-grpc-port`); serves the same services.
     pub dapr_grpc_port: u16,
+    /// Dapr's HTTP API port (`--dapr-http-port`).
+    pub dapr_http_port: u16,
     /// The admin port (`--admin-port`).
     pub admin_port: u16,
     /// The app's port (`--app-port`), if any; a Layotto config's `grpc_callback_port`
@@ -47,7 +51,7 @@ pub struct ListenOptions {
     pub app_health_check: Option<HealthCheck>,
     /// The API token callers must present (`DAPR_API_TOKEN`).
     pub api_token: crate::auth::ApiToken,
-    /// Largest gRPC message accepted or sent.
+    /// Largest gRPC message accepted or sent, and largest HTTP body in either direction.
     pub max_message_size: usize,
     /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
     pub grpc_uds: Option<std::path::PathBuf>,
@@ -59,6 +63,7 @@ impl Default for ListenOptions {
             address: IpAddr::from([127, 0, 0, 1]),
             grpc_port: 34904,
             dapr_grpc_port: 50001,
+            dapr_http_port: 3500,
             admin_port: 34999,
             app_port: None,
             app_protocol: None,
@@ -75,7 +80,7 @@ impl Default for ListenOptions {
 /// A running Plinth: its bound addresses and the handle to stop it.
 #[derive(Debug)]
 pub struct Server {
-    /// Bound addresses by listener name (`grpc`, `dapr-grpc`, `admin`).
+    /// Bound addresses by listener name (`grpc`, `dapr-grpc`, `dapr-http`, `admin`).
     pub addresses: Vec<(&'static str, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
@@ -209,6 +214,36 @@ impl Server {
             });
         }
 
+        let http_listener = bind(options.address, options.dapr_http_port, "dapr-http").await?;
+        let http_addr = http_listener.local_addr().map_err(Error::from)?;
+        tracing::info!(listener = "dapr-http", address = %http_addr, "listening");
+        addresses.push(("dapr-http", http_addr));
+        let http_app = dapr_http::router(
+            DaprHttpState {
+                rt: rt.clone(),
+                listeners_ready: listeners_ready.clone(),
+                shutting_down: shutting_down.clone(),
+                shutdown_request: shutdown_request.clone(),
+            },
+            options.max_message_size,
+        );
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let signal = async move { crate::stopped(&mut stop).await };
+            // Small request/response exchanges must not wait for delayed ACKs (Nagle).
+            let listener = http_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a dapr-http connection");
+                }
+            });
+            if let Err(e) = axum::serve(listener, http_app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(listener = "dapr-http", error = %e, "HTTP listener failed");
+            }
+        });
+
         let admin_listener = bind(options.address, options.admin_port, "admin").await?;
         let admin_addr = admin_listener.local_addr().map_err(Error::from)?;
         tracing::info!(listener = "admin", address = %admin_addr, "listening");
@@ -235,16 +270,19 @@ impl Server {
         });
 
         let app_port = options.app_port.or(rt.loaded.settings.app_port);
+        let implied = match rt.loaded.settings.app_protocol.as_deref() {
+            Some(p) => Some(AppProtocol::parse(p)?),
+            None => None,
+        };
+        let protocol = options
+            .app_protocol
+            .or(implied)
+            .unwrap_or(AppProtocol::Http);
+        rt.metadata
+            .set_app_channel(protocol.name(), &options.app_host, app_port);
         if let Some(port) = app_port {
-            let implied = match rt.loaded.settings.app_protocol.as_deref() {
-                Some(p) => Some(AppProtocol::parse(p)?),
-                None => None,
-            };
             let app_options = AppOptions {
-                protocol: options
-                    .app_protocol
-                    .or(implied)
-                    .unwrap_or(AppProtocol::Http),
+                protocol,
                 host: options.app_host.clone(),
                 port,
                 token: options.app_token.clone(),

@@ -40,6 +40,128 @@ pub fn http_status(kind: ErrorKind) -> http::StatusCode {
     }
 }
 
+/// What a Dapr HTTP route was doing when a building block failed; it picks Dapr's
+/// `errorCode` for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaprHttpOp {
+    /// `GET /v1.0/state/{store}/{key}`.
+    StateGet,
+    /// `POST /v1.0/state/{store}/bulk`.
+    StateBulkGet,
+    /// `POST /v1.0/state/{store}`.
+    StateSave,
+    /// `DELETE /v1.0/state/{store}/{key}`.
+    StateDelete,
+    /// `POST /v1.0/state/{store}/transaction`.
+    StateTransaction,
+    /// `POST /v1.0/publish/{pubsub}/{topic}`.
+    Publish,
+    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`.
+    BulkPublish,
+    /// `POST /v1.0/bindings/{name}`.
+    InvokeBinding,
+    /// `GET /v1.0/secrets/{store}/{key}` and `/bulk`.
+    GetSecret,
+    /// `GET /v1.0/configuration/{store}`.
+    GetConfiguration,
+    /// `POST /v1.0-alpha1/lock/{store}`.
+    TryLock,
+    /// `POST /v1.0-alpha1/unlock/{store}`.
+    Unlock,
+}
+
+impl DaprHttpOp {
+    /// Dapr's `errorCode` for a failure of this operation.
+    fn error_code(self) -> &'static str {
+        match self {
+            DaprHttpOp::StateGet => "ERR_STATE_GET",
+            DaprHttpOp::StateBulkGet => "ERR_STATE_BULK_GET",
+            DaprHttpOp::StateSave => "ERR_STATE_SAVE",
+            DaprHttpOp::StateDelete => "ERR_STATE_DELETE",
+            DaprHttpOp::StateTransaction => "ERR_STATE_TRANSACTION",
+            DaprHttpOp::Publish | DaprHttpOp::BulkPublish => "ERR_PUBSUB_PUBLISH_MESSAGE",
+            DaprHttpOp::InvokeBinding => "ERR_INVOKE_OUTPUT_BINDING",
+            DaprHttpOp::GetSecret => "ERR_SECRET_GET",
+            DaprHttpOp::GetConfiguration => "ERR_CONFIGURATION_GET",
+            DaprHttpOp::TryLock => "ERR_TRY_LOCK",
+            DaprHttpOp::Unlock => "ERR_UNLOCK",
+        }
+    }
+}
+
+/// The HTTP status and Dapr `errorCode` of a building-block error on a Dapr HTTP route.
+/// The status is the kind's ([`http_status`]); the code is the operation's, except where
+/// Dapr answers a condition with a code of its own.
+pub fn dapr_http_error(op: DaprHttpOp, kind: ErrorKind) -> (http::StatusCode, &'static str) {
+    use DaprHttpOp as Op;
+    use http::StatusCode as S;
+    match (op, kind) {
+        (Op::Publish | Op::BulkPublish, ErrorKind::PermissionDenied) => {
+            (S::FORBIDDEN, "ERR_PUBSUB_FORBIDDEN")
+        }
+        // A bulk publish the building block refuses whole: entry ids empty or repeated.
+        (Op::BulkPublish, ErrorKind::InvalidArgument) => (S::BAD_REQUEST, "ERR_PUBSUB_EVENTS_SER"),
+        // Lock requests missing their resource, owner or a valid expiry.
+        (Op::TryLock | Op::Unlock, ErrorKind::InvalidArgument) => {
+            (S::BAD_REQUEST, "ERR_MALFORMED_REQUEST")
+        }
+        (Op::GetSecret, ErrorKind::PermissionDenied) => (S::FORBIDDEN, "ERR_PERMISSION_DENIED"),
+        // A store without transactions (Dapr answers 500) or without TTL.
+        (Op::StateTransaction, ErrorKind::Unimplemented) => {
+            (S::INTERNAL_SERVER_ERROR, "ERR_STATE_STORE_NOT_SUPPORTED")
+        }
+        (Op::StateSave, ErrorKind::Unimplemented) => {
+            (S::NOT_IMPLEMENTED, "ERR_STATE_STORE_NOT_SUPPORTED")
+        }
+        _ => (http_status(kind), op.error_code()),
+    }
+}
+
+/// The kinds of component a Dapr HTTP route names in its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaprComponent {
+    /// A state store.
+    StateStore,
+    /// A pub/sub.
+    PubSub,
+    /// An output binding.
+    Binding,
+    /// A secret store.
+    SecretStore,
+    /// A configuration store.
+    ConfigurationStore,
+    /// A lock store.
+    LockStore,
+}
+
+/// Dapr's status and `errorCode` when a route names a component that is not loaded:
+/// `none_of_kind` when no component of that kind is loaded at all.
+pub fn dapr_http_missing(
+    component: DaprComponent,
+    none_of_kind: bool,
+) -> (http::StatusCode, &'static str) {
+    use DaprComponent as C;
+    use http::StatusCode as S;
+    match (component, none_of_kind) {
+        (C::StateStore, false) => (S::BAD_REQUEST, "ERR_STATE_STORE_NOT_FOUND"),
+        (C::StateStore, true) => (S::INTERNAL_SERVER_ERROR, "ERR_STATE_STORE_NOT_CONFIGURED"),
+        (C::PubSub, false) => (S::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND"),
+        (C::PubSub, true) => (S::BAD_REQUEST, "ERR_PUBSUB_NOT_CONFIGURED"),
+        // Dapr's own choice of status for an unknown secret store.
+        (C::SecretStore, false) => (S::UNAUTHORIZED, "ERR_SECRET_STORE_NOT_FOUND"),
+        (C::SecretStore, true) => (S::INTERNAL_SERVER_ERROR, "ERR_SECRET_STORES_NOT_CONFIGURED"),
+        (C::ConfigurationStore, false) => (S::BAD_REQUEST, "ERR_CONFIGURATION_STORE_NOT_FOUND"),
+        (C::ConfigurationStore, true) => (
+            S::INTERNAL_SERVER_ERROR,
+            "ERR_CONFIGURATION_STORE_NOT_CONFIGURED",
+        ),
+        (C::LockStore, false) => (S::BAD_REQUEST, "ERR_LOCK_STORE_NOT_FOUND"),
+        (C::LockStore, true) => (S::INTERNAL_SERVER_ERROR, "ERR_LOCK_STORE_NOT_CONFIGURED"),
+        // Dapr fails the invocation itself for an unknown binding.
+        (C::Binding, _) => (S::INTERNAL_SERVER_ERROR, "ERR_INVOKE_OUTPUT_BINDING"),
+    }
+}
+
 /// An error as a gRPC status; the message is the error's own (never secrets or payloads).
 pub fn to_status(err: Error) -> Status {
     Status::new(grpc_code(err.kind()), err.message().to_string())

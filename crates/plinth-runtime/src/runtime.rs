@@ -157,7 +157,12 @@ impl Runtime {
             configuration: ConfigurationApi::new(host.clone(), &app_id),
             file: FileApi::new(host.clone()),
             binding,
-            metadata: MetadataApi::new(host.clone()),
+            metadata: MetadataApi::new(
+                host.clone(),
+                &app_id,
+                &loaded.subscriptions,
+                options.app_max_concurrency,
+            ),
             secrets,
             app_id,
             loaded,

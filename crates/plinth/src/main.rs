@@ -79,6 +79,9 @@ struct RunArgs {
     /// Dapr gRPC port (0 picks a free port); serves the same gRPC services.
     #[arg(long, default_value_t = 50001)]
     dapr_grpc_port: u16,
+    /// Dapr HTTP API port, `/v1.0` (0 picks a free port).
+    #[arg(long, default_value_t = 3500)]
+    dapr_http_port: u16,
     /// Also serve the gRPC API on this Unix socket.
     #[arg(long)]
     grpc_uds: Option<PathBuf>,
@@ -384,6 +387,7 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         address: args.listen_address,
         grpc_port: args.grpc_port,
         dapr_grpc_port: args.dapr_grpc_port,
+        dapr_http_port: args.dapr_http_port,
         admin_port: args.admin_port,
         app_port: args.app_port,
         app_protocol,

@@ -33,6 +33,14 @@ pub enum AppProtocol {
 }
 
 impl AppProtocol {
+    /// The name `--app-protocol` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+
     /// Parse `--app-protocol`. Dapr's TLS and h2c variants are named so the error says why.
     pub fn parse(raw: &str) -> Result<Self> {
         match raw.to_ascii_lowercase().as_str() {

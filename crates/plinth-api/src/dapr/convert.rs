@@ -7,6 +7,7 @@ use plinth_core::component::configuration::ConfigurationItem;
 use plinth_core::component::state::{
     Concurrency, Consistency, DeleteRequest, SetRequest, StateOptions,
 };
+use plinth_runtime::metadata::{MetadataSnapshot, SubscriptionKind};
 use plinth_runtime::pubsub::{Outcome, TopicEvent};
 use tonic::Status;
 
@@ -126,4 +127,58 @@ pub(crate) fn json_to_prost(v: serde_json::Value) -> prost_types::Value {
         }),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+/// The metadata snapshot every front door shares, as Dapr's `GetMetadataResponse`.
+pub(super) fn metadata(m: MetadataSnapshot) -> pb::GetMetadataResponse {
+    let registered_components = m
+        .components
+        .into_iter()
+        .map(|c| pb::RegisteredComponents {
+            name: c.name,
+            r#type: c.type_name,
+            version: c.version,
+            capabilities: c.capabilities,
+        })
+        .collect();
+    let subscriptions = m
+        .subscriptions
+        .into_iter()
+        .map(|s| pb::PubsubSubscription {
+            pubsub_name: s.pubsub,
+            topic: s.topic,
+            metadata: s.metadata.into_iter().collect(),
+            rules: None,
+            dead_letter_topic: s.dead_letter_topic,
+            r#type: match s.kind {
+                SubscriptionKind::Declarative => pb::PubsubSubscriptionType::Declarative,
+                SubscriptionKind::Programmatic => pb::PubsubSubscriptionType::Programmatic,
+                SubscriptionKind::Streaming => pb::PubsubSubscriptionType::Streaming,
+            } as i32,
+        })
+        .collect();
+    let app = m.app_connection;
+    pb::GetMetadataResponse {
+        id: m.id,
+        registered_components,
+        extended_metadata: m.extended.into_iter().collect(),
+        subscriptions,
+        app_connection_properties: Some(pb::AppConnectionProperties {
+            port: app.port.map(i32::from).unwrap_or_default(),
+            protocol: app.protocol,
+            channel_address: app.channel_address,
+            max_concurrency: app
+                .max_concurrency
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+                .unwrap_or_default(),
+            health: None,
+        }),
+        runtime_version: m.runtime_version.into(),
+        // Plinth has no actor runtime.
+        actor_runtime: Some(pb::ActorRuntime {
+            runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

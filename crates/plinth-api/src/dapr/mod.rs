@@ -27,9 +27,6 @@ use crate::status::IntoStatus;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// What GetMetadata reports as the runtime version, and in `extended_metadata`.
-const RUNTIME_VERSION: &str = concat!("plinth-", env!("CARGO_PKG_VERSION"));
-
 /// The Dapr `Dapr` service.
 #[derive(Debug, Clone)]
 pub struct DaprService {
@@ -590,43 +587,9 @@ impl pb::dapr_server::Dapr for DaprService {
         &self,
         _request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
-        let registered_components = self
-            .rt
-            .metadata
-            .components()
-            .into_iter()
-            .map(|c| pb::RegisteredComponents {
-                name: c.name,
-                r#type: c.type_name,
-                version: c.version,
-                capabilities: c.capabilities,
-            })
-            .collect();
-        let mut extended_metadata: std::collections::HashMap<_, _> =
-            self.rt.metadata.attributes().into_iter().collect();
-        extended_metadata.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
-        let subscriptions = self
-            .rt
-            .loaded
-            .subscriptions
-            .iter()
-            .map(|s| pb::PubsubSubscription {
-                pubsub_name: s.pubsubname.clone(),
-                topic: s.topic.clone(),
-                metadata: s.metadata.clone().into_iter().collect(),
-                rules: None,
-                dead_letter_topic: s.dead_letter_topic.clone().unwrap_or_default(),
-                r#type: pb::PubsubSubscriptionType::Declarative as i32,
-            })
-            .collect();
-        Ok(Response::new(pb::GetMetadataResponse {
-            id: self.rt.app_id.clone(),
-            registered_components,
-            extended_metadata,
-            subscriptions,
-            runtime_version: RUNTIME_VERSION.into(),
-            ..Default::default()
-        }))
+        Ok(Response::new(convert::metadata(
+            self.rt.metadata.snapshot(),
+        )))
     }
 
     async fn set_metadata(

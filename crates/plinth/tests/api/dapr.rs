@@ -23,7 +23,7 @@ type Client = DaprClient<Channel>;
 const STORE: &str = "statestore";
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn dapr(plinth: &Plinth) -> Client {
+pub(crate) async fn dapr(plinth: &Plinth) -> Client {
     DaprClient::connect(format!("http://{}", plinth.dapr_grpc))
         .await
         .expect("connect to the Dapr listener")
@@ -179,13 +179,13 @@ async fn bulk_state_and_transactions() {
 }
 
 /// One open SubscribeTopicEventsAlpha1 stream.
-struct EventStream {
+pub(crate) struct EventStream {
     requests: mpsc::Sender<dpb::SubscribeTopicEventsRequestAlpha1>,
     responses: tonic::Streaming<dpb::SubscribeTopicEventsResponseAlpha1>,
 }
 
 impl EventStream {
-    async fn open(c: &mut Client, topic: &str) -> Self {
+    pub(crate) async fn open(c: &mut Client, topic: &str) -> Self {
         let (requests, rx) = mpsc::channel(16);
         requests
             .send(dpb::SubscribeTopicEventsRequestAlpha1 {
@@ -225,7 +225,7 @@ impl EventStream {
         }
     }
 
-    async fn next_event(&mut self) -> dpb::TopicEventRequest {
+    pub(crate) async fn next_event(&mut self) -> dpb::TopicEventRequest {
         let msg = timeout(WAIT, self.responses.message())
             .await
             .expect("an event in time")
@@ -236,7 +236,11 @@ impl EventStream {
         }
     }
 
-    async fn answer(&self, id: &str, status: dpb::topic_event_response::TopicEventResponseStatus) {
+    pub(crate) async fn answer(
+        &self,
+        id: &str,
+        status: dpb::topic_event_response::TopicEventResponseStatus,
+    ) {
         self.requests
             .send(dpb::SubscribeTopicEventsRequestAlpha1 {
                 subscribe_topic_events_request_type: Some(In::EventProcessed(

@@ -8,6 +8,7 @@ mod admin;
 mod binding;
 mod configuration;
 mod dapr;
+mod dapr_http;
 mod errors;
 mod file;
 mod lifecycle;

@@ -1,5 +1,5 @@
 //! Test harness: runs the real `plinth` binary on ephemeral ports and connects generated
-//! Layotto clients to it over TCP.
+//! Layotto clients, and an HTTP client for Dapr's HTTP API, to it over TCP.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -30,6 +30,8 @@ pub struct Plinth {
     child: Child,
     pub grpc: SocketAddr,
     pub dapr_grpc: SocketAddr,
+    /// Dapr's HTTP API.
+    pub dapr_http: SocketAddr,
     pub admin: SocketAddr,
     /// Every log line after startup.
     pub logs: mpsc::Receiver<String>,
@@ -118,6 +120,8 @@ impl Plinth {
                 "0",
                 "--dapr-grpc-port",
                 "0",
+                "--dapr-http-port",
+                "0",
                 "--admin-port",
                 "0",
                 "--log-format",
@@ -156,7 +160,7 @@ impl Plinth {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut grpc, mut dapr_grpc, mut admin) = (None, None, None);
+        let (mut grpc, mut dapr_grpc, mut dapr_http, mut admin) = (None, None, None, None);
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -177,6 +181,7 @@ impl Plinth {
                             match fields["listener"].as_str() {
                                 Some("grpc") => grpc = Some(addr),
                                 Some("dapr-grpc") => dapr_grpc = Some(addr),
+                                Some("dapr-http") => dapr_http = Some(addr),
                                 Some("admin") => admin = Some(addr),
                                 _ => {}
                             }
@@ -202,6 +207,7 @@ impl Plinth {
             child,
             grpc: grpc.ok_or_else(|| failed("no grpc address".into()))?,
             dapr_grpc: dapr_grpc.ok_or_else(|| failed("no dapr-grpc address".into()))?,
+            dapr_http: dapr_http.ok_or_else(|| failed("no dapr-http address".into()))?,
             admin: admin.ok_or_else(|| failed("no admin address".into()))?,
             logs: rx,
             dir,
@@ -222,6 +228,11 @@ impl Plinth {
             .connect()
             .await
             .expect("connect")
+    }
+
+    /// A client for Dapr's HTTP API on this Plinth.
+    pub fn dapr_http(&self) -> DaprHttp {
+        DaprHttp::new(self.dapr_http)
     }
 
     /// GET a path on the admin listener: (status, body).
@@ -330,6 +341,113 @@ pub async fn http_request(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A response from Dapr's HTTP API.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Assert a Dapr error answer: this status and `errorCode`; returns the message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(body["errorCode"], code, "{body}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{body}"
+        );
+        body["message"].as_str().expect("message").to_string()
+    }
+}
+
+/// An HTTP/1.1 client for Dapr's HTTP API (hyper-util's pooled client).
+#[derive(Clone)]
+pub struct DaprHttp {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    addr: SocketAddr,
+}
+
+impl DaprHttp {
+    pub fn new(addr: SocketAddr) -> Self {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        Self { client, addr }
+    }
+
+    /// Send `method path` with `headers` and `body`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<bytes::Bytes>,
+    ) -> HttpResponse {
+        use http_body_util::BodyExt;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(body.into()))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("send");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        HttpResponse {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[], bytes::Bytes::new()).await
+    }
+
+    pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request("DELETE", path, headers, bytes::Bytes::new())
+            .await
+    }
+
+    /// POST a JSON document with `Content-Type: application/json`.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> HttpResponse {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
 }
 
 /// Write a file into `dir`.
