@@ -68,6 +68,12 @@ pub enum DaprHttpOp {
     TryLock,
     /// `POST /v1.0-alpha1/unlock/{store}`.
     Unlock,
+    /// `POST /v1.0-alpha1/state/{store}/query`.
+    StateQuery,
+    /// `GET /v1.0/configuration/{store}/subscribe`.
+    SubscribeConfiguration,
+    /// `/v1.0/invoke/{app-id}/method/{method}`.
+    Invoke,
 }
 
 impl DaprHttpOp {
@@ -85,6 +91,9 @@ impl DaprHttpOp {
             DaprHttpOp::GetConfiguration => "ERR_CONFIGURATION_GET",
             DaprHttpOp::TryLock => "ERR_TRY_LOCK",
             DaprHttpOp::Unlock => "ERR_UNLOCK",
+            DaprHttpOp::StateQuery => "ERR_STATE_QUERY",
+            DaprHttpOp::SubscribeConfiguration => "ERR_CONFIGURATION_SUBSCRIBE",
+            DaprHttpOp::Invoke => "ERR_DIRECT_INVOKE",
         }
     }
 }
