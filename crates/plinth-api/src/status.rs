@@ -114,6 +114,8 @@ pub fn dapr_http_error(op: DaprHttpOp, kind: ErrorKind) -> (http::StatusCode, &'
         (Op::TryLock | Op::Unlock, ErrorKind::InvalidArgument) => {
             (S::BAD_REQUEST, "ERR_MALFORMED_REQUEST")
         }
+        // An invocation body, or the app's answer, over --max-body-size.
+        (Op::Invoke, ErrorKind::ResourceExhausted) => (S::PAYLOAD_TOO_LARGE, "ERR_DIRECT_INVOKE"),
         (Op::GetSecret, ErrorKind::PermissionDenied) => (S::FORBIDDEN, "ERR_PERMISSION_DENIED"),
         // A store without transactions (Dapr answers 500) or without TTL.
         (Op::StateTransaction, ErrorKind::Unimplemented) => {

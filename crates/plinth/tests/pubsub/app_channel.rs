@@ -771,3 +771,56 @@ async fn the_http_api_requires_the_token_except_healthz() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(app.next_at("/echo").await.header("dapr-api-token"), None);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_both_ways_on_both_protocols() {
+    let mut app = HttpApp::start(json!([])).await;
+    app.answer(|seen| match seen.path.as_str() {
+        "/big" => (200, vec![], "y".repeat(4096)),
+        _ => (200, vec![], "ok".into()),
+    });
+    let plinth = start(&app, &["--app-id", "lim", "--max-body-size", "2Ki"]);
+    let http = plinth.dapr_http();
+    // Request over the limit: refused before the app sees it.
+    http.request(
+        "POST",
+        "/v1.0/invoke/lim/method/small",
+        &[],
+        "x".repeat(4096),
+    )
+    .await
+    .assert_error(413, "ERR_BODY_READ");
+    // The app's answer over the limit.
+    let message = http
+        .get("/v1.0/invoke/lim/method/big")
+        .await
+        .assert_error(413, "ERR_DIRECT_INVOKE");
+    assert!(message.contains("2048"), "{message}");
+    let _ = app.next_at("/big").await;
+    // The same over gRPC.
+    let mut c = dapr(&plinth).await;
+    let call = |method: &str, size: usize| dpb::InvokeServiceRequest {
+        id: "lim".into(),
+        message: Some(common::InvokeRequest {
+            method: method.into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: vec![b'x'; size],
+            }),
+            ..Default::default()
+        }),
+    };
+    let err = c
+        .invoke_service(call("small", 4096))
+        .await
+        .expect_err("big request");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let err = c
+        .invoke_service(call("big", 1))
+        .await
+        .expect_err("big answer");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    c.invoke_service(call("small", 16))
+        .await
+        .expect("within the limit");
+}
