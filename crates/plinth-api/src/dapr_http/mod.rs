@@ -155,6 +155,10 @@ pub fn router(state: DaprHttpState, max_body_size: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(middleware::from_fn_with_state(
+            max_body_size,
+            limit_response,
+        ))
         .layer(axum::Extension(extract::BodyLimit(max_body_size)))
         .layer(middleware::from_fn_with_state(
             state.token.clone(),
@@ -265,6 +269,24 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         error::METHOD_NOT_ALLOWED,
         format!("{} does not serve {method}", uri.path()),
     )
+}
+
+/// Answers are bounded like requests (`--max-body-size`), as gRPC bounds its responses: an
+/// answer over the limit becomes `500 ERR_RESPONSE_TOO_LARGE` naming its size.
+async fn limit_response(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    let response = next.run(req).await;
+    match response.body().size_hint().exact() {
+        Some(size) if size > u64::try_from(limit).unwrap_or(u64::MAX) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_RESPONSE_TOO_LARGE",
+            format!(
+                "the answer ({size} bytes) is over the limit of {limit} bytes (--max-body-size)"
+            ),
+        )
+        .into_response(),
+        _ => response,
+    }
 }
 
 /// With an API token set, every route but the health checks requires it (401 otherwise).

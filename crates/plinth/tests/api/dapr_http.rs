@@ -1227,3 +1227,41 @@ async fn state_query_over_http() {
         .await
         .assert_error(400, "ERR_STATE_STORE_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn answers_over_the_body_limit_are_refused_on_both_protocols() {
+    let plinth = Plinth::start_ready_with(&["--max-body-size", "4Ki"], None).await;
+    let http = plinth.dapr_http();
+    let (a, b) = (unique("big-a"), unique("big-b"));
+    let value = "v".repeat(3000);
+    for key in [&a, &b] {
+        let resp = save(&http, json!([{"key": key, "value": value}])).await;
+        assert_eq!(resp.status, 204, "{}", resp.text());
+    }
+    // Each value fits; both together do not.
+    assert_eq!(http.get(&state_path(&a)).await.status, 200);
+    let message = http
+        .post_json(
+            &format!("/v1.0/state/{STORE}/bulk"),
+            &json!({"keys": [a, b]}),
+        )
+        .await
+        .assert_error(500, "ERR_RESPONSE_TOO_LARGE");
+    assert!(message.contains("4096"), "{message}");
+    let err = dapr(&plinth)
+        .await
+        .get_bulk_state(dpb::GetBulkStateRequest {
+            store_name: STORE.into(),
+            keys: vec![a, b],
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err}"
+    );
+}

@@ -824,3 +824,55 @@ async fn bodies_over_the_limit_are_refused_both_ways_on_both_protocols() {
         .await
         .expect("within the limit");
 }
+
+#[tokio::test]
+async fn deliveries_wait_while_the_app_is_unhealthy() {
+    let topic = unique("health");
+    let mut app = HttpApp::start(json!([
+        {"pubsubname": PUBSUB, "topic": topic, "route": "/ev"},
+    ]))
+    .await;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    app.answer(move |seen| match seen.path.as_str() {
+        "/healthz" if !flag.load(std::sync::atomic::Ordering::SeqCst) => {
+            (503, vec![], "starting".into())
+        }
+        _ => (200, vec![], String::new()),
+    });
+    let plinth = start(
+        &app,
+        &[
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ],
+    );
+    // Both happen at startup, in either order.
+    let (mut subscribed, mut unhealthy) = (false, false);
+    while !(subscribed && unhealthy) {
+        let f = super::support::wait_log(&plinth, "`subscribed` and `the app is unhealthy`", |f| {
+            f["message"] == "the app is unhealthy; deliveries wait"
+                || (f["message"] == "subscribed" && f["topic"] == topic.as_str())
+        })
+        .await;
+        if f["message"] == "subscribed" {
+            subscribed = true;
+        } else {
+            unhealthy = true;
+        }
+    }
+    let mut c = dapr(&plinth).await;
+    publish(&mut c, &topic, r#"{"n":1}"#, &[]).await;
+    // Held back: retried, not delivered.
+    wait_outcome(&plinth, &topic, "retry", 1).await;
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = app.next_at("/ev").await;
+    assert_eq!(seen.json()["data"]["n"], 1);
+    super::support::wait_log(&plinth, "`healthy again`", |f| {
+        f["message"] == "the app is healthy again"
+    })
+    .await;
+}
