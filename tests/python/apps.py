@@ -11,6 +11,7 @@ the session (with a suffix unique to the run); tests tell their events apart by 
 
 import json
 import uuid
+import warnings
 
 from conftest import Inbox, component
 
@@ -19,22 +20,30 @@ CRON = 'tick'
 CRON_SCHEDULE = '@every 250ms'
 HOOK = 'hook'
 RUN = uuid.uuid4().hex[:8]
+# Plinth probes both apps (the SDK's gRPC App serves AppCallbackHealthCheck; the HTTP app
+# answers GET /healthz) and holds deliveries while a probe fails.
+HEALTH_CHECK = ('--enable-app-health-check', '--app-health-probe-interval', '1')
 # Delivery settings (docs/pubsub.md) that keep redeliveries fast.
 FAST_RETRY = {'retryInitialInterval': '20ms', 'retryMaxInterval': '100ms'}
 TWO_ATTEMPTS = dict(FAST_RETRY, maxDeliveryAttempts='2')
+# One event in flight: a redelivered event would come before any later one.
+IN_ORDER = dict(FAST_RETRY, maxInFlight='1')
 
 
 def topics(kind):
     """plain: acknowledged; retry: RETRY once, then SUCCESS; drop: DROP with a dead-letter
     topic; exhaust: RETRY always, two attempts, then the dead-letter topic; dead: the
-    dead-letter topic, subscribed too; routed (gRPC only): a routing rule."""
-    names = ('plain', 'retry', 'drop', 'exhaust', 'dead', 'routed')
+    dead-letter topic, subscribed too; quiet: a handler that answers nothing (the SDK's
+    older style), one event in flight; routed (gRPC app): routing rules; declared (HTTP app):
+    a declarative Subscription resource, not the app's own."""
+    names = ['plain', 'retry', 'drop', 'exhaust', 'dead', 'quiet']
+    names.append('routed' if kind == 'grpc' else 'declared')
     return {name: f'{kind}-{name}-{RUN}' for name in names}
 
 
 def resources(http_app_port=None):
     """The sidecar's components: an in-memory pub/sub, the cron binding and, for the HTTP
-    app, an HTTP output binding calling the app back."""
+    app, an HTTP output binding calling the app back and a declarative subscription."""
     files = {
         'pubsub.yaml': component(PUBSUB, 'pubsub.in-memory'),
         'statestore.yaml': component('statestore', 'state.in-memory'),
@@ -44,15 +53,27 @@ def resources(http_app_port=None):
         files['hook.yaml'] = component(
             HOOK, 'bindings.http', url=f'http://127.0.0.1:{http_app_port}'
         )
+        files['subscription.yaml'] = '\n'.join(
+            [
+                'apiVersion: dapr.io/v2alpha1',
+                'kind: Subscription',
+                'metadata:',
+                '  name: declared',
+                'spec:',
+                f'  pubsubname: {PUBSUB}',
+                f'  topic: {topics("http")["declared"]}',
+                '  routes:',
+                '    default: /declared',
+                '',
+            ]
+        )
     return files
 
 
 def wait_ready(plinth, kind):
     """Wait until Plinth has subscribed to every topic of the app and delivers the cron
     binding to it: before that, a published event would find no subscriber."""
-    for name, topic in topics(kind).items():
-        if name == 'routed' and kind == 'http':
-            continue
+    for topic in topics(kind).values():
         plinth.wait_log('subscribed', pubsub=PUBSUB, topic=topic)
     plinth.wait_log('input binding delivering to the app', binding=CRON)
 
@@ -75,8 +96,10 @@ class GrpcApp:
         self.events = Inbox()
         self.invocations = Inbox()
         self.bindings = Inbox()
+        self.probes = Inbox()
         self.plinth = None
         self.app = app = App()
+        app.register_health_check(lambda: self.probes.put('probed'))
 
         def record(handler, event: SubscriptionMessage):
             self.events.put(
@@ -124,6 +147,23 @@ class GrpcApp:
         def dead(event: SubscriptionMessage) -> TopicEventResponse:
             record('dead', event)
             return TopicEventResponse('success')
+
+        # The SDK's older handler style: a cloudevents Event (no SubscriptionMessage
+        # annotation) and no answer, which the SDK sends as an empty message (SUCCESS).
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+
+            @app.subscribe(PUBSUB, t['quiet'], metadata=IN_ORDER)
+            def quiet(event):
+                self.events.put(
+                    {
+                        'handler': 'quiet',
+                        'id': event.EventID(),
+                        'type': event.EventType(),
+                        'content_type': event.ContentType(),
+                        'data': json.loads(event.Data()),
+                    }
+                )
 
         # Routing rules (CEL), tried by priority: the SDK sends each handler's name as its
         # path. With rules and no default route an event no rule matches is acknowledged
@@ -178,6 +218,7 @@ class HttpApp:
         self.invocations = Inbox()
         self.bindings = Inbox()
         self.hooks = Inbox()
+        self.probes = Inbox()
         self.plinth = None
         self.app = app = FastAPI()
         dapr_app = DaprApp(app)
@@ -193,6 +234,7 @@ class HttpApp:
                     'source': event.get('source'),
                     'content_type': event.get('datacontenttype'),
                     'data': event.get('data'),
+                    'data_base64': event.get('data_base64'),
                     'event': event,
                 }
             )
@@ -234,6 +276,23 @@ class HttpApp:
         def dead(event: dict = Body(...)):
             record('dead', event)
             return {'status': 'SUCCESS'}
+
+        # Answers nothing: FastAPI sends 200 with `null`, which acknowledges.
+        @dapr_app.subscribe(pubsub=PUBSUB, topic=t['quiet'], metadata=IN_ORDER)
+        def quiet(event: dict = Body(...)):
+            record('quiet', event)
+
+        # The route of the declarative subscription (resources()): not in /dapr/subscribe.
+        @app.post('/declared')
+        def declared(event: dict = Body(...)):
+            record('declared', event)
+            return {'status': 'SUCCESS'}
+
+        # Probed by Plinth (--enable-app-health-check).
+        @app.get('/healthz')
+        def healthz():
+            self.probes.put('probed')
+            return Response(status_code=204)
 
         @app.api_route('/echo/{rest:path}', methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH'])
         async def echo(rest: str, request: Request):

@@ -265,24 +265,37 @@ def plinth():
         yield p
 
 
+_DEFAULT = object()
+
+
 @pytest.fixture
-def make_client(monkeypatch):
-    """make_client(plinth, api_token=..., invocation_protocol='http'|'grpc'): a DaprClient
-    built from the environment the SDK reads, pointed at `plinth`. The token defaults to
-    the one Plinth was started with. The environment stays set for the rest of the test
-    (the SDK reads some settings, such as the HTTP port and token of invoke_method, at every
-    call); the last client made decides it."""
+def point_sdk_at(monkeypatch):
+    """point_sdk_at(plinth, api_token=..., invocation_protocol='http'|'grpc'): set the
+    environment the SDK reads so that clients made afterwards reach `plinth`. The token
+    defaults to the one Plinth was started with. The environment stays set for the rest of
+    the test: the SDK reads some settings (the HTTP port and the token of invoke_method) at
+    every call, so the last call of this function decides them."""
+
+    def point(plinth, api_token=_DEFAULT, invocation_protocol='http'):
+        for name in SDK_ENV:
+            monkeypatch.delenv(name, raising=False)
+        token = plinth.api_token if api_token is _DEFAULT else api_token
+        for name, value in plinth.sdk_env(token, invocation_protocol).items():
+            monkeypatch.setenv(name, value)
+
+    return point
+
+
+@pytest.fixture
+def make_client(point_sdk_at):
+    """make_client(plinth, ...): a DaprClient built from the environment point_sdk_at sets
+    (same arguments), closed after the test."""
     from dapr.clients import DaprClient
 
     made = []
-    default = object()
 
-    def make(plinth, api_token=default, invocation_protocol='http'):
-        for name in SDK_ENV:
-            monkeypatch.delenv(name, raising=False)
-        token = plinth.api_token if api_token is default else api_token
-        for name, value in plinth.sdk_env(token, invocation_protocol).items():
-            monkeypatch.setenv(name, value)
+    def make(plinth, api_token=_DEFAULT, invocation_protocol='http'):
+        point_sdk_at(plinth, api_token, invocation_protocol)
         c = DaprClient()
         made.append(c)
         return c
@@ -351,7 +364,12 @@ def grpc_app():
     thread.start()
     try:
         with run_plinth(
-            '--app-port', str(port), '--app-protocol', 'grpc', resources=apps.resources()
+            '--app-port',
+            str(port),
+            '--app-protocol',
+            'grpc',
+            *apps.HEALTH_CHECK,
+            resources=apps.resources(),
         ) as p:
             apps.wait_ready(p, 'grpc')
             app.plinth = p
@@ -388,6 +406,7 @@ def http_app():
             str(port),
             '--app-protocol',
             'http',
+            *apps.HEALTH_CHECK,
             resources=apps.resources(http_app_port=port),
         ) as p:
             apps.wait_ready(p, 'http')

@@ -1,10 +1,12 @@
 """Distributed locks and metadata through DaprClient (Dapr's gRPC API), on the embedded
 default components."""
 
+import grpc
 import pytest
+from dapr.clients.grpc._jobs import Job
 from dapr.clients.grpc._response import UnlockResponseStatus
 
-from conftest import APP_ID, unique
+from conftest import APP_ID, SHUTDOWN_TIMEOUT_S, run_plinth, unique
 
 LOCKS = 'lockstore'
 EMBEDDED_COMPONENTS = {
@@ -83,3 +85,33 @@ def test_metadata_of_a_sidecar_with_declared_components(grpc_app, make_client):
         'statestore': 'state.in-memory',
         'tick': 'bindings.cron',
     }
+
+
+def test_endpoints_from_the_environment(plinth, monkeypatch):
+    """DAPR_GRPC_ENDPOINT and DAPR_HTTP_ENDPOINT instead of host and ports."""
+    from dapr.clients import DaprClient
+
+    monkeypatch.delenv('DAPR_GRPC_PORT', raising=False)
+    monkeypatch.delenv('DAPR_HTTP_PORT', raising=False)
+    monkeypatch.setenv('DAPR_GRPC_ENDPOINT', f'{plinth.grpc_address}?tls=false')
+    monkeypatch.setenv('DAPR_HTTP_ENDPOINT', f'http://{plinth.http_address}')
+    monkeypatch.setenv('DAPR_HEALTH_TIMEOUT', '10')
+    with DaprClient() as client:
+        assert client.get_metadata().application_id == APP_ID
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_apis_plinth_lacks_answer_unimplemented(client):
+    # The jobs API (and actors, workflows, crypto, conversation) is not Plinth's: the SDK gets
+    # UNIMPLEMENTED with a message naming the rpc.
+    with pytest.raises(grpc.RpcError) as err:
+        client.schedule_job(Job(name=unique('job'), schedule='@every 1m'))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert 'not supported by Plinth' in err.value.details()
+
+
+def test_shutdown_stops_plinth(make_client):
+    with run_plinth() as p:
+        make_client(p).shutdown()
+        # It exits by itself (no SIGTERM from run_plinth), with 0.
+        assert p.proc.wait(timeout=SHUTDOWN_TIMEOUT_S) == 0

@@ -4,6 +4,7 @@
 docs/pubsub.md: SUCCESS acks, RETRY redelivers, DROP and exhausted retries go to the
 dead-letter topic, which the app subscribes to as well."""
 
+import base64
 import json
 import uuid
 
@@ -69,6 +70,49 @@ def test_cloudevent_attributes_from_publish_metadata(app, publisher):
     assert event['type'] == 'order.placed'
 
 
+def test_bulk_publish_delivers_every_entry(app, publisher):
+    entries = [payload() for _ in range(3)]
+    got = publisher.publish_events(
+        PUBSUB,
+        app.topics['plain'],
+        [json.dumps(e) for e in entries],
+        data_content_type='application/json',
+    )
+    assert got.failed_entries == []
+    for entry in entries:
+        app.events.wait(handled('plain', data=entry))
+
+
+def test_raw_payload_arrives_in_a_cloudevent_built_around_it(app, publisher):
+    raw = b'raw-' + uuid.uuid4().hex.encode() + b'\x00\xff'
+    publisher.publish_event(PUBSUB, app.topics['plain'], raw, publish_metadata={'rawPayload': 'true'})
+
+    if app.kind == 'grpc':
+        (event,) = app.events.wait(lambda e: e['handler'] == 'plain' and e['raw'] == raw)
+    else:
+        # HTTP apps get it base64-encoded in `data_base64`, as Dapr sends raw payloads.
+        encoded = base64.b64encode(raw).decode()
+        (event,) = app.events.wait(
+            lambda e: e['handler'] == 'plain' and e['data_base64'] == encoded
+        )
+    assert event['content_type'] == 'application/octet-stream'
+    assert event['type'] == 'com.dapr.event.sent'
+    assert event['id']
+
+
+def test_handler_answering_nothing_acknowledges(app, publisher):
+    first, second = payload(), payload()
+    topic = app.topics['quiet']
+    publisher.publish_event(PUBSUB, topic, json.dumps(first), data_content_type='application/json')
+    app.events.wait(handled('quiet', data=first))
+    publisher.publish_event(PUBSUB, topic, json.dumps(second), data_content_type='application/json')
+    app.events.wait(handled('quiet', data=second))
+    # One event in flight (maxInFlight: 1): had the first not been acknowledged, it would
+    # have been redelivered before the second.
+    got = [e['data'] for e in app.events.items() if e['handler'] == 'quiet']
+    assert got.count(first) == 1
+
+
 def test_retry_redelivers_the_same_event(app, publisher):
     data = payload()
     publisher.publish_event(
@@ -108,6 +152,15 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(app, publisher):
     assert {e['id'] for e in attempts} == {dead['id']}
 
 
+def test_declarative_subscription_reaches_the_http_app(http_app, make_client):
+    publisher = make_client(http_app.plinth)
+    data = payload()
+    topic = http_app.topics['declared']
+    publisher.publish_event(PUBSUB, topic, json.dumps(data), data_content_type='application/json')
+    (event,) = http_app.events.wait(handled('declared', data=data))
+    assert event['topic'] == topic
+
+
 def test_routing_rules_pick_the_handler(grpc_app, make_client):
     publisher = make_client(grpc_app.plinth)
     topic = grpc_app.topics['routed']
@@ -130,3 +183,9 @@ def test_routing_rules_pick_the_handler(grpc_app, make_client):
     assert got.count(('important', important)) == 1
     assert got.count(('routed', ordinary)) == 1
     assert ('routed', important) not in got
+
+
+def test_plinth_probes_the_apps_health(app):
+    # --enable-app-health-check: the gRPC App's AppCallbackHealthCheck (with a callback
+    # registered) or the HTTP app's GET /healthz; deliveries above ran while it was healthy.
+    app.probes.wait(lambda p: True)
