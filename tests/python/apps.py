@@ -98,6 +98,7 @@ class GrpcApp:
         self.bindings = Inbox()
         self.probes = Inbox()
         self.plinth = None
+        self.port = None
         self.app = app = App()
         app.register_health_check(lambda: self.probes.put('probed'))
 
@@ -220,6 +221,7 @@ class HttpApp:
         self.hooks = Inbox()
         self.probes = Inbox()
         self.plinth = None
+        self.port = None
         self.app = app = FastAPI()
         dapr_app = DaprApp(app)
 

@@ -2,22 +2,24 @@
 
 Every Plinth here is started by `run_plinth` on ephemeral ports, in a temporary working
 directory, with its own resources directory (or the embedded default components, all in
-memory). Nothing is shared with other runs. The SDK finds the sidecar the way an app does:
-through DAPR_GRPC_PORT / DAPR_HTTP_PORT (and DAPR_API_TOKEN), set by the `make_client`
-fixture for the Plinth a test talks to.
+memory), and reports what it binds and does in its JSON log, which `Plinth.wait_log` waits
+on. Nothing is shared with other runs. The SDK finds the sidecar the way an app does:
+through DAPR_GRPC_PORT / DAPR_HTTP_PORT (and DAPR_API_TOKEN), set by `point_sdk_at` (and
+`make_client`) for the Plinth a test talks to.
 
 Fixtures:
 - `plinth` (session): the embedded default components, no app.
 - `grpc_app` / `http_app` (session): a `dapr.ext.grpc.App` or a FastAPI app with
   `dapr.ext.fastapi.DaprApp`, served on a free port, and a Plinth calling it
   (`--app-protocol grpc` / `http`). The apps are defined in apps.py.
-- `make_client` / `client`: a `DaprClient` for a given Plinth.
+- `point_sdk_at`, `make_client`, `client`: the SDK's environment for a given Plinth, a
+  `DaprClient` built from it, and one for `plinth`.
+- `Inbox`: what an app or a handler received, with bounded waits.
 """
 
 import contextlib
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -344,13 +346,6 @@ class Inbox:
                         pytrace=False,
                     )
                 self._changed.wait(remaining)
-
-
-def wait_queue(q, timeout=EVENT_TIMEOUT_S):
-    try:
-        return q.get(timeout=timeout)
-    except queue.Empty:
-        pytest.fail(f'nothing arrived within {timeout} s', pytrace=False)
 
 
 @pytest.fixture(scope='session')

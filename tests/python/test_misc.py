@@ -87,15 +87,15 @@ def test_metadata_of_a_sidecar_with_declared_components(grpc_app, make_client):
     }
 
 
-def test_endpoints_from_the_environment(plinth, monkeypatch):
+def test_endpoints_from_the_environment(plinth, point_sdk_at, monkeypatch):
     """DAPR_GRPC_ENDPOINT and DAPR_HTTP_ENDPOINT instead of host and ports."""
     from dapr.clients import DaprClient
 
-    monkeypatch.delenv('DAPR_GRPC_PORT', raising=False)
-    monkeypatch.delenv('DAPR_HTTP_PORT', raising=False)
+    point_sdk_at(plinth)
+    for name in ('DAPR_RUNTIME_HOST', 'DAPR_GRPC_PORT', 'DAPR_HTTP_PORT'):
+        monkeypatch.delenv(name)
     monkeypatch.setenv('DAPR_GRPC_ENDPOINT', f'{plinth.grpc_address}?tls=false')
     monkeypatch.setenv('DAPR_HTTP_ENDPOINT', f'http://{plinth.http_address}')
-    monkeypatch.setenv('DAPR_HEALTH_TIMEOUT', '10')
     with DaprClient() as client:
         assert client.get_metadata().application_id == APP_ID
 
