@@ -246,7 +246,9 @@ fn find<'a>(comparisons: &'a [Comparison], scenario: &str, load: Load) -> Option
 }
 
 /// The opening of a benchmark's Markdown report: title, how to read the
-/// cells, where things ran, the machine.
+/// cells, where things ran, the machine, then the benchmark's own `notes`
+/// (one bullet each).
+#[allow(clippy::too_many_arguments)]
 pub fn header(
     title: &str,
     cfg: &RunConfig,
@@ -255,6 +257,7 @@ pub fn header(
     pinning: Pinning,
     generator_cpus: &str,
     summaries: &[Summary],
+    notes: &[String],
 ) -> String {
     let mut out = format!("## {title}\n\n");
     let sut_cpus = match pinning {
@@ -280,11 +283,15 @@ pub fn header(
     );
     let _ = writeln!(
         out,
-        "- Machine: {}; hypervisor steal up to {} of CPU time during a run. Revision: {}.\n",
+        "- Machine: {}; hypervisor steal up to {} of CPU time during a run. Revision: {}.",
         cfg.cpu_model.as_deref().unwrap_or("unknown CPU"),
         steal.map_or("?".into(), |s| format!("{:.1}%", s.max * 100.0)),
         cfg.git_revision.as_deref().unwrap_or("unknown"),
     );
+    for note in notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    out.push('\n');
     out
 }
 

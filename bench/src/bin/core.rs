@@ -379,6 +379,7 @@ fn main() -> anyhow::Result<()> {
             pinning,
             &generator_cpus,
             &summaries,
+            &[],
         )
     );
     print!(
