@@ -224,6 +224,8 @@ impl Server {
                 listeners_ready: listeners_ready.clone(),
                 shutting_down: shutting_down.clone(),
                 shutdown_request: shutdown_request.clone(),
+                config_subscriptions: Default::default(),
+                token: options.api_token.clone(),
             },
             options.max_message_size,
         );

@@ -68,6 +68,12 @@ pub enum DaprHttpOp {
     TryLock,
     /// `POST /v1.0-alpha1/unlock/{store}`.
     Unlock,
+    /// `POST /v1.0-alpha1/state/{store}/query`.
+    StateQuery,
+    /// `GET /v1.0/configuration/{store}/subscribe`.
+    SubscribeConfiguration,
+    /// `/v1.0/invoke/{app-id}/method/{method}`.
+    Invoke,
 }
 
 impl DaprHttpOp {
@@ -85,6 +91,9 @@ impl DaprHttpOp {
             DaprHttpOp::GetConfiguration => "ERR_CONFIGURATION_GET",
             DaprHttpOp::TryLock => "ERR_TRY_LOCK",
             DaprHttpOp::Unlock => "ERR_UNLOCK",
+            DaprHttpOp::StateQuery => "ERR_STATE_QUERY",
+            DaprHttpOp::SubscribeConfiguration => "ERR_CONFIGURATION_SUBSCRIBE",
+            DaprHttpOp::Invoke => "ERR_DIRECT_INVOKE",
         }
     }
 }
@@ -105,6 +114,8 @@ pub fn dapr_http_error(op: DaprHttpOp, kind: ErrorKind) -> (http::StatusCode, &'
         (Op::TryLock | Op::Unlock, ErrorKind::InvalidArgument) => {
             (S::BAD_REQUEST, "ERR_MALFORMED_REQUEST")
         }
+        // An invocation body, or the app's answer, over --max-body-size.
+        (Op::Invoke, ErrorKind::ResourceExhausted) => (S::PAYLOAD_TOO_LARGE, "ERR_DIRECT_INVOKE"),
         (Op::GetSecret, ErrorKind::PermissionDenied) => (S::FORBIDDEN, "ERR_PERMISSION_DENIED"),
         // A store without transactions (Dapr answers 500) or without TTL.
         (Op::StateTransaction, ErrorKind::Unimplemented) => {

@@ -1,5 +1,6 @@
 //! A tower layer around the gRPC listeners: per-rpc counts and latency into the shared
-//! registry, and decode failures reported as INVALID_ARGUMENT.
+//! registry, decode failures reported as INVALID_ARGUMENT and oversize requests as
+//! RESOURCE_EXHAUSTED.
 //!
 //! tonic reports a request it cannot decode (garbage bytes, invalid UTF-8 in a string field,
 //! a message frame cut short by the end of the body) as INTERNAL; that blames Plinth for the
@@ -113,6 +114,19 @@ where
                 if decode_failure {
                     resp.headers_mut()
                         .insert("grpc-status", HeaderValue::from_static("3"));
+                }
+                // A request over the size limit: tonic says OUT_OF_RANGE, gRPC's own
+                // implementations (and Dapr's SDKs) say RESOURCE_EXHAUSTED.
+                let too_large = resp.headers().get("grpc-status").map(|v| v.as_bytes())
+                    == Some(b"11")
+                    && resp.headers().get("grpc-message").is_some_and(|m| {
+                        m.to_str()
+                            .unwrap_or_default()
+                            .contains("message%20length%20too%20large")
+                    });
+                if too_large {
+                    resp.headers_mut()
+                        .insert("grpc-status", HeaderValue::from_static("8"));
                 }
                 let code = resp
                     .headers()

@@ -61,3 +61,111 @@ pub(super) async fn get(
         .collect();
     Ok(Json(items).into_response())
 }
+
+/// Configuration subscriptions made over HTTP, by id: each is a task pushing changes to the
+/// app's configuration route.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfigSubscriptions(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>>,
+);
+
+impl HttpConfigSubscriptions {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>>
+    {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Subscribed {
+    id: String,
+}
+
+/// `GET /v1.0/configuration/{store}/subscribe?key=...`: changes to the keys (all, when none
+/// is given) are POSTed to the app at `/configuration/{store}/{key}` until unsubscribed.
+pub(super) async fn subscribe(
+    State(s): State<DaprHttpState>,
+    Path(store): Path<String>,
+    query: Query,
+) -> Result<Json<Subscribed>, ApiError> {
+    require(&s.rt, DaprComponent::ConfigurationStore, &store)?;
+    let Some(channel) = s.rt.app.get().cloned() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_CONFIGURATION_SUBSCRIBE",
+            "configuration subscriptions over HTTP deliver to the app: start Plinth with --app-port",
+        ));
+    };
+    let request = ConfigurationQuery {
+        keys: query.all("key"),
+        metadata: query.metadata(),
+        ..ConfigurationQuery::default()
+    };
+    let mut changes =
+        s.rt.configuration
+            .subscribe(&store, request)
+            .await
+            .map_err(|e| ApiError::op(DaprHttpOp::SubscribeConfiguration, &e))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let registry = s.config_subscriptions.clone();
+    let task = {
+        let (id, store, registry) = (id.clone(), store.clone(), registry.clone());
+        tokio::spawn(async move {
+            while let Some(batch) = changes.recv().await {
+                let items = match batch {
+                    Ok(items) => items,
+                    Err(err) => {
+                        tracing::warn!(%store, subscription = %id, error = %err, "configuration subscription ended");
+                        break;
+                    }
+                };
+                let update = plinth_runtime::app::ConfigurationUpdate {
+                    store: store.clone(),
+                    id: id.clone(),
+                    items: items
+                        .into_iter()
+                        .map(|i| (i.key, (i.content, i.version, i.metadata)))
+                        .collect(),
+                };
+                if let Err(err) = channel.on_configuration_update(update).await {
+                    tracing::warn!(%store, subscription = %id, error = %err, "configuration change not delivered to the app");
+                }
+            }
+            registry.lock().remove(&id);
+        })
+    };
+    registry.lock().insert(id.clone(), task.abort_handle());
+    Ok(Json(Subscribed { id }))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Unsubscribed {
+    ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+}
+
+/// `GET /v1.0/configuration/{store}/{id}/unsubscribe`.
+pub(super) async fn unsubscribe(
+    State(s): State<DaprHttpState>,
+    Path((store, id)): Path<(String, String)>,
+) -> Result<Json<Unsubscribed>, ApiError> {
+    require(&s.rt, DaprComponent::ConfigurationStore, &store)?;
+    Ok(Json(match s.config_subscriptions.lock().remove(&id) {
+        Some(task) => {
+            task.abort();
+            Unsubscribed {
+                ok: true,
+                message: String::new(),
+            }
+        }
+        None => Unsubscribed {
+            ok: false,
+            message: format!("subscription {id:?} does not exist"),
+        },
+    }))
+}

@@ -10,9 +10,11 @@ mod configuration;
 mod error;
 mod extract;
 mod health;
+mod invoke;
 mod lock;
 mod metadata;
 mod pubsub;
+mod query;
 mod secrets;
 mod state;
 #[cfg(test)]
@@ -27,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use plinth_runtime::Runtime;
 use plinth_runtime::metrics::SharedMetrics;
 use tokio::sync::Notify;
@@ -46,6 +48,10 @@ pub struct DaprHttpState {
     pub shutting_down: Arc<AtomicBool>,
     /// Notified by `POST /v1.0/shutdown`.
     pub shutdown_request: Arc<Notify>,
+    /// Configuration subscriptions made over HTTP.
+    pub config_subscriptions: configuration::HttpConfigSubscriptions,
+    /// The API token callers must present.
+    pub token: crate::auth::ApiToken,
 }
 
 /// The metrics label of this API.
@@ -75,8 +81,10 @@ pub fn router(state: DaprHttpState, max_body_size: usize) -> Router {
             "/v1.0/state/{store}/{key}",
             get(state::get).delete(state::delete),
         )
-        // State query (`/v1.0-alpha1/state/{store}/query`) joins here with the query engine;
-        // until then `fallback` answers it as not implemented.
+        .route(
+            "/v1.0-alpha1/state/{store}/query",
+            post(query::query).put(query::query),
+        )
         // Pub/sub. The topic is the rest of the path: topics may hold slashes.
         .route(
             "/v1.0/publish/{pubsub}/{*topic}",
@@ -110,12 +118,27 @@ pub fn router(state: DaprHttpState, max_body_size: usize) -> Router {
         // Secrets.
         .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk_get))
         .route("/v1.0/secrets/{store}/{key}", get(secrets::get))
-        // Configuration. Subscribing over HTTP delivers to the app's HTTP channel: those
-        // routes join here with it.
+        // Configuration; subscriptions deliver changes to the app's configuration route.
         .route("/v1.0/configuration/{store}", get(configuration::get))
         .route(
             "/v1.0-alpha1/configuration/{store}",
             get(configuration::get),
+        )
+        .route(
+            "/v1.0/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
         )
         // Locks.
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
@@ -126,13 +149,21 @@ pub fn router(state: DaprHttpState, max_body_size: usize) -> Router {
         .route("/v1.0/healthz", get(health::healthz))
         .route("/v1.0/healthz/outbound", get(health::outbound))
         .route("/v1.0/shutdown", post(health::shutdown))
-        // Service invocation (`/v1.0/invoke/{id}/method/{*method}`, and Dapr's fallback of
-        // unmatched paths carrying `dapr-app-id`) joins here with its building block; until
-        // then `fallback` answers it as not implemented.
+        // Service invocation, every verb; unmatched paths carrying `dapr-app-id` reach it
+        // through `fallback`.
+        .route("/v1.0/invoke/{app}/method/{*method}", any(invoke::invoke))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(middleware::from_fn_with_state(
+            max_body_size,
+            limit_response,
+        ))
         .layer(axum::Extension(extract::BodyLimit(max_body_size)))
+        .layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ))
         .layer(middleware::from_fn_with_state(metrics, record))
         .with_state(state)
 }
@@ -185,24 +216,39 @@ fn unimplemented_api(path: &str) -> Option<&'static str> {
         return None;
     }
     let api = segments.next().unwrap_or_default();
-    let rest: Vec<&str> = segments.collect();
     Some(match api {
         "actors" => "actors are not supported by Plinth",
         "workflows" => "workflows are not supported by Plinth",
         "jobs" => "jobs are not supported by Plinth",
         "crypto" | "subtlecrypto" => "cryptography is not supported by Plinth",
         "conversation" => "conversation is not supported by Plinth",
-        "invoke" => "service invocation is not supported by Plinth yet",
-        "state" if version != "v1.0" => "state query is not supported by Plinth yet",
-        "configuration" if rest.len() >= 2 => {
-            "configuration subscriptions over HTTP are not supported by Plinth yet: use the gRPC API"
-        }
         _ => return None,
     })
 }
 
-/// Unmatched paths: Dapr's unimplemented APIs answer 501, anything else 404.
-async fn fallback(method: Method, uri: axum::http::Uri) -> ApiError {
+/// Unmatched paths: an invocation when `dapr-app-id` names the app, as Dapr does; Dapr's
+/// unimplemented APIs answer 501, anything else 404.
+async fn fallback(
+    State(s): State<DaprHttpState>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: extract::Body,
+) -> Response {
+    if let Some(app) = headers
+        .get(invoke::APP_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    {
+        return match invoke::by_header(&s, &app, method, &uri, &headers, body.0).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
+    unmatched(method, uri).into_response()
+}
+
+fn unmatched(method: Method, uri: axum::http::Uri) -> ApiError {
     match unimplemented_api(uri.path()) {
         Some(what) => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -223,6 +269,42 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         error::METHOD_NOT_ALLOWED,
         format!("{} does not serve {method}", uri.path()),
     )
+}
+
+/// Answers are bounded like requests (`--max-body-size`), as gRPC bounds its responses: an
+/// answer over the limit becomes `500 ERR_RESPONSE_TOO_LARGE` naming its size.
+async fn limit_response(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    let response = next.run(req).await;
+    match response.body().size_hint().exact() {
+        Some(size) if size > u64::try_from(limit).unwrap_or(u64::MAX) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_RESPONSE_TOO_LARGE",
+            format!(
+                "the answer ({size} bytes) is over the limit of {limit} bytes (--max-body-size)"
+            ),
+        )
+        .into_response(),
+        _ => response,
+    }
+}
+
+/// With an API token set, every route but the health checks requires it (401 otherwise).
+async fn require_token(
+    State(token): State<crate::auth::ApiToken>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let open = matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
+    if open || token.admits(req.headers()) {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "ERR_API_TOKEN",
+        crate::auth::ApiToken::rejection(req.headers()),
+    )
+    .into_response()
 }
 
 /// Count every request in the rpc metrics, labelled by verb and route template (never the

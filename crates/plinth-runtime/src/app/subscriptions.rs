@@ -43,9 +43,12 @@ impl EventHandler for AppHandler {
 /// Delivers a bulk subscription's events in batches: each event's delivery task hands its
 /// event to the batcher and waits for its own outcome, so delivery, retries and settling stay
 /// per event while the app sees one call per batch.
+/// An event waiting in a batch, with where its outcome goes.
+type Pending = (TopicEvent, oneshot::Sender<Outcome>);
+
 #[derive(Debug)]
 struct BulkHandler {
-    tx: mpsc::Sender<(TopicEvent, oneshot::Sender<Outcome>)>,
+    tx: mpsc::Sender<Pending>,
     health: AppHealth,
 }
 
@@ -70,8 +73,7 @@ impl BulkHandler {
         bulk: BulkSubscribe,
         health: AppHealth,
     ) -> Self {
-        let (tx, mut rx) =
-            mpsc::channel::<(TopicEvent, oneshot::Sender<Outcome>)>(bulk.max_messages);
+        let (tx, mut rx) = mpsc::channel::<Pending>(bulk.max_messages);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -86,8 +88,7 @@ impl BulkHandler {
                     }
                 }
                 // One call per path: events the routes send elsewhere form their own batch.
-                let mut by_path: Vec<(String, Vec<(TopicEvent, oneshot::Sender<Outcome>)>)> =
-                    Vec::new();
+                let mut by_path: Vec<(String, Vec<Pending>)> = Vec::new();
                 for (event, done) in batch {
                     let Some(path) = routes.select(&event) else {
                         tracing::warn!(topic = %event.topic, id = %event.id, "no route matches the event and there is no default; acknowledged without delivery");

@@ -555,17 +555,6 @@ spec:
             "/v1.0-alpha2/conversation/llm/converse",
             "conversation",
         ),
-        (
-            "GET",
-            "/v1.0/invoke/other-app/method/hello",
-            "service invocation",
-        ),
-        ("POST", "/v1.0-alpha1/state/statestore/query", "state query"),
-        (
-            "GET",
-            "/v1.0/configuration/configstore/subscribe",
-            "configuration subscriptions",
-        ),
     ] {
         let message = http
             .request(verb, path, &[], "")
@@ -1190,4 +1179,89 @@ async fn shutdown_answers_then_stops_the_process() {
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert_eq!(plinth.wait_exit(Duration::from_secs(15)), Some(0));
     plinth.wait_log("shutdown requested through the API", Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn state_query_over_http() {
+    let plinth = Plinth::start_ready_with(&["--app-id", "http-query"], None).await;
+    let http = plinth.dapr_http();
+    let tag = unique("q");
+    let items: Vec<serde_json::Value> = (1..=3)
+        .map(|n| json!({"key": format!("{tag}-{n}"), "value": {"tag": tag, "n": n}}))
+        .collect();
+    assert_eq!(save(&http, json!(items)).await.status, 204);
+    let query = json!({
+        "filter": {"EQ": {"tag": tag}},
+        "sort": [{"key": "n", "order": "DESC"}],
+        "page": {"limit": 2},
+    });
+    let resp = http
+        .post_json("/v1.0-alpha1/state/statestore/query", &query)
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let page = resp.json();
+    let results = page["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{page}");
+    assert_eq!(results[0]["key"], format!("{tag}-3"));
+    assert_eq!(results[0]["data"], json!({"tag": tag, "n": 3}));
+    assert!(results[0]["etag"].as_str().is_some(), "{page}");
+    let token = page["token"].as_str().expect("a next page").to_string();
+    let mut next = query.clone();
+    next["page"]["token"] = json!(token);
+    let resp = http
+        .post_json("/v1.0-alpha1/state/statestore/query", &next)
+        .await;
+    let page = resp.json();
+    assert_eq!(page["results"].as_array().map(Vec::len), Some(1), "{page}");
+    assert!(page.get("token").is_none(), "{page}");
+
+    let message = http
+        .post_json(
+            "/v1.0-alpha1/state/statestore/query",
+            &json!({"filter": {"LIKE": {"tag": "x"}}}),
+        )
+        .await
+        .assert_error(400, "ERR_STATE_QUERY");
+    assert!(message.contains("LIKE"), "{message}");
+    http.post_json("/v1.0-alpha1/state/nostore/query", &query)
+        .await
+        .assert_error(400, "ERR_STATE_STORE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn answers_over_the_body_limit_are_refused_on_both_protocols() {
+    let plinth = Plinth::start_ready_with(&["--max-body-size", "4Ki"], None).await;
+    let http = plinth.dapr_http();
+    let (a, b) = (unique("big-a"), unique("big-b"));
+    let value = "v".repeat(3000);
+    for key in [&a, &b] {
+        let resp = save(&http, json!([{"key": key, "value": value}])).await;
+        assert_eq!(resp.status, 204, "{}", resp.text());
+    }
+    // Each value fits; both together do not.
+    assert_eq!(http.get(&state_path(&a)).await.status, 200);
+    let message = http
+        .post_json(
+            &format!("/v1.0/state/{STORE}/bulk"),
+            &json!({"keys": [a, b]}),
+        )
+        .await
+        .assert_error(500, "ERR_RESPONSE_TOO_LARGE");
+    assert!(message.contains("4096"), "{message}");
+    let err = dapr(&plinth)
+        .await
+        .get_bulk_state(dpb::GetBulkStateRequest {
+            store_name: STORE.into(),
+            keys: vec![a, b],
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err}"
+    );
 }

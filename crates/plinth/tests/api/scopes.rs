@@ -176,6 +176,32 @@ async fn publishing_outside_the_topic_scopes_is_permission_denied_on_both_apis()
         })
         .await;
     assert_denied(bulk, &s.app, &s.payments);
+
+    // Dapr's HTTP API answers the same denial with 403 ERR_PUBSUB_FORBIDDEN.
+    let http = p.dapr_http();
+    for topic in [&s.payments, &s.stray] {
+        let message = http
+            .post_json(
+                &format!("/v1.0/publish/pubsub/{topic}"),
+                &serde_json::json!({"a": 1}),
+            )
+            .await
+            .assert_error(403, "ERR_PUBSUB_FORBIDDEN");
+        assert!(message.contains(topic.as_str()), "{message}");
+    }
+    let resp = http
+        .post_json(
+            &format!("/v1.0/publish/pubsub/{}", s.orders),
+            &serde_json::json!({"a": 1}),
+        )
+        .await;
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    http.post_json(
+        &format!("/v1.0-alpha1/publish/bulk/pubsub/{}", s.payments),
+        &serde_json::json!([{"entryId": "1", "event": {"a": 1}, "contentType": "application/json"}]),
+    )
+    .await
+    .assert_error(403, "ERR_PUBSUB_FORBIDDEN");
 }
 
 /// Open a Dapr `SubscribeTopicEventsAlpha1` stream; `Err` when Plinth refuses it.

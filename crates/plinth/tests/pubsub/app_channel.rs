@@ -625,3 +625,254 @@ async fn a_cron_input_binding_reaches_an_http_app_on_its_route() {
     assert_eq!(hit.method, "POST");
     assert!(hit.header("readtimeutc").is_some(), "{:?}", hit.headers);
 }
+
+#[tokio::test]
+async fn http_invocation_passes_everything_through_both_ways() {
+    let mut app = HttpApp::start(json!([])).await;
+    app.answer(|seen| match seen.path.as_str() {
+        "/orders/a%20b" => (
+            202,
+            vec![
+                ("x-answer", "yes".into()),
+                ("content-type", "text/plain".into()),
+            ],
+            format!("{} {}", seen.method, String::from_utf8_lossy(&seen.body)),
+        ),
+        "/plain" => (200, vec![], "plain".into()),
+        _ => (404, vec![], "no such method".into()),
+    });
+    let plinth = start(&app, &["--app-id", "shop"]);
+    let http = plinth.dapr_http();
+    for verb in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+        let resp = http
+            .request(
+                verb,
+                "/v1.0/invoke/shop/method/orders/a%20b?x=1&y=2",
+                &[("x-trace", "t-3"), ("content-type", "text/plain")],
+                "body",
+            )
+            .await;
+        assert_eq!(resp.status, 202, "{verb}: {}", resp.text());
+        assert_eq!(resp.header("x-answer"), Some("yes"));
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+        assert_eq!(resp.text(), format!("{verb} body"));
+        let seen = app.next().await;
+        assert_eq!(seen.method.as_str(), verb);
+        assert_eq!(seen.query, "x=1&y=2");
+        assert_eq!(seen.header("x-trace"), Some("t-3"));
+        assert_eq!(seen.header("dapr-caller-app-id"), Some("shop"));
+    }
+    // The app's own statuses pass through, bodies included.
+    let resp = http.get("/v1.0/invoke/shop/method/missing").await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.text(), "no such method");
+    // Dapr's other form: the app id in a header, the method as the path.
+    let resp = http
+        .request("GET", "/plain", &[("dapr-app-id", "shop")], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "plain");
+    // Another app is the mesh's; Dapr's error body says so.
+    let resp = http.get("/v1.0/invoke/billing/method/x").await;
+    let message = resp.assert_error(503, "ERR_DIRECT_INVOKE");
+    assert!(message.contains("billing"), "{message}");
+}
+
+#[tokio::test]
+async fn http_configuration_subscriptions_post_changes_to_the_app() {
+    let mut app = HttpApp::start(json!([])).await;
+    let plinth = start(&app, &[]);
+    let http = plinth.dapr_http();
+    let key = unique("cfg");
+    let resp = http
+        .get(&format!(
+            "/v1.0/configuration/configstore/subscribe?key={key}"
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let id = resp.json()["id"].as_str().expect("id").to_string();
+    // Change the item through Layotto's API; the app hears of it on its route.
+    let mut layotto = plinth.client().await;
+    layotto
+        .save_configuration(pb::SaveConfigurationRequest {
+            store_name: "configstore".into(),
+            app_id: "plinth".into(),
+            items: vec![pb::ConfigurationItem {
+                key: key.clone(),
+                content: "v1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("save configuration");
+    let seen = app
+        .next_at(&format!("/configuration/configstore/{key}"))
+        .await;
+    assert_eq!(seen.method, "POST");
+    let body = seen.json();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["items"][&key]["value"], "v1", "{body}");
+
+    let resp = http
+        .get(&format!("/v1.0/configuration/configstore/{id}/unsubscribe"))
+        .await;
+    assert_eq!(resp.json()["ok"], true, "{}", resp.text());
+    let resp = http
+        .get(&format!("/v1.0/configuration/configstore/{id}/unsubscribe"))
+        .await;
+    assert_eq!(resp.json()["ok"], false, "{}", resp.text());
+}
+
+#[tokio::test]
+async fn the_http_api_requires_the_token_except_healthz() {
+    let mut app = HttpApp::start(json!([])).await;
+    let port = app.port.to_string();
+    let plinth = Plinth::start_with_env(
+        &[
+            "--app-port",
+            &port,
+            "--app-protocol",
+            "http",
+            "--app-id",
+            "sec",
+        ],
+        &[("DAPR_API_TOKEN", "http-token-1")],
+    );
+    let http = plinth.dapr_http();
+    for path in ["/v1.0/healthz", "/v1.0/healthz/outbound"] {
+        assert_eq!(http.get(path).await.status, 204, "{path}");
+    }
+    let resp = http.get("/v1.0/metadata").await;
+    resp.assert_error(401, "ERR_API_TOKEN");
+    let resp = http
+        .request("GET", "/v1.0/metadata", &[("dapr-api-token", "nope")], "")
+        .await;
+    resp.assert_error(401, "ERR_API_TOKEN");
+    let resp = http
+        .request(
+            "GET",
+            "/v1.0/metadata",
+            &[("dapr-api-token", "http-token-1")],
+            "",
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(!resp.text().contains("http-token-1"));
+    // The caller's token is for Plinth: the app never sees it.
+    let resp = http
+        .request(
+            "POST",
+            "/v1.0/invoke/sec/method/echo",
+            &[("dapr-api-token", "http-token-1")],
+            "x",
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(app.next_at("/echo").await.header("dapr-api-token"), None);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_both_ways_on_both_protocols() {
+    let mut app = HttpApp::start(json!([])).await;
+    app.answer(|seen| match seen.path.as_str() {
+        "/big" => (200, vec![], "y".repeat(4096)),
+        _ => (200, vec![], "ok".into()),
+    });
+    let plinth = start(&app, &["--app-id", "lim", "--max-body-size", "2Ki"]);
+    let http = plinth.dapr_http();
+    // Request over the limit: refused before the app sees it.
+    http.request(
+        "POST",
+        "/v1.0/invoke/lim/method/small",
+        &[],
+        "x".repeat(4096),
+    )
+    .await
+    .assert_error(413, "ERR_BODY_READ");
+    // The app's answer over the limit.
+    let message = http
+        .get("/v1.0/invoke/lim/method/big")
+        .await
+        .assert_error(413, "ERR_DIRECT_INVOKE");
+    assert!(message.contains("2048"), "{message}");
+    let _ = app.next_at("/big").await;
+    // The same over gRPC.
+    let mut c = dapr(&plinth).await;
+    let call = |method: &str, size: usize| dpb::InvokeServiceRequest {
+        id: "lim".into(),
+        message: Some(common::InvokeRequest {
+            method: method.into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: vec![b'x'; size],
+            }),
+            ..Default::default()
+        }),
+    };
+    let err = c
+        .invoke_service(call("small", 4096))
+        .await
+        .expect_err("big request");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let err = c
+        .invoke_service(call("big", 1))
+        .await
+        .expect_err("big answer");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    c.invoke_service(call("small", 16))
+        .await
+        .expect("within the limit");
+}
+
+#[tokio::test]
+async fn deliveries_wait_while_the_app_is_unhealthy() {
+    let topic = unique("health");
+    let mut app = HttpApp::start(json!([
+        {"pubsubname": PUBSUB, "topic": topic, "route": "/ev"},
+    ]))
+    .await;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    app.answer(move |seen| match seen.path.as_str() {
+        "/healthz" if !flag.load(std::sync::atomic::Ordering::SeqCst) => {
+            (503, vec![], "starting".into())
+        }
+        _ => (200, vec![], String::new()),
+    });
+    let plinth = start(
+        &app,
+        &[
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ],
+    );
+    // Both happen at startup, in either order.
+    let (mut subscribed, mut unhealthy) = (false, false);
+    while !(subscribed && unhealthy) {
+        let f = super::support::wait_log(&plinth, "`subscribed` and `the app is unhealthy`", |f| {
+            f["message"] == "the app is unhealthy; deliveries wait"
+                || (f["message"] == "subscribed" && f["topic"] == topic.as_str())
+        })
+        .await;
+        if f["message"] == "subscribed" {
+            subscribed = true;
+        } else {
+            unhealthy = true;
+        }
+    }
+    let mut c = dapr(&plinth).await;
+    publish(&mut c, &topic, r#"{"n":1}"#, &[]).await;
+    // Held back: retried, not delivered.
+    wait_outcome(&plinth, &topic, "retry", 1).await;
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = app.next_at("/ev").await;
+    assert_eq!(seen.json()["data"]["n"], 1);
+    super::support::wait_log(&plinth, "`healthy again`", |f| {
+        f["message"] == "the app is healthy again"
+    })
+    .await;
+}
