@@ -423,15 +423,16 @@ async fn preflight(
         let what = format!("{} on {label}", scenario.name());
         match call {
             Call::Http(client, call) => {
-                let (parts, body) = match call.send(&client).await {
-                    Err(e) if scenario == Scenario::InvokeHttp && e.to_string().contains("501") => {
+                if scenario == Scenario::InvokeHttp {
+                    let (parts, _) = call.clone().exchange(&client).await?;
+                    if parts.status == StatusCode::NOT_IMPLEMENTED {
                         bail!(
-                            "{what}: {e:#}\nthis Plinth does not serve /v1.0/invoke yet; \
+                            "{what}: 501: this Plinth does not serve /v1.0/invoke; \
                              leave invoke-http out of --scenarios"
-                        )
+                        );
                     }
-                    other => other.with_context(|| what.clone())?,
-                };
+                }
+                let (parts, body) = call.send(&client).await.with_context(|| what.clone())?;
                 if scenario != Scenario::PublishHttp {
                     ensure!(
                         body == p.value,
