@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod load;
 pub mod pin;
 pub mod procfs;
@@ -30,6 +31,7 @@ pub mod session;
 pub mod stats;
 pub mod sut;
 
+pub use cli::{Candidate, CommonArgs, RunConfig};
 pub use load::{ClosedLoop, Load, LoadOutcome, OpenLoop};
 pub use pin::Pinning;
 pub use procfs::{Proc, RssSampler};

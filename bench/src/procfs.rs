@@ -1,5 +1,5 @@
-//! Process statistics from `/proc`: resident set size, CPU time and CPU
-//! affinity.
+//! Process statistics from `/proc`: resident set size, CPU time, CPU
+//! affinity, steal and the CPU model.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +81,16 @@ pub fn clock_ticks_per_sec() -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .filter(|&t| t > 0)
         .unwrap_or(100)
+}
+
+/// The CPU model (`model name` in `/proc/cpuinfo`).
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find_map(|l| {
+        l.strip_prefix("model name")?
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_owned())
+    })
 }
 
 /// Measures the CPU used by a process over an interval, as a fraction of one

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::cli::RunConfig;
 use crate::load::Load;
-use crate::stats::{Comparison, Metric, Side, Spread, Summary};
+use crate::pin::Pinning;
+use crate::session::ProcessSeries;
+use crate::stats::{Comparison, Measurement, Metric, Series, Side, Spread, Summary};
 
 /// Default directory for JSON results: `bench/results` in this crate.
 pub fn default_results_dir() -> PathBuf {
@@ -170,6 +173,209 @@ pub struct Check {
     pub target: String,
     /// Whether the median meets the limit.
     pub pass: bool,
+}
+
+impl Check {
+    /// Checks the median of `value` with `ok`; a missing value (no
+    /// successful calls on a side) fails.
+    pub fn of(
+        name: String,
+        value: Option<&Spread>,
+        fmt: fn(f64) -> String,
+        target: String,
+        ok: impl Fn(f64) -> bool,
+    ) -> Self {
+        Self {
+            name,
+            value: opt_spread(value, fmt),
+            target,
+            pass: value.is_some_and(|v| ok(v.median)),
+        }
+    }
+
+    /// Added p99 at `load` (candidate − baseline, paired by run) at most
+    /// `limit_us`.
+    pub fn added_p99(
+        scenario: &str,
+        candidate: &str,
+        baseline: &str,
+        load: Load,
+        comparisons: &[Comparison],
+        limit_us: f64,
+    ) -> Self {
+        let c = find(comparisons, scenario, load);
+        Self::of(
+            format!(
+                "{scenario}: added p99 at {} ({candidate} − {baseline})",
+                load.label()
+            ),
+            c.and_then(|c| c.p99_added_us.as_ref()),
+            |x| format!("{} µs", signed(x)),
+            format!("≤ +{limit_us:.0} µs"),
+            |v| v <= limit_us,
+        )
+    }
+
+    /// Throughput at `load` at least `min_ratio` × the baseline's.
+    pub fn throughput(
+        scenario: &str,
+        candidate: &str,
+        baseline: &str,
+        load: Load,
+        comparisons: &[Comparison],
+        min_ratio: f64,
+    ) -> Self {
+        let c = find(comparisons, scenario, load);
+        Self::of(
+            format!(
+                "{scenario}: throughput {candidate}/{baseline} ({})",
+                load.label()
+            ),
+            c.and_then(|c| c.rps_ratio.as_ref()),
+            ratio,
+            format!("≥ {min_ratio:.2}×"),
+            |v| v >= min_ratio,
+        )
+    }
+}
+
+fn find<'a>(comparisons: &'a [Comparison], scenario: &str, load: Load) -> Option<&'a Comparison> {
+    comparisons
+        .iter()
+        .find(|c| c.load == load && c.scenario == scenario)
+}
+
+/// The opening of a benchmark's Markdown report: title, how to read the
+/// cells, where things ran, the machine, then the benchmark's own `notes`
+/// (one bullet each).
+#[allow(clippy::too_many_arguments)]
+pub fn header(
+    title: &str,
+    cfg: &RunConfig,
+    baseline: &str,
+    candidate: &str,
+    pinning: Pinning,
+    generator_cpus: &str,
+    summaries: &[Summary],
+    notes: &[String],
+) -> String {
+    let mut out = format!("## {title}\n\n");
+    let sut_cpus = match pinning {
+        Pinning::Pinned { sut, .. } => format!("core {sut}"),
+        Pinning::Unpinned => "unpinned".into(),
+    };
+    let steal = Spread::of(summaries.iter().filter_map(|s| s.steal.map(|st| st.max)));
+    let _ = writeln!(
+        out,
+        "- {} run(s) per cell, baseline and {candidate} measured alternately; cells are median (min..max) over runs; \
+         `ratio` rows are {candidate}/{baseline}, paired by run.",
+        cfg.runs
+    );
+    let _ = writeln!(
+        out,
+        "- Open-loop latency is measured from each call's intended send time (coordinated omission corrected), in µs; \
+         `send lag` is how late the generator actually sent, i.e. the generator's and machine's own stalls."
+    );
+    let _ = writeln!(
+        out,
+        "- Generator: one thread on CPUs {generator_cpus}; SUTs: {sut_cpus}. CPU columns in cores (the open-loop \
+         generator busy-polls, so it shows ~1)."
+    );
+    let _ = writeln!(
+        out,
+        "- Machine: {}; hypervisor steal up to {} of CPU time during a run. Revision: {}.",
+        cfg.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        steal.map_or("?".into(), |s| format!("{:.1}%", s.max * 100.0)),
+        cfg.git_revision.as_deref().unwrap_or("unknown"),
+    );
+    for note in notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    out.push('\n');
+    out
+}
+
+/// The "Memory and startup" section: idle RSS, RSS under load (the maximum
+/// during the high-rate runs) and spawn-to-ready time per side, with ratios.
+pub fn process_section(
+    cfg: &RunConfig,
+    baseline: &str,
+    candidate: &str,
+    process: &ProcessSeries,
+    rss_under_load: &Series,
+) -> String {
+    let mut rows = Vec::new();
+    for (side, label) in [(Side::Baseline, baseline), (Side::Candidate, candidate)] {
+        let mb = |s: Option<Spread>| s.map_or("-".into(), |s| spread_with(&s, megabytes));
+        rows.push(vec![
+            label.to_owned(),
+            mb(process.idle_rss_kib.spread(side)),
+            mb(rss_under_load.spread(side)),
+            process
+                .startup_ms
+                .spread(side)
+                .map_or("-".into(), |s| spread(&s)),
+        ]);
+    }
+    let ratio_of = |s: Option<Spread>| s.map_or("-".into(), |s| spread_with(&s, ratio));
+    rows.push(vec![
+        "ratio".into(),
+        ratio_of(process.idle_rss_kib.ratio()),
+        ratio_of(rss_under_load.ratio()),
+        ratio_of(process.startup_ms.ratio()),
+    ]);
+    let under_load = format!("RSS under load (max during {})", cfg.high_load().label());
+    format!(
+        "### Memory and startup\n\n{}\n",
+        markdown_table(
+            &[
+                "process",
+                "idle RSS",
+                &under_load,
+                "startup ms (spawn to ready)"
+            ],
+            &rows
+        )
+    )
+}
+
+/// The "Targets" section with PASS/FAIL, and a warning when calls failed or
+/// were dropped.
+pub fn targets_section(checks: &[Check], summaries: &[Summary]) -> String {
+    let mut out = format!("### Targets (informational)\n\n{}\n", checks_table(checks));
+    if checks.iter().any(|c| !c.pass) {
+        out.push_str(
+            "Some targets were missed (see FAIL above); absolute figures on shared machines are indicative only.\n\n",
+        );
+    }
+    let errors: u64 = summaries.iter().map(|s| s.errors + s.dropped).sum();
+    if errors > 0 {
+        let _ = writeln!(
+            out,
+            "Warning: {errors} call(s) failed or were dropped; see the errors/dropped columns.\n"
+        );
+    }
+    out
+}
+
+/// One progress line (stderr) for a measured run.
+pub fn progress_line(m: &Measurement, runs: u32, scenario_width: usize) -> String {
+    format!(
+        "  run {}/{runs} {:<scenario_width$} {:<13} {:<7} p50 {:>6} µs  p99 {:>6} µs  {:>8.0} rps  dropped {} errors {}{}",
+        m.run,
+        m.scenario,
+        m.load.label(),
+        m.target,
+        m.latency_us.p50,
+        m.latency_us.p99,
+        m.rps,
+        m.dropped,
+        m.errors,
+        m.first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default(),
+    )
 }
 
 /// Renders checks as a Markdown table with PASS/FAIL.

@@ -313,6 +313,19 @@ impl Series {
         }
     }
 
+    /// Raises the value of `side` in `run` to `value` (adds it if there is
+    /// none yet): for maxima over several measurements of a run.
+    pub fn keep_max(&mut self, side: Side, run: u32, value: f64) {
+        let values = match side {
+            Side::Baseline => &mut self.baseline,
+            Side::Candidate => &mut self.candidate,
+        };
+        match values.iter_mut().find(|(r, _)| *r == run) {
+            Some((_, v)) => *v = v.max(value),
+            None => values.push((run, value)),
+        }
+    }
+
     /// Spread of one side.
     pub fn spread(&self, side: Side) -> Option<Spread> {
         let values = match side {

@@ -22,7 +22,8 @@ const LOG_TAIL: usize = 40;
 #[derive(Debug, Clone)]
 pub enum Readiness {
     /// The SUT prints `LISTENING <host:port>` on stdout once it accepts
-    /// connections (the bare server).
+    /// connections (the bare server). Other listeners may be announced
+    /// before it as `LISTENING <name> <host:port>`.
     ListeningLine,
     /// Plinth with `--log-format json`: one `listening` log line per bound
     /// listener (fields `listener`, `address`), then `plinth started`; then
@@ -52,12 +53,56 @@ pub struct SutSpec {
     pub startup_timeout: Duration,
 }
 
+impl SutSpec {
+    /// `plinth run` with every listener on a free port and JSON logs at
+    /// level info, then `extra` arguments; [`Sut::addr`] is the listener
+    /// `serve_listener` (e.g. `grpc`, `dapr-grpc`) and readiness is the
+    /// admin listener's readiness probe.
+    pub fn plinth(
+        program: PathBuf,
+        serve_listener: &str,
+        extra: impl IntoIterator<Item = String>,
+        startup_timeout: Duration,
+    ) -> Self {
+        Self {
+            label: "plinth".into(),
+            program,
+            args: [
+                "run",
+                "--grpc-port",
+                "0",
+                "--dapr-grpc-port",
+                "0",
+                "--dapr-http-port",
+                "0",
+                "--admin-port",
+                "0",
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(extra)
+            .collect(),
+            readiness: Readiness::PlinthJsonLogs {
+                serve_listener: serve_listener.into(),
+                admin_listener: "admin".into(),
+                readiness_path: "/actuator/health/readiness".into(),
+            },
+            startup_timeout,
+        }
+    }
+}
+
 /// A running SUT. Killed on drop if not stopped with [`Sut::stop`].
 #[derive(Debug)]
 pub struct Sut {
     label: String,
     child: Child,
     addr: SocketAddr,
+    listeners: Vec<(String, SocketAddr)>,
     tail: Arc<Mutex<VecDeque<String>>>,
     startup: Duration,
 }
@@ -99,6 +144,7 @@ impl Sut {
             label: spec.label.clone(),
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            listeners: Vec::new(),
             tail,
             startup: Duration::ZERO,
         };
@@ -114,6 +160,15 @@ impl Sut {
     /// Address the benchmark sends requests to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Address of the listener announced as `name` (a Plinth listener such
+    /// as `dapr-http`, or a named `LISTENING` line).
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(l, _)| l == name)
+            .map(|(_, a)| *a)
     }
 
     /// Process id.
@@ -168,6 +223,19 @@ impl Sut {
         )
     }
 
+    /// [`Sut::stop`] with a 5 s grace, reporting an unclean exit on stderr
+    /// instead of failing: the measurements are already taken.
+    pub fn stop_or_warn(self) {
+        let label = self.label.clone();
+        match self.stop(Duration::from_secs(5)) {
+            Ok(status) if !status.success() => {
+                eprintln!("  warning: {label} exited with {status} on SIGTERM")
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("  warning: {e:#}"),
+        }
+    }
+
     /// The last lines the process wrote to stdout and stderr.
     pub fn log_tail(&self) -> String {
         let tail = self
@@ -197,16 +265,15 @@ impl Sut {
         rx: &mpsc::Receiver<Event>,
         deadline: Instant,
     ) -> anyhow::Result<()> {
-        let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Event::Listening { listener, addr }) => {
-                    if matches!(readiness, Readiness::ListeningLine) {
+                    if matches!(readiness, Readiness::ListeningLine) && listener.is_empty() {
                         self.addr = addr;
                         return Ok(());
                     }
-                    listeners.push((listener, addr));
+                    self.listeners.push((listener, addr));
                 }
                 Ok(Event::Started) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -226,14 +293,12 @@ impl Sut {
             bail!("unexpected startup event");
         };
         let find = |name: &str| {
-            listeners
-                .iter()
-                .find(|(l, _)| l == name)
-                .map(|(_, a)| *a)
+            self.listener(name)
                 .with_context(|| format!("no `listening` line for listener {name:?}"))
         };
-        self.addr = find(serve_listener)?;
+        let serve = find(serve_listener)?;
         let admin = find(admin_listener)?;
+        self.addr = serve;
         let mut last = String::from("no answer");
         while Instant::now() < deadline {
             self.check_alive()?;
@@ -282,11 +347,17 @@ fn spawn_reader<R: Read + Send + 'static>(
     });
 }
 
+/// `LISTENING <addr>` (the main listener, which also signals readiness) or
+/// `LISTENING <name> <addr>`.
 fn parse_listening_line(line: &str) -> Option<Event> {
-    let addr = line.strip_prefix("LISTENING ")?.trim().parse().ok()?;
+    let rest = line.strip_prefix("LISTENING ")?.trim();
+    let (listener, addr) = match rest.split_once(' ') {
+        Some((name, addr)) => (name.to_owned(), addr.trim()),
+        None => (String::new(), rest),
+    };
     Some(Event::Listening {
-        listener: String::new(),
-        addr,
+        listener,
+        addr: addr.parse().ok()?,
     })
 }
 
@@ -349,7 +420,11 @@ mod tests {
     fn parses_listening_line() {
         assert!(matches!(
             parse_listening_line("LISTENING 127.0.0.1:5000"),
-            Some(Event::Listening { addr, .. }) if addr.port() == 5000
+            Some(Event::Listening { listener, addr }) if addr.port() == 5000 && listener.is_empty()
+        ));
+        assert!(matches!(
+            parse_listening_line("LISTENING http 127.0.0.1:5001"),
+            Some(Event::Listening { listener, addr }) if addr.port() == 5001 && listener == "http"
         ));
         assert!(parse_listening_line("hello").is_none());
     }

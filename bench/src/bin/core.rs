@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
@@ -22,7 +21,8 @@ use clap::{Parser, ValueEnum};
 use plinth_bench::report::{self, Check};
 use plinth_bench::stats::{self, Series, Side};
 use plinth_bench::{
-    Load, Phase, Pinning, Proc, ProcessSeries, Readiness, Report, Session, Sut, SutSpec, pin,
+    Candidate, CommonArgs, Proc, ProcessSeries, Readiness, Report, RunConfig, Session, Sut,
+    SutSpec, pin,
 };
 use plinth_proto::runtime::v1::runtime_client::RuntimeClient;
 use plinth_proto::runtime::v1::{GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem};
@@ -45,46 +45,8 @@ const SAVE_KEY: &str = "bench-save";
 #[derive(Debug, Parser)]
 #[command(name = "bench-core", args_override_self = true)]
 struct Args {
-    /// The `plinth` binary [default: $CARGO_TARGET_DIR or <workspace>/target, then release/plinth].
-    #[arg(long)]
-    plinth_bin: Option<PathBuf>,
-    /// The `bare-server` binary [default: next to this executable].
-    #[arg(long)]
-    bare_bin: Option<PathBuf>,
-    /// System under test compared against the bare server; `bare` runs the
-    /// bare server on both sides to check the harness (ratios ≈ 1).
-    #[arg(long, value_enum, default_value_t = Candidate::Plinth)]
-    candidate: Candidate,
-    /// Extra argument for `plinth run` (repeatable), e.g. `--plinth-arg=--config=x.yaml`.
-    #[arg(long, allow_hyphen_values = true)]
-    plinth_arg: Vec<String>,
-    /// Runs per measurement [default: 3].
-    #[arg(long)]
-    runs: Option<u32>,
-    /// Low open-loop rate, requests per second.
-    #[arg(long, default_value_t = 1_000)]
-    low_rate: u64,
-    /// High open-loop rate, requests per second.
-    #[arg(long, default_value_t = 10_000)]
-    high_rate: u64,
-    /// Seconds per low-rate run [default: 10; --quick: 1].
-    #[arg(long)]
-    low_secs: Option<f64>,
-    /// Seconds per high-rate run [default: 5; --quick: 1].
-    #[arg(long)]
-    high_secs: Option<f64>,
-    /// Seconds per closed-loop (max throughput) run [default: 5; --quick: 1].
-    #[arg(long)]
-    max_secs: Option<f64>,
-    /// Unrecorded warm-up before each run, seconds [default: 1; --quick: 0.2].
-    #[arg(long)]
-    warmup_secs: Option<f64>,
-    /// Closed-loop concurrency.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Open loop: most requests in flight; later ones are dropped (counted).
-    #[arg(long, default_value_t = 1_000)]
-    max_in_flight: usize,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Scenarios to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::SayHello, Scenario::GetState, Scenario::SaveState])]
     scenarios: Vec<Scenario>,
@@ -97,34 +59,9 @@ struct Args {
     /// State store name.
     #[arg(long, default_value = "statestore")]
     store: String,
-    /// Smoke run of about a minute: 3 runs of 1 s each, short warm-up.
-    #[arg(long)]
-    quick: bool,
-    /// Do not pin generator and SUTs to cores.
-    #[arg(long)]
-    no_pin: bool,
-    /// Core for the load generator.
-    #[arg(long, default_value_t = 0)]
-    generator_core: usize,
-    /// Core for the systems under test.
-    #[arg(long, default_value_t = 1)]
-    sut_core: usize,
-    /// Seconds allowed for a SUT to become ready.
-    #[arg(long, default_value_t = 15.0)]
-    startup_timeout_secs: f64,
-    /// Directory for the JSON result [default: bench/results].
-    #[arg(long)]
-    results_dir: Option<PathBuf>,
     /// Result name (`<results-dir>/<name>.json`).
     #[arg(long, default_value = "core")]
     name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Candidate {
-    Plinth,
-    Bare,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -147,153 +84,21 @@ impl Scenario {
 /// The configuration as run, recorded in the JSON result.
 #[derive(Debug, Clone, Serialize)]
 struct Config {
-    candidate: Candidate,
-    plinth_bin: PathBuf,
-    bare_bin: PathBuf,
-    runs: u32,
-    low_rate: u64,
-    high_rate: u64,
-    low_secs: f64,
-    high_secs: f64,
-    max_secs: f64,
-    warmup_secs: f64,
-    settle_secs: f64,
-    concurrency: usize,
-    max_in_flight: usize,
+    #[serde(flatten)]
+    run: RunConfig,
     scenarios: Vec<Scenario>,
     value_size: usize,
-    quick: bool,
-    cpu_model: Option<String>,
-    git_revision: Option<String>,
 }
 
 impl Config {
     fn resolve(args: &Args) -> anyhow::Result<Self> {
-        let quick = args.quick;
-        let pick = |v: Option<f64>, normal: f64, smoke: f64| {
-            v.unwrap_or(if quick { smoke } else { normal })
-        };
-        let cfg = Self {
-            candidate: args.candidate,
-            plinth_bin: args.plinth_bin.clone().unwrap_or_else(default_plinth_bin),
-            bare_bin: match &args.bare_bin {
-                Some(p) => p.clone(),
-                None => sibling_exe("bare-server")?,
-            },
-            runs: args.runs.unwrap_or(3),
-            low_rate: args.low_rate,
-            high_rate: args.high_rate,
-            low_secs: pick(args.low_secs, 10.0, 1.0),
-            high_secs: pick(args.high_secs, 5.0, 1.0),
-            max_secs: pick(args.max_secs, 5.0, 1.0),
-            warmup_secs: pick(args.warmup_secs, 1.0, 0.2),
-            settle_secs: if quick { 0.2 } else { 0.5 },
-            concurrency: args.concurrency,
-            max_in_flight: args.max_in_flight,
+        ensure!(!args.scenarios.is_empty(), "no scenarios selected");
+        Ok(Self {
+            run: RunConfig::resolve(&args.common)?,
             scenarios: args.scenarios.clone(),
             value_size: args.value_size,
-            quick,
-            cpu_model: cpu_model(),
-            git_revision: git_revision(),
-        };
-        ensure!(cfg.runs >= 1, "--runs must be at least 1");
-        ensure!(
-            cfg.low_rate > 0 && cfg.high_rate > 0,
-            "rates must be positive"
-        );
-        ensure!(cfg.concurrency > 0, "--concurrency must be positive");
-        for (flag, secs) in [
-            ("--low-secs", cfg.low_secs),
-            ("--high-secs", cfg.high_secs),
-            ("--max-secs", cfg.max_secs),
-        ] {
-            ensure!(secs.is_finite() && secs > 0.0, "{flag} must be positive");
-        }
-        ensure!(
-            cfg.warmup_secs.is_finite() && cfg.warmup_secs >= 0.0,
-            "--warmup-secs must not be negative"
-        );
-        ensure!(!cfg.scenarios.is_empty(), "no scenarios selected");
-        for bin in [&cfg.bare_bin, &cfg.plinth_bin] {
-            if bin == &cfg.plinth_bin && cfg.candidate == Candidate::Bare {
-                continue;
-            }
-            ensure!(
-                bin.is_file(),
-                "{} not found; build it with `cargo build --release -p plinth -p plinth-bench` (or pass --plinth-bin/--bare-bin)",
-                bin.display()
-            );
-        }
-        Ok(cfg)
+        })
     }
-
-    fn phases(&self) -> [Phase; 3] {
-        let warmup = Duration::from_secs_f64(self.warmup_secs);
-        [
-            Phase {
-                load: Load::Open {
-                    rate: self.low_rate,
-                },
-                duration: Duration::from_secs_f64(self.low_secs),
-                warmup,
-            },
-            Phase {
-                load: Load::Open {
-                    rate: self.high_rate,
-                },
-                duration: Duration::from_secs_f64(self.high_secs),
-                warmup,
-            },
-            Phase {
-                load: Load::Closed {
-                    concurrency: self.concurrency,
-                },
-                duration: Duration::from_secs_f64(self.max_secs),
-                warmup,
-            },
-        ]
-    }
-}
-
-fn default_plinth_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
-    target.join("release").join("plinth")
-}
-
-fn sibling_exe(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating own executable")?;
-    let dir = exe.parent().context("executable has no directory")?;
-    Ok(dir.join(name))
-}
-
-fn cpu_model() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines().find_map(|l| {
-        l.strip_prefix("model name")?
-            .split_once(':')
-            .map(|(_, v)| v.trim().to_owned())
-    })
-}
-
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "describe",
-            "--always",
-            "--dirty",
-        ])
-        .output()
-        .ok()?;
-    let rev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !rev.is_empty()).then_some(rev)
 }
 
 /// Benchmark-specific part of the JSON result.
@@ -425,48 +230,30 @@ async fn preflight(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let common = &args.common;
     // Before any thread exists: re-exec under taskset if pinning.
-    let pinning = pin::pin_generator(!args.no_pin, args.generator_core, args.sut_core);
+    let pinning = pin::pin_generator(!common.no_pin, common.generator_core, common.sut_core);
     let cfg = Config::resolve(&args)?;
+    let run_cfg = &cfg.run;
 
     let baseline = SutSpec {
         label: "bare".into(),
-        program: cfg.bare_bin.clone(),
+        program: run_cfg.bare_bin.clone(),
         args: vec!["--port".into(), "0".into()],
         readiness: Readiness::ListeningLine,
-        startup_timeout: Duration::from_secs_f64(args.startup_timeout_secs),
+        startup_timeout: common.startup_timeout(),
     };
-    let candidate = match cfg.candidate {
+    let candidate = match run_cfg.candidate {
         Candidate::Bare => SutSpec {
             label: "bare#2".into(),
             ..baseline.clone()
         },
-        Candidate::Plinth => SutSpec {
-            label: "plinth".into(),
-            program: cfg.plinth_bin.clone(),
-            args: [
-                "run",
-                "--grpc-port",
-                "0",
-                "--dapr-grpc-port",
-                "0",
-                "--dapr-http-port",
-                "0",
-                "--admin-port",
-                "0",
-            ]
-            .into_iter()
-            .chain(["--log-format", "json", "--log-level", "info"])
-            .map(String::from)
-            .chain(args.plinth_arg.iter().cloned())
-            .collect(),
-            readiness: Readiness::PlinthJsonLogs {
-                serve_listener: "grpc".into(),
-                admin_listener: "admin".into(),
-                readiness_path: "/actuator/health/readiness".into(),
-            },
-            startup_timeout: Duration::from_secs_f64(args.startup_timeout_secs),
-        },
+        Candidate::Plinth => SutSpec::plinth(
+            run_cfg.plinth_bin.clone(),
+            "grpc",
+            common.plinth_arg.iter().cloned(),
+            common.startup_timeout(),
+        ),
     };
 
     let generator_cpus = Proc::Current.cpus_allowed().unwrap_or_default();
@@ -474,19 +261,19 @@ fn main() -> anyhow::Result<()> {
         "bench-core: {} vs {}, {} run(s), generator on CPUs {generator_cpus}, SUTs on {}",
         candidate.label,
         baseline.label,
-        cfg.runs,
+        run_cfg.runs,
         pinning
             .sut_core()
             .map_or("any core".to_owned(), |c| format!("core {c}")),
     );
 
     let value: Vec<u8> = (0..cfg.value_size).map(|i| b'a' + (i % 26) as u8).collect();
-    let phases = cfg.phases();
-    let mut session = Session::new(pinning, cfg.max_in_flight);
+    let phases = run_cfg.phases();
+    let mut session = Session::new(pinning, run_cfg.max_in_flight);
     let mut process = ProcessSeries::default();
     let mut rss_under_load = Series::default();
 
-    for run in 1..=cfg.runs {
+    for run in 1..=run_cfg.runs {
         let mut targets = Vec::new();
         for (side, spec) in [(Side::Baseline, &baseline), (Side::Candidate, &candidate)] {
             let sut = Sut::start(spec, pinning.sut_core())?;
@@ -505,7 +292,7 @@ fn main() -> anyhow::Result<()> {
             });
         }
         // Idle RSS: after startup, before any client connects.
-        std::thread::sleep(Duration::from_secs_f64(cfg.settle_secs));
+        std::thread::sleep(Duration::from_secs_f64(run_cfg.settle_secs));
         for t in &targets {
             let kib = t
                 .sut
@@ -527,7 +314,11 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("preflight against {} failed", t.sut.label()))?;
                 if run == 1 {
-                    eprintln!("  {} at {}: SayHello answered {hello:?}", t.sut.label(), t.sut.addr());
+                    eprintln!(
+                        "  {} at {}: SayHello answered {hello:?}",
+                        t.sut.label(),
+                        t.sut.addr()
+                    );
                 }
                 t.client = Some(client);
             }
@@ -537,27 +328,21 @@ fn main() -> anyhow::Result<()> {
                         let client = t.client.clone().context("client not connected")?;
                         let call = Call::new(*scenario, &args, &value);
                         let m = session
-                            .measure(scenario.name(), t.side, t.sut.label(), run, t.sut.proc(), *phase, || {
-                                call.clone().send(client.clone())
-                            })
+                            .measure(
+                                scenario.name(),
+                                t.side,
+                                t.sut.label(),
+                                run,
+                                t.sut.proc(),
+                                *phase,
+                                || call.clone().send(client.clone()),
+                            )
                             .await;
-                        eprintln!(
-                            "  run {run}/{} {:<9} {:<13} {:<7} p50 {:>6} µs  p99 {:>6} µs  {:>8.0} rps  dropped {} errors {}{}",
-                            cfg.runs,
-                            m.scenario,
-                            m.load.label(),
-                            m.target,
-                            m.latency_us.p50,
-                            m.latency_us.p99,
-                            m.rps,
-                            m.dropped,
-                            m.errors,
-                            m.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-                        );
-                        if phase.load == (Load::Open { rate: cfg.high_rate })
+                        eprintln!("{}", report::progress_line(m, run_cfg.runs, 9));
+                        if phase.load == run_cfg.high_load()
                             && let Some(kib) = m.sut_rss_max_kib
                         {
-                            update_max(&mut rss_under_load, t.side, run, kib as f64);
+                            rss_under_load.keep_max(t.side, run, kib as f64);
                         }
                         t.sut.check_alive()?;
                     }
@@ -568,40 +353,51 @@ fn main() -> anyhow::Result<()> {
 
         drop(rt);
         for t in targets {
-            let label = t.sut.label().to_owned();
             drop(t.client);
-            match t.sut.stop(Duration::from_secs(5)) {
-                Ok(status) if !status.success() => {
-                    eprintln!("  warning: {label} exited with {status} on SIGTERM")
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!("  warning: {e:#}"),
-            }
+            t.sut.stop_or_warn();
         }
     }
 
     let measurements = session.measurements().to_vec();
     let summaries = stats::summarize(&measurements);
     let comparisons = stats::compare(&measurements);
-    let checks = checks(&cfg, &candidate.label, &comparisons, &process);
-
-    print_report(
+    let checks = checks(
         &cfg,
-        &baseline.label,
         &candidate.label,
-        pinning,
-        &generator_cpus,
-        &summaries,
+        &baseline.label,
         &comparisons,
         &process,
-        &rss_under_load,
-        &checks,
     );
 
-    let results_dir = args
-        .results_dir
-        .clone()
-        .unwrap_or_else(report::default_results_dir);
+    print!(
+        "{}",
+        report::header(
+            &format!("Plinth core: {} vs {}", candidate.label, baseline.label),
+            run_cfg,
+            &baseline.label,
+            &candidate.label,
+            pinning,
+            &generator_cpus,
+            &summaries,
+            &[],
+        )
+    );
+    print!(
+        "{}",
+        report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
+    );
+    print!(
+        "{}",
+        report::process_section(
+            run_cfg,
+            &baseline.label,
+            &candidate.label,
+            &process,
+            &rss_under_load
+        )
+    );
+    print!("{}", report::targets_section(&checks, &summaries));
+
     let report = Report {
         name: args.name.clone(),
         unix_time: SystemTime::now()
@@ -621,215 +417,45 @@ fn main() -> anyhow::Result<()> {
             checks,
         },
     };
-    let path = report::write_json(&results_dir, &args.name, &report)?;
+    let path = report::write_json(&args.common.results_dir(), &args.name, &report)?;
     println!("JSON: {}", path.display());
     Ok(())
-}
-
-fn update_max(series: &mut Series, side: Side, run: u32, value: f64) {
-    let values = match side {
-        Side::Baseline => &mut series.baseline,
-        Side::Candidate => &mut series.candidate,
-    };
-    match values.iter_mut().find(|(r, _)| *r == run) {
-        Some((_, v)) => *v = v.max(value),
-        None => values.push((run, value)),
-    }
 }
 
 fn checks(
     cfg: &Config,
     candidate: &str,
+    baseline: &str,
     comparisons: &[stats::Comparison],
     process: &ProcessSeries,
 ) -> Vec<Check> {
-    let low = Load::Open { rate: cfg.low_rate };
-    let max = Load::Closed {
-        concurrency: cfg.concurrency,
-    };
-    let find = |load: Load, scenario: Scenario| {
-        comparisons
-            .iter()
-            .find(|c| c.load == load && c.scenario == scenario.name())
-    };
-    // A missing value (no successful calls on a side) fails its check.
-    let check = |name: String,
-                 value: Option<&stats::Spread>,
-                 fmt: fn(f64) -> String,
-                 target: String,
-                 ok: &dyn Fn(f64) -> bool| Check {
-        name,
-        value: report::opt_spread(value, fmt),
-        target,
-        pass: value.is_some_and(|v| ok(v.median)),
-    };
-
     let mut checks = Vec::new();
     for &scenario in &cfg.scenarios {
-        let c = find(low, scenario);
-        checks.push(check(
-            format!(
-                "{}: added p99 at {} ({candidate} − bare)",
-                scenario.name(),
-                low.label()
-            ),
-            c.and_then(|c| c.p99_added_us.as_ref()),
-            |x| format!("{} µs", report::signed(x)),
-            format!("≤ +{TARGET_ADDED_P99_US:.0} µs"),
-            &|v| v <= TARGET_ADDED_P99_US,
+        checks.push(Check::added_p99(
+            scenario.name(),
+            candidate,
+            baseline,
+            cfg.run.low_load(),
+            comparisons,
+            TARGET_ADDED_P99_US,
         ));
     }
     for &scenario in &cfg.scenarios {
-        let c = find(max, scenario);
-        checks.push(check(
-            format!(
-                "{}: throughput {candidate}/bare ({})",
-                scenario.name(),
-                max.label()
-            ),
-            c.and_then(|c| c.rps_ratio.as_ref()),
-            report::ratio,
-            format!("≥ {TARGET_THROUGHPUT_RATIO:.2}×"),
-            &|v| v >= TARGET_THROUGHPUT_RATIO,
+        checks.push(Check::throughput(
+            scenario.name(),
+            candidate,
+            baseline,
+            cfg.run.max_load(),
+            comparisons,
+            TARGET_THROUGHPUT_RATIO,
         ));
     }
-    checks.push(check(
+    checks.push(Check::of(
         format!("idle RSS of {candidate}"),
         process.idle_rss_kib.spread(Side::Candidate).as_ref(),
         report::megabytes,
         format!("≤ {TARGET_IDLE_RSS_MB:.0} MB"),
-        &|kib| kib * 1024.0 / 1e6 <= TARGET_IDLE_RSS_MB,
+        |kib| kib * 1024.0 / 1e6 <= TARGET_IDLE_RSS_MB,
     ));
     checks
-}
-
-#[allow(clippy::too_many_arguments)]
-fn print_report(
-    cfg: &Config,
-    baseline: &str,
-    candidate: &str,
-    pinning: Pinning,
-    generator_cpus: &str,
-    summaries: &[stats::Summary],
-    comparisons: &[stats::Comparison],
-    process: &ProcessSeries,
-    rss_under_load: &Series,
-    checks: &[Check],
-) {
-    println!("## Plinth core: {candidate} vs {baseline}\n");
-    let sut_cpus = match pinning {
-        Pinning::Pinned { sut, .. } => format!("core {sut}"),
-        Pinning::Unpinned => "unpinned".into(),
-    };
-    let steal = stats::Spread::of(summaries.iter().filter_map(|s| s.steal.map(|st| st.max)));
-    println!(
-        "- {} run(s) per cell, baseline and {candidate} measured alternately; cells are median (min..max) over runs; \
-         `ratio` rows are {candidate}/{baseline}, paired by run.",
-        cfg.runs
-    );
-    println!(
-        "- Open-loop latency is measured from each call's intended send time (coordinated omission corrected), in µs; \
-         `send lag` is how late the generator actually sent, i.e. the generator's and machine's own stalls."
-    );
-    println!(
-        "- Generator: one thread on CPUs {generator_cpus}; SUTs: {sut_cpus}. CPU columns in cores (the open-loop \
-         generator busy-polls, so it shows ~1)."
-    );
-    println!(
-        "- Machine: {}; hypervisor steal up to {} of CPU time during a run. Revision: {}.\n",
-        cfg.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        steal.map_or("?".into(), |s| format!("{:.1}%", s.max * 100.0)),
-        cfg.git_revision.as_deref().unwrap_or("unknown"),
-    );
-    let loads = [
-        (
-            Load::Open { rate: cfg.low_rate },
-            format!(
-                "Open loop, {} ({} s per run)",
-                Load::Open { rate: cfg.low_rate }.label(),
-                cfg.low_secs
-            ),
-        ),
-        (
-            Load::Open {
-                rate: cfg.high_rate,
-            },
-            format!(
-                "Open loop, {} ({} s per run)",
-                Load::Open {
-                    rate: cfg.high_rate
-                }
-                .label(),
-                cfg.high_secs
-            ),
-        ),
-        (
-            Load::Closed {
-                concurrency: cfg.concurrency,
-            },
-            format!(
-                "Maximum throughput, closed loop, concurrency {} ({} s per run)",
-                cfg.concurrency, cfg.max_secs
-            ),
-        ),
-    ];
-    print!("{}", report::load_tables(&loads, summaries, comparisons));
-
-    println!("### Memory and startup\n");
-    let mut rows = Vec::new();
-    for (side, label) in [(Side::Baseline, baseline), (Side::Candidate, candidate)] {
-        let mb = |s: Option<stats::Spread>| {
-            s.map_or("-".into(), |s| report::spread_with(&s, report::megabytes))
-        };
-        rows.push(vec![
-            label.to_owned(),
-            mb(process.idle_rss_kib.spread(side)),
-            mb(rss_under_load.spread(side)),
-            process
-                .startup_ms
-                .spread(side)
-                .map_or("-".into(), |s| report::spread(&s)),
-        ]);
-    }
-    let ratio =
-        |s: Option<stats::Spread>| s.map_or("-".into(), |s| report::spread_with(&s, report::ratio));
-    rows.push(vec![
-        "ratio".into(),
-        ratio(process.idle_rss_kib.ratio()),
-        ratio(rss_under_load.ratio()),
-        ratio(process.startup_ms.ratio()),
-    ]);
-    let under_load = format!(
-        "RSS under load (max during {})",
-        Load::Open {
-            rate: cfg.high_rate
-        }
-        .label()
-    );
-    println!(
-        "{}",
-        report::markdown_table(
-            &[
-                "process",
-                "idle RSS",
-                &under_load,
-                "startup ms (spawn to ready)"
-            ],
-            &rows
-        )
-    );
-
-    println!("### Targets (informational)\n");
-    println!("{}", report::checks_table(checks));
-    if checks.iter().any(|c| !c.pass) {
-        println!(
-            "Some targets were missed (see FAIL above); absolute figures on shared machines are indicative only.\n"
-        );
-    }
-    let errors: u64 = summaries.iter().map(|s| s.errors + s.dropped).sum();
-    if errors > 0 {
-        println!(
-            "Warning: {errors} call(s) failed or were dropped; see the errors/dropped columns.\n"
-        );
-    }
 }
