@@ -14,7 +14,9 @@
 //!   runtime.
 //! - **Several runs with the baseline in the same session**, interleaved
 //!   (baseline run 1, candidate run 1, baseline run 2, ...), reported as
-//!   median and spread ([`stats`]) and as ratios paired by run.
+//!   median and spread ([`stats`]) and as ratios paired by run. A scenario
+//!   may have more than one baseline (e.g. the app called directly and
+//!   [`haproxy`] in front of it); the candidate is compared with each.
 //! - **Process statistics** ([`procfs`]): RSS idle and under load, CPU use of
 //!   the SUT and the generator.
 //! - **Output** ([`report`]): Markdown tables on stdout, JSON in
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod haproxy;
 pub mod load;
 pub mod pin;
 pub mod procfs;
@@ -32,9 +35,10 @@ pub mod stats;
 pub mod sut;
 
 pub use cli::{Candidate, CommonArgs, RunConfig};
+pub use haproxy::HaproxySpec;
 pub use load::{ClosedLoop, Load, LoadOutcome, OpenLoop};
 pub use pin::Pinning;
 pub use procfs::{Proc, RssSampler};
 pub use session::{Phase, ProcessSeries, Report, Session};
 pub use stats::{Comparison, Measurement, Series, Side, Spread, Summary};
-pub use sut::{Readiness, Sut, SutSpec};
+pub use sut::{Readiness, StopSignal, Sut, SutSpec};

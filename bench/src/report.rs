@@ -117,8 +117,9 @@ pub fn megabytes(kib: f64) -> String {
     format!("{:.1} MB", kib * 1024.0 / 1e6)
 }
 
-/// One results table per load level: for each scenario a baseline row, a
-/// candidate row and a ratio row (candidate / baseline, paired by run).
+/// One results table per load level: for each scenario a row per baseline,
+/// a candidate row and a ratio row per baseline (candidate / baseline,
+/// paired by run; labelled `ratio vs <baseline>` when there are several).
 pub fn load_tables(
     loads: &[(Load, String)],
     summaries: &[Summary],
@@ -139,12 +140,20 @@ pub fn load_tables(
             row.push(s.dropped.to_string());
             row.push(s.errors.to_string());
             rows.push(row);
-            if s.side == Side::Candidate
-                && let Some(c) = comparisons
-                    .iter()
-                    .find(|c| c.load == *load && c.scenario == s.scenario)
-            {
-                let mut row = vec![s.scenario.clone(), "ratio".into()];
+            if s.side != Side::Candidate {
+                continue;
+            }
+            let against: Vec<&Comparison> = comparisons
+                .iter()
+                .filter(|c| c.load == *load && c.scenario == s.scenario)
+                .collect();
+            for c in &against {
+                // With several baselines, say which one each ratio is over.
+                let label = match against.len() {
+                    1 => "ratio".to_owned(),
+                    _ => format!("ratio vs {}", c.baseline),
+                };
+                let mut row = vec![s.scenario.clone(), label];
                 row.push(opt_spread(c.rps_ratio.as_ref(), ratio));
                 row.push(opt_spread(c.p50_ratio.as_ref(), ratio));
                 row.push(String::new());
@@ -162,17 +171,21 @@ pub fn load_tables(
     out
 }
 
-/// A target to meet, evaluated on medians.
+/// A target to meet, evaluated on medians, or a figure shown next to the
+/// targets for information only.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// What is checked.
     pub name: String,
     /// The measured value, formatted.
     pub value: String,
-    /// The limit, formatted.
+    /// The limit, formatted (`-` for information only).
     pub target: String,
-    /// Whether the median meets the limit.
+    /// Whether the median meets the limit (always true for information
+    /// only: there is no limit to miss).
     pub pass: bool,
+    /// Shown for information, not a target.
+    pub informational: bool,
 }
 
 impl Check {
@@ -190,11 +203,22 @@ impl Check {
             value: opt_spread(value, fmt),
             target,
             pass: value.is_some_and(|v| ok(v.median)),
+            informational: false,
+        }
+    }
+
+    /// The same figure for information only: no limit, never a failure.
+    pub fn informational(self) -> Self {
+        Self {
+            target: "-".into(),
+            pass: true,
+            informational: true,
+            ..self
         }
     }
 
     /// Added p99 at `load` (candidate − baseline, paired by run) at most
-    /// `limit_us`.
+    /// `limit_us`; `baseline` is the label of the baseline compared with.
     pub fn added_p99(
         scenario: &str,
         candidate: &str,
@@ -203,7 +227,7 @@ impl Check {
         comparisons: &[Comparison],
         limit_us: f64,
     ) -> Self {
-        let c = find(comparisons, scenario, load);
+        let c = find(comparisons, scenario, load, baseline);
         Self::of(
             format!(
                 "{scenario}: added p99 at {} ({candidate} − {baseline})",
@@ -216,7 +240,8 @@ impl Check {
         )
     }
 
-    /// Throughput at `load` at least `min_ratio` × the baseline's.
+    /// Throughput at `load` at least `min_ratio` × the baseline's;
+    /// `baseline` is the label of the baseline compared with.
     pub fn throughput(
         scenario: &str,
         candidate: &str,
@@ -225,7 +250,7 @@ impl Check {
         comparisons: &[Comparison],
         min_ratio: f64,
     ) -> Self {
-        let c = find(comparisons, scenario, load);
+        let c = find(comparisons, scenario, load, baseline);
         Self::of(
             format!(
                 "{scenario}: throughput {candidate}/{baseline} ({})",
@@ -239,10 +264,15 @@ impl Check {
     }
 }
 
-fn find<'a>(comparisons: &'a [Comparison], scenario: &str, load: Load) -> Option<&'a Comparison> {
+fn find<'a>(
+    comparisons: &'a [Comparison],
+    scenario: &str,
+    load: Load,
+    baseline: &str,
+) -> Option<&'a Comparison> {
     comparisons
         .iter()
-        .find(|c| c.load == load && c.scenario == scenario)
+        .find(|c| c.load == load && c.scenario == scenario && c.baseline == baseline)
 }
 
 /// The opening of a benchmark's Markdown report: title, how to read the
@@ -387,7 +417,11 @@ pub fn checks_table(checks: &[Check]) -> String {
                 c.name.clone(),
                 c.value.clone(),
                 c.target.clone(),
-                if c.pass { "PASS".into() } else { "FAIL".into() },
+                match (c.informational, c.pass) {
+                    (true, _) => "info".into(),
+                    (false, true) => "PASS".into(),
+                    (false, false) => "FAIL".into(),
+                },
             ]
         })
         .collect();

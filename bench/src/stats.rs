@@ -273,8 +273,8 @@ impl Summary {
     }
 }
 
-/// Candidate against baseline for one scenario at one load, paired by run
-/// (run *i* of the candidate against run *i* of the baseline, which were
+/// Candidate against one baseline for one scenario at one load, paired by
+/// run (run *i* of the candidate against run *i* of the baseline, which were
 /// measured back to back).
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -282,6 +282,8 @@ pub struct Comparison {
     pub scenario: String,
     /// Offered load.
     pub load: Load,
+    /// Label of the baseline compared with (a scenario may have several).
+    pub baseline: String,
     /// candidate / baseline achieved rps.
     pub rps_ratio: Option<Spread>,
     /// candidate / baseline p50.
@@ -353,88 +355,99 @@ fn pair<'a>(
     })
 }
 
-/// Aggregates `measurements` by (scenario, load, side), in order of first
-/// appearance.
+/// Aggregates `measurements` by (scenario, load, side, target), in order of
+/// first appearance.
 pub fn summarize(measurements: &[Measurement]) -> Vec<Summary> {
-    groups(measurements, |m| (m.scenario.clone(), m.load, m.side))
+    groups(measurements, |m| {
+        (m.scenario.clone(), m.load, m.side, m.target.clone())
+    })
+    .into_iter()
+    .filter_map(|group| {
+        let first = group.first()?;
+        let spread = |f: &dyn Fn(&Measurement) -> f64| Spread::of(group.iter().map(|m| f(m)));
+        let opt =
+            |f: &dyn Fn(&Measurement) -> Option<f64>| Spread::of(group.iter().filter_map(|m| f(m)));
+        Some(Summary {
+            scenario: first.scenario.clone(),
+            load: first.load,
+            side: first.side,
+            target: first.target.clone(),
+            runs: group.len(),
+            errors: group.iter().map(|m| m.errors).sum(),
+            dropped: group.iter().map(|m| m.dropped).sum(),
+            rps: spread(&|m| Metric::Rps.value(m))?,
+            p50_us: spread(&|m| Metric::P50.value(m))?,
+            p90_us: spread(&|m| Metric::P90.value(m))?,
+            p99_us: spread(&|m| Metric::P99.value(m))?,
+            p999_us: spread(&|m| Metric::P999.value(m))?,
+            max_us: spread(&|m| Metric::Max.value(m))?,
+            sut_cpu: opt(&|m| m.sut_cpu),
+            generator_cpu: opt(&|m| m.generator_cpu),
+            sut_rss_max_kib: opt(&|m| m.sut_rss_max_kib.map(|k| k as f64)),
+            send_lag_p99_us: opt(&|m| m.send_lag_us.map(|l| l.p99 as f64)),
+            steal: opt(&|m| m.steal),
+        })
+    })
+    .collect()
+}
+
+/// Pairs candidate and baseline runs for every (scenario, load) measured on
+/// both sides: one comparison per baseline target, in order of first
+/// appearance.
+pub fn compare(measurements: &[Measurement]) -> Vec<Comparison> {
+    groups(measurements, |m| (m.scenario.clone(), m.load))
         .into_iter()
-        .filter_map(|group| {
-            let first = group.first()?;
-            let spread = |f: &dyn Fn(&Measurement) -> f64| Spread::of(group.iter().map(|m| f(m)));
-            let opt = |f: &dyn Fn(&Measurement) -> Option<f64>| {
-                Spread::of(group.iter().filter_map(|m| f(m)))
-            };
-            Some(Summary {
-                scenario: first.scenario.clone(),
-                load: first.load,
-                side: first.side,
-                target: first.target.clone(),
-                runs: group.len(),
-                errors: group.iter().map(|m| m.errors).sum(),
-                dropped: group.iter().map(|m| m.dropped).sum(),
-                rps: spread(&|m| Metric::Rps.value(m))?,
-                p50_us: spread(&|m| Metric::P50.value(m))?,
-                p90_us: spread(&|m| Metric::P90.value(m))?,
-                p99_us: spread(&|m| Metric::P99.value(m))?,
-                p999_us: spread(&|m| Metric::P999.value(m))?,
-                max_us: spread(&|m| Metric::Max.value(m))?,
-                sut_cpu: opt(&|m| m.sut_cpu),
-                generator_cpu: opt(&|m| m.generator_cpu),
-                sut_rss_max_kib: opt(&|m| m.sut_rss_max_kib.map(|k| k as f64)),
-                send_lag_p99_us: opt(&|m| m.send_lag_us.map(|l| l.p99 as f64)),
-                steal: opt(&|m| m.steal),
-            })
+        .flat_map(|group| {
+            let candidate: Vec<&Measurement> = group
+                .iter()
+                .copied()
+                .filter(|m| m.side == Side::Candidate)
+                .collect();
+            if candidate.is_empty() {
+                return Vec::new();
+            }
+            groups(
+                group.iter().copied().filter(|m| m.side == Side::Baseline),
+                |m| m.target.clone(),
+            )
+            .into_iter()
+            .filter_map(|baseline| pair_runs(&baseline, &candidate))
+            .collect()
         })
         .collect()
 }
 
-/// Pairs candidate and baseline runs for every (scenario, load) measured on
-/// both sides.
-pub fn compare(measurements: &[Measurement]) -> Vec<Comparison> {
-    groups(measurements, |m| (m.scenario.clone(), m.load))
-        .into_iter()
-        .filter_map(|group| {
-            let first = group.first()?;
-            let both = [Side::Baseline, Side::Candidate];
-            if !both
-                .iter()
-                .all(|side| group.iter().any(|m| m.side == *side))
-            {
-                return None;
-            }
-            let runs = |side: Side, metric: Metric| -> Vec<(u32, f64)> {
-                group
-                    .iter()
-                    .filter(|m| m.side == side)
-                    .map(|m| (m.run, metric.value(m)))
-                    .collect()
-            };
-            let paired = |metric: Metric, f: fn(f64, f64) -> f64| {
-                let b = runs(Side::Baseline, metric);
-                let c = runs(Side::Candidate, metric);
-                Spread::of(pair(&b, &c).map(|(b, c)| f(b, c)))
-            };
-            let ratio = |b: f64, c: f64| if b > 0.0 { c / b } else { f64::NAN };
-            let added = |b: f64, c: f64| c - b;
-            Some(Comparison {
-                scenario: first.scenario.clone(),
-                load: first.load,
-                rps_ratio: paired(Metric::Rps, ratio),
-                p50_ratio: paired(Metric::P50, ratio),
-                p99_ratio: paired(Metric::P99, ratio),
-                p50_added_us: paired(Metric::P50, added),
-                p99_added_us: paired(Metric::P99, added),
-            })
-        })
-        .collect()
+/// The candidate's runs against one baseline's, paired by run.
+fn pair_runs(baseline: &[&Measurement], candidate: &[&Measurement]) -> Option<Comparison> {
+    let first = baseline.first()?;
+    let runs = |ms: &[&Measurement], metric: Metric| -> Vec<(u32, f64)> {
+        ms.iter().map(|m| (m.run, metric.value(m))).collect()
+    };
+    let paired = |metric: Metric, f: fn(f64, f64) -> f64| {
+        let b = runs(baseline, metric);
+        let c = runs(candidate, metric);
+        Spread::of(pair(&b, &c).map(|(b, c)| f(b, c)))
+    };
+    let ratio = |b: f64, c: f64| if b > 0.0 { c / b } else { f64::NAN };
+    let added = |b: f64, c: f64| c - b;
+    Some(Comparison {
+        scenario: first.scenario.clone(),
+        load: first.load,
+        baseline: first.target.clone(),
+        rps_ratio: paired(Metric::Rps, ratio),
+        p50_ratio: paired(Metric::P50, ratio),
+        p99_ratio: paired(Metric::P99, ratio),
+        p50_added_us: paired(Metric::P50, added),
+        p99_added_us: paired(Metric::P99, added),
+    })
 }
 
 /// Groups measurements by `key`, keeping the order in which keys first
 /// appear.
-fn groups<K: Ord>(
-    measurements: &[Measurement],
+fn groups<'a, K: Ord>(
+    measurements: impl IntoIterator<Item = &'a Measurement>,
     key: impl Fn(&Measurement) -> K,
-) -> Vec<Vec<&Measurement>> {
+) -> Vec<Vec<&'a Measurement>> {
     let mut order: BTreeMap<K, usize> = BTreeMap::new();
     let mut out: Vec<Vec<&Measurement>> = Vec::new();
     for m in measurements {
@@ -462,11 +475,15 @@ mod tests {
     }
 
     fn m(side: Side, run: u32, rps: f64, p99: u64) -> Measurement {
+        on(side, "t", run, rps, p99)
+    }
+
+    fn on(side: Side, target: &str, run: u32, rps: f64, p99: u64) -> Measurement {
         let mut m = Measurement::from_outcome(
             "S",
             Load::Open { rate: 10 },
             side,
-            "t",
+            target,
             run,
             1.0,
             &crate::load::LoadOutcome {
@@ -507,5 +524,32 @@ mod tests {
         // p50 is 0 on both sides: no meaningful ratio.
         assert!(c.p50_ratio.is_none());
         assert_eq!(c.p50_added_us.unwrap().median, 0.0);
+    }
+
+    #[test]
+    fn the_candidate_is_compared_with_each_baseline() {
+        let ms = vec![
+            on(Side::Baseline, "app", 1, 100.0, 100),
+            on(Side::Baseline, "haproxy", 1, 50.0, 200),
+            on(Side::Candidate, "plinth", 1, 40.0, 260),
+            on(Side::Baseline, "app", 2, 100.0, 100),
+            on(Side::Baseline, "haproxy", 2, 40.0, 220),
+            on(Side::Candidate, "plinth", 2, 40.0, 250),
+        ];
+        let summaries = summarize(&ms);
+        let targets: Vec<&str> = summaries.iter().map(|s| s.target.as_str()).collect();
+        assert_eq!(targets, ["app", "haproxy", "plinth"]);
+        let comparisons = compare(&ms);
+        assert_eq!(comparisons.len(), 2);
+        let (app, haproxy) = (&comparisons[0], &comparisons[1]);
+        assert_eq!(
+            (app.baseline.as_str(), haproxy.baseline.as_str()),
+            ("app", "haproxy")
+        );
+        assert_eq!(app.rps_ratio.unwrap().median, 0.4);
+        assert_eq!(haproxy.rps_ratio.unwrap().median, 0.9);
+        assert_eq!(haproxy.p99_added_us.unwrap().median, 45.0);
+        // Nothing to compare without a candidate.
+        assert!(compare(&ms[..2]).is_empty());
     }
 }

@@ -36,6 +36,44 @@ pub enum Readiness {
         /// HTTP path of the readiness probe.
         readiness_path: String,
     },
+    /// The SUT announces nothing; it listens on `addr`, known before it
+    /// starts (haproxy, from its generated config), and is ready once
+    /// `GET http://<addr><path>` answers 200.
+    HttpProbe {
+        /// Where the SUT listens; becomes [`Sut::addr`].
+        addr: SocketAddr,
+        /// HTTP path of the readiness probe.
+        path: String,
+    },
+}
+
+/// The signal that asks a SUT to exit cleanly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: Plinth and the bare server.
+    #[default]
+    Term,
+    /// SIGUSR1: haproxy's soft stop. haproxy's SIGTERM is an immediate stop
+    /// that exits with a failure status.
+    Usr1,
+}
+
+impl StopSignal {
+    /// The name `kill(1)` takes.
+    fn kill_arg(self) -> &'static str {
+        match self {
+            StopSignal::Term => "-TERM",
+            StopSignal::Usr1 => "-USR1",
+        }
+    }
+
+    /// The name in messages.
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Usr1 => "SIGUSR1",
+        }
+    }
 }
 
 /// How to launch a SUT.
@@ -51,6 +89,8 @@ pub struct SutSpec {
     pub readiness: Readiness,
     /// How long startup may take before it counts as failed.
     pub startup_timeout: Duration,
+    /// What [`Sut::stop`] sends.
+    pub stop_signal: StopSignal,
 }
 
 impl SutSpec {
@@ -92,6 +132,7 @@ impl SutSpec {
                 readiness_path: "/actuator/health/readiness".into(),
             },
             startup_timeout,
+            stop_signal: StopSignal::Term,
         }
     }
 }
@@ -105,6 +146,7 @@ pub struct Sut {
     listeners: Vec<(String, SocketAddr)>,
     tail: Arc<Mutex<VecDeque<String>>>,
     startup: Duration,
+    stop_signal: StopSignal,
 }
 
 /// What the output reader thread reports during startup.
@@ -131,11 +173,12 @@ impl Sut {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
         let (tx, rx) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
-            let parse = match spec.readiness {
-                Readiness::ListeningLine => parse_listening_line,
-                Readiness::PlinthJsonLogs { .. } => parse_plinth_json_line,
+            let parse: Option<LineParser> = match spec.readiness {
+                Readiness::ListeningLine => Some(parse_listening_line),
+                Readiness::PlinthJsonLogs { .. } => Some(parse_plinth_json_line),
+                Readiness::HttpProbe { .. } => None,
             };
-            spawn_reader(stdout, Arc::clone(&tail), Some((tx, parse)));
+            spawn_reader(stdout, Arc::clone(&tail), parse.map(|parse| (tx, parse)));
         }
         if let Some(stderr) = child.stderr.take() {
             spawn_reader(stderr, Arc::clone(&tail), None);
@@ -147,6 +190,7 @@ impl Sut {
             listeners: Vec::new(),
             tail,
             startup: Duration::ZERO,
+            stop_signal: spec.stop_signal,
         };
 
         let deadline = begin + spec.startup_timeout;
@@ -203,11 +247,14 @@ impl Sut {
         }
     }
 
-    /// Sends SIGTERM and waits up to `grace` for a clean exit, then kills.
+    /// Sends the spec's stop signal (SIGTERM unless told otherwise) and
+    /// waits up to `grace` for a clean exit, then kills.
     pub fn stop(mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
         let pid = self.child.id().to_string();
         // `kill(1)` keeps this crate free of `unsafe` libc calls.
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill")
+            .args([self.stop_signal.kill_arg(), &pid])
+            .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -218,8 +265,9 @@ impl Sut {
         self.child.kill()?;
         let status = self.child.wait()?;
         bail!(
-            "{} did not exit within {grace:?} of SIGTERM; killed ({status})",
-            self.label
+            "{} did not exit within {grace:?} of {}; killed ({status})",
+            self.label,
+            self.stop_signal.name()
         )
     }
 
@@ -227,9 +275,10 @@ impl Sut {
     /// instead of failing: the measurements are already taken.
     pub fn stop_or_warn(self) {
         let label = self.label.clone();
+        let signal = self.stop_signal.name();
         match self.stop(Duration::from_secs(5)) {
             Ok(status) if !status.success() => {
-                eprintln!("  warning: {label} exited with {status} on SIGTERM")
+                eprintln!("  warning: {label} exited with {status} on {signal}")
             }
             Ok(_) => {}
             Err(e) => eprintln!("  warning: {e:#}"),
@@ -265,6 +314,10 @@ impl Sut {
         rx: &mpsc::Receiver<Event>,
         deadline: Instant,
     ) -> anyhow::Result<()> {
+        if let Readiness::HttpProbe { addr, path } = readiness {
+            self.addr = *addr;
+            return self.await_probe(*addr, path, deadline);
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -299,10 +352,20 @@ impl Sut {
         let serve = find(serve_listener)?;
         let admin = find(admin_listener)?;
         self.addr = serve;
+        self.await_probe(admin, readiness_path, deadline)
+    }
+
+    /// Polls `GET http://<addr><path>` until it answers 200.
+    fn await_probe(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let mut last = String::from("no answer");
         while Instant::now() < deadline {
             self.check_alive()?;
-            match probe(admin, readiness_path) {
+            match probe(addr, path) {
                 Ok(200) => return Ok(()),
                 Ok(code) => last = format!("HTTP {code}"),
                 Err(e) => last = e.to_string(),
@@ -310,7 +373,7 @@ impl Sut {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!(
-            "readiness probe http://{admin}{readiness_path} not 200 within the startup timeout (last: {last})"
+            "readiness probe http://{addr}{path} not 200 within the startup timeout (last: {last})"
         )
     }
 }
@@ -377,15 +440,15 @@ fn parse_plinth_json_line(line: &str) -> Option<Event> {
     }
 }
 
-/// One `GET http://<admin><path>`; returns the HTTP status code.
-fn probe(admin: SocketAddr, path: &str) -> anyhow::Result<u16> {
+/// One `GET http://<addr><path>`; returns the HTTP status code.
+fn probe(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let timeout = Duration::from_secs(1);
-    let mut stream = TcpStream::connect_timeout(&admin, timeout)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut status_line = String::new();
     BufReader::new(stream).read_line(&mut status_line)?;

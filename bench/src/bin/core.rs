@@ -21,8 +21,8 @@ use clap::{Parser, ValueEnum};
 use plinth_bench::report::{self, Check};
 use plinth_bench::stats::{self, Series, Side};
 use plinth_bench::{
-    Candidate, CommonArgs, Proc, ProcessSeries, Readiness, Report, RunConfig, Session, Sut,
-    SutSpec, pin,
+    Candidate, CommonArgs, Proc, ProcessSeries, Readiness, Report, RunConfig, Session, StopSignal,
+    Sut, SutSpec, pin,
 };
 use plinth_proto::runtime::v1::runtime_client::RuntimeClient;
 use plinth_proto::runtime::v1::{GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem};
@@ -242,6 +242,7 @@ fn main() -> anyhow::Result<()> {
         args: vec!["--port".into(), "0".into()],
         readiness: Readiness::ListeningLine,
         startup_timeout: common.startup_timeout(),
+        stop_signal: StopSignal::Term,
     };
     let candidate = match run_cfg.candidate {
         Candidate::Bare => SutSpec {
