@@ -6,6 +6,10 @@
 #   bench/run.sh --runs 5 --scenarios say-hello
 #   bench/run.sh dapr --quick                  # bench-dapr, smoke run
 #   bench/run.sh dapr                          # bench-dapr, full run
+#   bench/run.sh dapr --no-haproxy             # bench-dapr without haproxy
+# bench-dapr compares service invocation with haproxy too: `dapr` installs
+# Debian's haproxy package when it is missing (as root; otherwise it says so
+# and stops), unless --no-haproxy is given.
 # Cargo's usual variables apply (CARGO_TARGET_DIR, CARGO_BUILD_JOBS).
 # See bench/README.md.
 set -euo pipefail
@@ -20,6 +24,38 @@ case "${1:-}" in
     shift
     ;;
 esac
+
+# haproxy, bench-dapr's second baseline for Invoke HTTP, from Debian's
+# package: nothing installed by hand is there on a fresh machine.
+ensure_haproxy() {
+  if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then
+    return
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run.sh: haproxy is not installed; bench-dapr uses it as a baseline for Invoke HTTP." >&2
+    echo "run.sh: install Debian's package as root (apt-get install haproxy), or pass --no-haproxy." >&2
+    exit 1
+  fi
+  echo "run.sh: installing haproxy (Debian package)" >&2
+  # stdout carries the report: apt's chatter goes to stderr.
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y haproxy >&2; then
+    apt-get update >&2
+    apt-get install -y haproxy >&2
+  fi
+}
+
+if [ "$bench" = dapr ]; then
+  want_haproxy=1
+  for arg in "$@"; do
+    if [ "$arg" = --no-haproxy ]; then
+      want_haproxy=0
+    fi
+  done
+  if [ "$want_haproxy" = 1 ]; then
+    ensure_haproxy
+  fi
+fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in
