@@ -876,3 +876,54 @@ async fn deliveries_wait_while_the_app_is_unhealthy() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dapr_grpc_app_gets_bulk_events_through_on_bulk_topic_event() {
+    use super::dapr_app::{Call, DaprApp};
+    let topic = unique("grpc-bulk");
+    let mut app = DaprApp::start(
+        vec![dpb::TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: topic.clone(),
+            bulk_subscribe: Some(dpb::BulkSubscribeConfig {
+                enabled: true,
+                max_messages_count: 2,
+                max_await_duration_ms: 300,
+            }),
+            ..Default::default()
+        }],
+        vec![],
+        Default::default(),
+    )
+    .await;
+    let port = app.port.to_string();
+    let plinth = Plinth::start_with(&["--app-port", &port, "--app-protocol", "grpc"], None);
+    wait_subscribed(&plinth, &[&topic]).await;
+    let mut c = dapr(&plinth).await;
+    for data in [r#""a""#, r#""drop""#, r#""b""#] {
+        publish(&mut c, &topic, data, &[]).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match app.next().await {
+            Call::Bulk(req) => {
+                assert_eq!(req.topic, topic);
+                assert!((1..=2).contains(&req.entries.len()), "{req:?}");
+                for e in req.entries {
+                    assert!(!e.entry_id.is_empty());
+                    match e.event {
+                        Some(dpb::topic_event_bulk_request_entry::Event::CloudEvent(ce)) => {
+                            seen.push(String::from_utf8_lossy(&ce.data).into_owned())
+                        }
+                        other => panic!("not a CloudEvent: {other:?}"),
+                    }
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec![r#""a""#, r#""b""#, r#""drop""#]);
+    wait_outcome(&plinth, &topic, "success", 2).await;
+    wait_outcome(&plinth, &topic, "drop", 1).await;
+}

@@ -16,6 +16,7 @@ pub(crate) enum Call {
     Invoke(common::InvokeRequest, tonic::metadata::MetadataMap),
     Event(dpb::TopicEventRequest),
     Binding(dpb::BindingEventRequest),
+    Bulk(dpb::TopicEventBulkRequest),
 }
 
 struct App {
@@ -94,9 +95,26 @@ impl AppCallback for App {
 
     async fn on_bulk_topic_event(
         &self,
-        _request: Request<dpb::TopicEventBulkRequest>,
+        request: Request<dpb::TopicEventBulkRequest>,
     ) -> Result<Response<dpb::TopicEventBulkResponse>, Status> {
-        Err(Status::unimplemented("no bulk"))
+        let req = request.into_inner();
+        // Entries whose event data is `"drop"` are dropped; the rest succeed.
+        let statuses = req
+            .entries
+            .iter()
+            .map(|e| {
+                let drop = matches!(
+                    &e.event,
+                    Some(dpb::topic_event_bulk_request_entry::Event::CloudEvent(ce)) if ce.data == br#""drop""#
+                );
+                dpb::TopicEventBulkResponseEntry {
+                    entry_id: e.entry_id.clone(),
+                    status: if drop { 2 } else { 0 },
+                }
+            })
+            .collect();
+        let _ = self.tx.send(Call::Bulk(req));
+        Ok(Response::new(dpb::TopicEventBulkResponse { statuses }))
     }
 
     async fn on_job_event(
