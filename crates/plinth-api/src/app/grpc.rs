@@ -195,11 +195,14 @@ impl plinth_runtime::app::AppChannel for GrpcApp {
                 querystring: req.query,
             }),
         };
-        let mut request = self.request(message, plinth_runtime::invoke::APP_CALL_TIMEOUT);
-        let token = request.metadata().get(API_TOKEN_HEADER).cloned();
-        *request.metadata_mut() = metadata_from(&req.headers);
-        if let Some(token) = token {
-            request.metadata_mut().insert(API_TOKEN_HEADER, token);
+        // The caller's headers first; the deadline and the app's token go on top of them.
+        let mut request =
+            tonic::Request::from_parts(metadata_from(&req.headers), Default::default(), message);
+        request.set_timeout(plinth_runtime::invoke::APP_CALL_TIMEOUT);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert(API_TOKEN_HEADER, token.clone());
         }
         match self.dapr.clone().on_invoke(request).await {
             Ok(resp) => {
