@@ -67,6 +67,15 @@ impl std::fmt::Debug for PostgresConfig {
 impl PostgresConfig {
     /// Read and validate the settings; every error names the field.
     pub fn from_spec(spec: &ComponentSpec) -> Result<Self> {
+        if !matches!(spec.version.as_str(), "" | "v2") {
+            return Err(spec.invalid(
+                "spec.version",
+                format!(
+                    "{:?}: only Dapr's v2 table layout is supported; use v2 or leave it out",
+                    spec.version
+                ),
+            ));
+        }
         let raw = spec.require(CONNECTION_STRING)?;
         let connection = parse_connection_string(raw).map_err(|e| {
             // The parser's message never echoes the string, which may hold a password.

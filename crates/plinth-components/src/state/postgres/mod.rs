@@ -226,8 +226,34 @@ impl PostgresStateStore {
                 created_at timestamp with time zone NOT NULL DEFAULT now(),
                 updated_at timestamp with time zone,
                 expires_at timestamp with time zone
-            );
-            CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
+            );"
+        ))
+        .await
+        .map_err(pg_error)?;
+        // A table that existed before must be in the v2 layout: Dapr's v1 layout (a `jsonb`
+        // value, `isbinary`, `xmin` as ETag) has no `etag` column.
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, table.as_str()),
+        };
+        let etag_type: Option<String> = tx
+            .query_opt(
+                "SELECT data_type::text FROM information_schema.columns
+                 WHERE table_schema = coalesce($1, current_schema())
+                   AND table_name = $2 AND column_name = 'etag'",
+                &[&schema.map(str::to_lowercase), &name.to_lowercase()],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|row| row.get(0));
+        if etag_type.as_deref() != Some("uuid") {
+            return Err(Error::invalid_argument(format!(
+                "postgresql: table {table} exists but is not in Dapr's v2 layout (a v1 table?); \
+                 use another tableName or tablePrefix"
+            )));
+        }
+        tx.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
             CREATE TABLE IF NOT EXISTS {meta} (
                 key text NOT NULL PRIMARY KEY,
                 value text NOT NULL

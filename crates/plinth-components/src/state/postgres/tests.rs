@@ -612,6 +612,31 @@ fn postgres_config_defaults_and_errors() {
 }
 
 #[tokio::test]
+async fn postgres_rejects_a_table_in_dapr_v1_layout() {
+    let table = unique("plinth_state");
+    let meta = unique("plinth_meta");
+    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let sql = connect().await;
+    sql.batch_execute(&format!(
+        "CREATE TABLE {table} (key text NOT NULL PRIMARY KEY, value jsonb NOT NULL,
+         isbinary boolean NOT NULL, insertdate timestamp with time zone NOT NULL DEFAULT now(),
+         updatedate timestamp with time zone, expiredate timestamp with time zone)"
+    ))
+    .await
+    .unwrap();
+    let store =
+        PostgresStateStore::new(PostgresConfig::from_spec(&spec(&table, &meta)).unwrap()).unwrap();
+    let err = store.init().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("v2 layout"), "{err}");
+
+    let mut v1 = spec(&table, &meta);
+    v1.version = "v1".into();
+    let err = factory(&v1).unwrap_err();
+    assert!(err.to_string().contains("spec.version"), "{err}");
+}
+
+#[tokio::test]
 async fn postgres_unreachable_server_is_unavailable_within_seconds() {
     let spec = ComponentSpec::new("statestore", TYPE_NAME)
         // Nothing listens on port 1.
