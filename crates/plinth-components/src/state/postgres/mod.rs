@@ -11,6 +11,9 @@
 //! shorter build than sqlx, and no compile-time query checking (so no database at build
 //! time). Connections are plain TCP or Unix sockets; no TLS stack is compiled in.
 //!
+//! Queries (`QueryStateAlpha1`, which Dapr's v2 component lacks) are translated to SQL over
+//! the JSON in `value`; see `query.rs`.
+//!
 //! Table names reach SQL text, so they are validated as plain identifiers when the config is
 //! read; every value goes through bind parameters.
 
@@ -25,8 +28,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use plinth_core::component::state::{
-    BulkGetItem, Concurrency, DeleteRequest, GetRequest, GetResponse, SetRequest, StateFeatures,
-    StateStore, TransactionOp,
+    BulkGetItem, Concurrency, DeleteRequest, GetRequest, GetResponse, QueryItem, QueryRequest,
+    QueryResponse, SetRequest, StateFeatures, StateStore, TransactionOp,
 };
 use plinth_core::component::{Component, Instance};
 use plinth_core::metadata::{TTL_EXPIRE_TIME, Ttl, parse_ttl};
@@ -39,6 +42,7 @@ use uuid::Uuid;
 use crate::util::{lock, rfc3339};
 
 pub mod config;
+mod query;
 #[cfg(test)]
 mod tests;
 
@@ -102,6 +106,19 @@ fn parse_etag(etag: Option<&str>) -> Result<Option<Uuid>> {
             .map(Some)
             .map_err(|_| Error::etag_invalid(format!("etag {e:?} is not a UUID"))),
     }
+}
+
+/// A page token is the offset of the next result, as this store issued it.
+fn parse_token(token: &str) -> Result<i64> {
+    token
+        .parse::<i64>()
+        .ok()
+        .filter(|_| token.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "invalid query: page.token: {token:?} is not a token this store issued"
+            ))
+        })
 }
 
 fn valid_key(key: &str) -> Result<()> {
@@ -450,7 +467,7 @@ impl StateStore for PostgresStateStore {
             etag: true,
             transactional: true,
             ttl: true,
-            query: false,
+            query: true,
         }
     }
 
@@ -517,6 +534,53 @@ impl StateStore for PostgresStateStore {
             self.do_delete(&**conn, &req).await
         })
         .await
+    }
+
+    async fn query(&self, req: QueryRequest) -> Result<QueryResponse> {
+        let offset = match req.query.page.token.as_deref() {
+            None => 0,
+            Some(token) => parse_token(token)?,
+        };
+        self.ensure_schema().await?;
+        let sql = query::select(&self.config.table, &req.key_prefix, &req.query, offset);
+        let rows = self
+            .timed(async {
+                let conn = self.conn().await?;
+                conn.batch_execute(query::TRY_JSONB)
+                    .await
+                    .map_err(pg_error)?;
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = sql
+                    .params
+                    .iter()
+                    .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                conn.query(&sql.text, &params).await.map_err(pg_error)
+            })
+            .await?;
+        let limit = req.query.page.limit.map(|l| l.get());
+        let more = limit.is_some_and(|l| rows.len() > l);
+        let results: Vec<QueryItem> = rows
+            .into_iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|row| {
+                let value: Vec<u8> = row.get(1);
+                let etag: Uuid = row.get(2);
+                QueryItem {
+                    key: row.get(0),
+                    data: Bytes::from(value),
+                    etag: Some(etag.to_string()),
+                    error: None,
+                }
+            })
+            .collect();
+        let token = more.then(|| {
+            (offset.saturating_add(i64::try_from(results.len()).unwrap_or(i64::MAX))).to_string()
+        });
+        Ok(QueryResponse {
+            results,
+            token,
+            metadata: Metadata::new(),
+        })
     }
 
     async fn transact(&self, ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<()> {

@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use plinth_core::ErrorKind;
 use plinth_core::component::state::StateOptions;
+use plinth_core::component::state::query::{
+    Comparison, Filter, KeyPath, Order, Page, Query, Sorting,
+};
 use plinth_core::metadata::TTL_IN_SECONDS;
 
 use super::config::{
     CLEANUP_INTERVAL, CONNECTION_STRING, METADATA_TABLE_NAME, TABLE_NAME, TABLE_PREFIX, TIMEOUT,
 };
 use super::*;
+use serde_json::json;
 
 const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
@@ -673,4 +677,263 @@ async fn postgres_unreachable_server_is_unavailable_within_seconds() {
     let started = std::time::Instant::now();
     assert_eq!(kind(store.ping().await), Some(ErrorKind::Unavailable));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn query(filter: Option<Filter>, sort: Vec<Sorting>, limit: Option<usize>) -> Query {
+    Query {
+        filter,
+        sort,
+        page: Page {
+            limit: limit.and_then(std::num::NonZeroUsize::new),
+            token: None,
+        },
+    }
+}
+
+async fn run(store: &PostgresStateStore, prefix: &str, query: Query) -> Result<QueryResponse> {
+    store
+        .query(QueryRequest {
+            query,
+            key_prefix: prefix.into(),
+            metadata: Metadata::new(),
+        })
+        .await
+}
+
+fn keys_of(resp: &QueryResponse) -> Vec<&str> {
+    resp.results.iter().map(|r| r.key.as_str()).collect()
+}
+
+fn path(p: &str) -> KeyPath {
+    KeyPath::parse(p).expect("path")
+}
+
+fn cmp(op: Comparison, p: &str, value: serde_json::Value) -> Filter {
+    Filter::Compare {
+        op,
+        key: path(p),
+        value,
+    }
+}
+
+async fn employees() -> Fixture {
+    let fx = fixture().await;
+    let reqs = vec![
+        put(
+            "app||1",
+            r#"{"person": {"org": "Dev Ops", "id": 1036}, "state": "CA"}"#,
+        ),
+        put(
+            "app||2",
+            r#"{"person": {"org": "Hardware", "id": 1028}, "state": "WA"}"#,
+        ),
+        put(
+            "app||3",
+            r#"{"person": {"org": "Finance", "id": 1071}, "state": "NY"}"#,
+        ),
+        put(
+            "app||4",
+            r#"{"person": {"org": "Dev Ops", "id": 1042}, "state": "WA"}"#,
+        ),
+        put("app||5", "not json"),
+        put("app||6", vec![0xffu8, 0xfe, 0x00]),
+        put(
+            "other||1",
+            r#"{"person": {"org": "Dev Ops", "id": 1}, "state": "CA"}"#,
+        ),
+    ];
+    fx.store.bulk_set(reqs).await.expect("seed");
+    fx
+}
+
+#[tokio::test]
+async fn postgres_query_filters_only_the_prefix_and_skips_values_that_are_not_json() {
+    let fx = employees().await;
+    let store = &fx.store;
+    assert!(store.features().query);
+    let all = run(store, "app||", Query::default()).await.expect("query");
+    assert_eq!(keys_of(&all), ["app||1", "app||2", "app||3", "app||4"]);
+    assert_eq!(all.token, None);
+    let item = &all.results[0];
+    assert_eq!(item.etag, read(store, "app||1").await.and_then(|r| r.etag));
+    assert!(item.data.starts_with(b"{\"person\""));
+
+    let dev_ops = cmp(Comparison::Eq, "person.org", json!("Dev Ops"));
+    let found = run(store, "app||", query(Some(dev_ops.clone()), vec![], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&found), ["app||1", "app||4"]);
+    let everyone = run(store, "", query(Some(dev_ops), vec![], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&everyone), ["app||1", "app||4", "other||1"]);
+}
+
+#[tokio::test]
+async fn postgres_query_operators() {
+    let fx = employees().await;
+    let store = &fx.store;
+    let keys = |f: Filter| async move {
+        let resp = run(store, "app||", query(Some(f), vec![], None))
+            .await
+            .expect("query");
+        keys_of(&resp)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(cmp(Comparison::Eq, "person.id", json!(1036.0))).await,
+        ["app||1"],
+        "numbers compare by value"
+    );
+    assert!(
+        keys(cmp(Comparison::Eq, "person.id", json!("1036")))
+            .await
+            .is_empty(),
+        "no coercion"
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Neq, "state", json!("WA"))).await,
+        ["app||1", "app||3"]
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Neq, "missing", json!(1))).await.len(),
+        4,
+        "NEQ holds when the path is absent"
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Gt, "person.id", json!(1036))).await,
+        ["app||3", "app||4"]
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Gte, "person.id", json!(1036))).await,
+        ["app||1", "app||3", "app||4"]
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Lt, "person.id", json!(1036))).await,
+        ["app||2"]
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Lte, "person.id", json!(1036))).await,
+        ["app||1", "app||2"]
+    );
+    assert_eq!(
+        keys(cmp(Comparison::Gt, "person.org", json!("E"))).await,
+        ["app||2", "app||3"]
+    );
+    assert!(
+        keys(cmp(Comparison::Gt, "person.org", json!(1)))
+            .await
+            .is_empty(),
+        "mixed types never order"
+    );
+    assert_eq!(
+        keys(Filter::In {
+            key: path("state"),
+            values: vec![json!("CA"), json!("NY")],
+        })
+        .await,
+        ["app||1", "app||3"]
+    );
+    assert!(
+        keys(Filter::In {
+            key: path("state"),
+            values: vec![],
+        })
+        .await
+        .is_empty()
+    );
+    let nested = Filter::Or(vec![
+        cmp(Comparison::Eq, "person.org", json!("Finance")),
+        Filter::And(vec![
+            cmp(Comparison::Eq, "person.org", json!("Dev Ops")),
+            cmp(Comparison::Eq, "state", json!("WA")),
+        ]),
+    ]);
+    assert_eq!(keys(nested).await, ["app||3", "app||4"]);
+    // A value that looks like SQL is only ever a parameter.
+    assert!(
+        keys(cmp(Comparison::Eq, "state", json!("x' OR '1'='1")))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn postgres_query_sorts_on_nested_keys_and_pages_through_tokens() {
+    let fx = employees().await;
+    let store = &fx.store;
+    let by_id = |order| Sorting {
+        key: path("person.id"),
+        order,
+    };
+    let desc = run(store, "app||", query(None, vec![by_id(Order::Desc)], None))
+        .await
+        .expect("query");
+    assert_eq!(keys_of(&desc), ["app||3", "app||4", "app||1", "app||2"]);
+    let by_org = run(
+        store,
+        "app||",
+        query(
+            None,
+            vec![
+                Sorting {
+                    key: path("person.org"),
+                    order: Order::Asc,
+                },
+                by_id(Order::Desc),
+            ],
+            None,
+        ),
+    )
+    .await
+    .expect("query");
+    assert_eq!(keys_of(&by_org), ["app||4", "app||1", "app||3", "app||2"]);
+
+    let mut q = query(None, vec![by_id(Order::Asc)], Some(3));
+    let first = run(store, "app||", q.clone()).await.expect("page 1");
+    assert_eq!(keys_of(&first), ["app||2", "app||1", "app||4"]);
+    assert_eq!(first.token.as_deref(), Some("3"));
+    q.page.token = first.token;
+    let second = run(store, "app||", q.clone()).await.expect("page 2");
+    assert_eq!(keys_of(&second), ["app||3"]);
+    assert_eq!(second.token, None, "the last page has no token");
+
+    q.page.token = Some("10".into());
+    let past = run(store, "app||", q.clone()).await.expect("past the end");
+    assert!(past.results.is_empty() && past.token.is_none());
+    for bad in ["x", "-1", "+1", "1.0", " 1"] {
+        q.page.token = Some(bad.into());
+        let err = run(store, "app||", q.clone()).await.err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(ErrorKind::InvalidArgument),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_query_never_returns_expired_values() {
+    let fx = fixture().await;
+    fx.store
+        .set(with_ttl(put("app||short", r#"{"a": 1}"#), "3600"))
+        .await
+        .unwrap();
+    fx.store.set(put("app||long", r#"{"a": 1}"#)).await.unwrap();
+    let before = run(&fx.store, "app||", Query::default()).await.unwrap();
+    assert_eq!(keys_of(&before), ["app||long", "app||short"]);
+    fx.sql
+        .execute(
+            &format!(
+                "UPDATE {} SET expires_at = now() - interval '1 second' WHERE key = 'app||short'",
+                fx.store.table()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let after = run(&fx.store, "app||", Query::default()).await.unwrap();
+    assert_eq!(keys_of(&after), ["app||long"]);
 }
