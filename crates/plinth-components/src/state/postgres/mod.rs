@@ -199,7 +199,8 @@ impl PostgresStateStore {
         }
     }
 
-    /// Run `fut` within the configured timeout.
+    /// Run `fut` within the configured timeout. Callers get their connection first, so
+    /// that a server that cannot be reached is reported as Unavailable, not as a timeout.
     async fn timed<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::time::timeout(self.config.timeout, fut)
             .await
@@ -215,19 +216,23 @@ impl PostgresStateStore {
     /// sidecars starting at once do not race on `CREATE TABLE IF NOT EXISTS`.
     async fn ensure_schema(&self) -> Result<()> {
         self.schema
-            .get_or_try_init(|| self.timed(self.create_schema()))
+            .get_or_try_init(|| self.create_schema())
             .await
             .map(|_| ())
     }
 
     async fn create_schema(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        self.timed(self.create_schema_on(&mut conn)).await
+    }
+
+    async fn create_schema_on(&self, conn: &mut Object) -> Result<()> {
         let table = &self.config.table;
         let meta = &self.config.metadata_table;
         let index = format!(
             "{}_expires_at_idx",
             table.rsplit('.').next().unwrap_or(table)
         );
-        let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(pg_error)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
@@ -386,8 +391,7 @@ impl PostgresStateStore {
         Ok(())
     }
 
-    async fn do_transact(&self, ops: &[TransactionOp]) -> Result<()> {
-        let mut conn = self.conn().await?;
+    async fn do_transact(&self, conn: &mut Object, ops: &[TransactionOp]) -> Result<()> {
         let tx = conn.transaction().await.map_err(pg_error)?;
         for (index, op) in ops.iter().enumerate() {
             let done = match op {
@@ -444,8 +448,8 @@ impl Component for PostgresStateStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        let conn = self.conn().await?;
         self.timed(async {
-            let conn = self.conn().await?;
             conn.simple_query("SELECT 1").await.map_err(pg_error)?;
             Ok(())
         })
@@ -474,8 +478,8 @@ impl StateStore for PostgresStateStore {
     async fn get(&self, req: GetRequest) -> Result<Option<GetResponse>> {
         valid_key(&req.key)?;
         self.ensure_schema().await?;
+        let conn = self.conn().await?;
         self.timed(async {
-            let conn = self.conn().await?;
             let sql = format!(
                 "SELECT value, etag, expires_at FROM {} WHERE key = $1 AND {LIVE}",
                 self.config.table
@@ -494,9 +498,9 @@ impl StateStore for PostgresStateStore {
             valid_key(key)?;
         }
         self.ensure_schema().await?;
+        let conn = self.conn().await?;
         let found: HashMap<String, GetResponse> = self
             .timed(async {
-                let conn = self.conn().await?;
                 let sql = format!(
                     "SELECT key, value, etag, expires_at FROM {} WHERE key = ANY($1) AND {LIVE}",
                     self.config.table
@@ -520,20 +524,15 @@ impl StateStore for PostgresStateStore {
 
     async fn set(&self, req: SetRequest) -> Result<()> {
         self.ensure_schema().await?;
-        self.timed(async {
-            let conn = self.conn().await?;
-            self.do_set(&**conn, &req).await
-        })
-        .await
+        let conn = self.conn().await?;
+        self.timed(async { self.do_set(&**conn, &req).await }).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<()> {
         self.ensure_schema().await?;
-        self.timed(async {
-            let conn = self.conn().await?;
-            self.do_delete(&**conn, &req).await
-        })
-        .await
+        let conn = self.conn().await?;
+        self.timed(async { self.do_delete(&**conn, &req).await })
+            .await
     }
 
     async fn query(&self, req: QueryRequest) -> Result<QueryResponse> {
@@ -543,9 +542,9 @@ impl StateStore for PostgresStateStore {
         };
         self.ensure_schema().await?;
         let sql = query::select(&self.config.table, &req.key_prefix, &req.query, offset);
+        let conn = self.conn().await?;
         let rows = self
             .timed(async {
-                let conn = self.conn().await?;
                 conn.batch_execute(query::TRY_JSONB)
                     .await
                     .map_err(pg_error)?;
@@ -588,6 +587,7 @@ impl StateStore for PostgresStateStore {
             return Ok(());
         }
         self.ensure_schema().await?;
-        self.timed(self.do_transact(&ops)).await
+        let mut conn = self.conn().await?;
+        self.timed(self.do_transact(&mut conn, &ops)).await
     }
 }
