@@ -309,6 +309,34 @@ async fn postgres_first_write_with_and_without_etag() {
 }
 
 #[tokio::test]
+async fn postgres_concurrent_writers_with_one_etag_or_first_write_have_one_winner() {
+    let fx = fixture_with(&[(super::config::MAX_CONNS, "8")]).await;
+    fx.store.set(put("k", "v0")).await.unwrap();
+    let current = etag(&fx.store, "k").await;
+    let writes = (0..8).map(|i| {
+        fx.store
+            .set(with_etag(put("k", format!("v{}", i + 1)), &current))
+    });
+    let results = futures::future::join_all(writes).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.kind() == ErrorKind::EtagMismatch)
+    );
+
+    let creates = (0..8).map(|i| fx.store.set(first_write(put("new", format!("{i}")))));
+    let results = futures::future::join_all(creates).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+}
+
+#[tokio::test]
 async fn postgres_transactions_apply_in_order_and_atomically() {
     let fx = fixture().await;
     fx.store.set(put("gone", "x")).await.unwrap();
