@@ -93,7 +93,11 @@ fn pg_error(err: tokio_postgres::Error) -> Error {
             db.message(),
             db.code().code()
         )),
-        None => Error::unavailable(format!("postgresql: {err}")),
+        // The driver's message is generic ("error connecting to server"); its cause says why.
+        None => match std::error::Error::source(&err) {
+            Some(cause) => Error::unavailable(format!("postgresql: {err}: {cause}")),
+            None => Error::unavailable(format!("postgresql: {err}")),
+        },
     }
     .with_source(err)
 }

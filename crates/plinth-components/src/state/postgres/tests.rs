@@ -679,7 +679,12 @@ async fn postgres_unreachable_server_is_unavailable_within_seconds() {
         .with_metadata(TIMEOUT, "2s");
     let store = PostgresStateStore::new(PostgresConfig::from_spec(&spec).unwrap()).unwrap();
     let started = std::time::Instant::now();
-    assert_eq!(kind(store.init().await), Some(ErrorKind::Unavailable));
+    let err = store.init().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string().contains("refused"),
+        "the cause is reported: {err}"
+    );
     assert_eq!(kind(store.ping().await), Some(ErrorKind::Unavailable));
     assert_eq!(
         kind(
