@@ -1,0 +1,174 @@
+//! Metadata of `state.postgresql`, with Dapr's keys and defaults (state.postgresql v2).
+
+use std::time::Duration;
+
+use plinth_core::{ComponentSpec, Result};
+
+/// Component metadata: the PostgreSQL connection string, key/value
+/// (`host=... user=... dbname=...`, `database=` accepted as Dapr writes it) or URL
+/// (`postgres://user@host/db`). Required.
+pub const CONNECTION_STRING: &str = "connectionString";
+/// Component metadata: the state table's name, optionally schema-qualified (`schema.table`).
+/// Defaults to `tablePrefix` followed by `state`.
+pub const TABLE_NAME: &str = "tableName";
+/// Component metadata: Dapr v2's prefix of the state table's name (default empty).
+pub const TABLE_PREFIX: &str = "tablePrefix";
+/// Component metadata: the table where Dapr keeps its migration level (default
+/// `dapr_metadata`).
+pub const METADATA_TABLE_NAME: &str = "metadataTableName";
+/// Component metadata: the deadline of every database operation (default 20s, as Dapr).
+pub const TIMEOUT: &str = "timeout";
+/// Component metadata: how often expired rows are deleted (default 1h, as Dapr); `0` or a
+/// negative value disables the cleanup.
+pub const CLEANUP_INTERVAL: &str = "cleanupInterval";
+/// Component metadata: the most connections the pool opens (default 10).
+pub const MAX_CONNS: &str = "maxConns";
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+const DEFAULT_MAX_CONNS: usize = 10;
+/// PostgreSQL truncates longer identifiers; reject them rather than use another name.
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// The settings of a PostgreSQL state store.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The parsed connection settings.
+    pub connection: tokio_postgres::Config,
+    /// The state table, validated, possibly `schema.table`.
+    pub table: String,
+    /// The metadata table, validated.
+    pub metadata_table: String,
+    /// The key of the migration level in the metadata table, when the state table is
+    /// Dapr's default name for its prefix (so Dapr, on the same database, sees the table
+    /// as already created).
+    pub migration_key: Option<String>,
+    /// The deadline of every operation.
+    pub timeout: Duration,
+    /// How often expired rows are deleted; `None` disables it.
+    pub cleanup_interval: Option<Duration>,
+    /// The pool's size.
+    pub max_conns: usize,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    // The connection settings may hold a password: leave them out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("table", &self.table)
+            .field("metadata_table", &self.metadata_table)
+            .field("timeout", &self.timeout)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("max_conns", &self.max_conns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresConfig {
+    /// Read and validate the settings; every error names the field.
+    pub fn from_spec(spec: &ComponentSpec) -> Result<Self> {
+        if !matches!(spec.version.as_str(), "" | "v2") {
+            return Err(spec.invalid(
+                "spec.version",
+                format!(
+                    "{:?}: only Dapr's v2 table layout is supported; use v2 or leave it out",
+                    spec.version
+                ),
+            ));
+        }
+        let raw = spec.require(CONNECTION_STRING)?;
+        let connection = parse_connection_string(raw).map_err(|e| {
+            // The parser's message never echoes the string, which may hold a password.
+            spec.invalid(&format!("metadata.{CONNECTION_STRING}"), e)
+        })?;
+        let prefix = spec.get(TABLE_PREFIX).unwrap_or_default();
+        let (table, migration_key) = match spec.get(TABLE_NAME) {
+            Some(name) => (name.to_owned(), None),
+            None => (
+                format!("{prefix}state"),
+                Some(format!("migrations-state-v2-{prefix}")),
+            ),
+        };
+        let table_field = if spec.get(TABLE_NAME).is_some() {
+            TABLE_NAME
+        } else {
+            TABLE_PREFIX
+        };
+        validate_table_name(&table)
+            .map_err(|e| spec.invalid(&format!("metadata.{table_field}"), e))?;
+        let metadata_table = spec
+            .get(METADATA_TABLE_NAME)
+            .unwrap_or("dapr_metadata")
+            .to_owned();
+        validate_table_name(&metadata_table)
+            .map_err(|e| spec.invalid(&format!("metadata.{METADATA_TABLE_NAME}"), e))?;
+        let timeout = spec.duration_or(TIMEOUT, DEFAULT_TIMEOUT)?;
+        if timeout.is_zero() {
+            return Err(spec.invalid(&format!("metadata.{TIMEOUT}"), "must be positive"));
+        }
+        let cleanup_interval = match spec.get(CLEANUP_INTERVAL) {
+            Some(raw) if raw.starts_with('-') => None,
+            _ => Some(spec.duration_or(CLEANUP_INTERVAL, DEFAULT_CLEANUP_INTERVAL)?)
+                .filter(|d| !d.is_zero()),
+        };
+        let max_conns = spec.parse_or(MAX_CONNS, DEFAULT_MAX_CONNS)?;
+        if max_conns == 0 {
+            return Err(spec.invalid(&format!("metadata.{MAX_CONNS}"), "must be positive"));
+        }
+        Ok(Self {
+            connection,
+            table,
+            metadata_table,
+            migration_key,
+            timeout,
+            cleanup_interval,
+            max_conns,
+        })
+    }
+}
+
+/// Parse a connection string. Dapr's (pgx's) key/value form names the database
+/// `database`, which tokio-postgres calls `dbname`.
+fn parse_connection_string(raw: &str) -> std::result::Result<tokio_postgres::Config, String> {
+    let rewritten;
+    let raw = if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        raw
+    } else {
+        rewritten = raw
+            .split(' ')
+            .map(|token| match token.strip_prefix("database=") {
+                Some(rest) => format!("dbname={rest}"),
+                None => token.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        &rewritten
+    };
+    raw.parse::<tokio_postgres::Config>()
+        .map_err(|e| format!("not a valid PostgreSQL connection string: {e}"))
+}
+
+/// A table name is one or two (`schema.table`) unquoted SQL identifiers: a letter or `_`,
+/// then letters, digits or `_`, at most 63 bytes each. Only such names reach SQL text,
+/// which is why they are checked so strictly.
+pub fn validate_table_name(name: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 {
+        return Err(format!(
+            "{name:?} is not a table name: at most one '.' (schema.table)"
+        ));
+    }
+    for part in parts {
+        let mut chars = part.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !first_ok || !rest_ok || part.len() > MAX_IDENTIFIER_LEN {
+            return Err(format!(
+                "{name:?} is not a table name: each part must start with a letter or '_', hold only letters, digits and '_', and be at most {MAX_IDENTIFIER_LEN} characters"
+            ));
+        }
+    }
+    Ok(())
+}
