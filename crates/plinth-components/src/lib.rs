@@ -17,15 +17,17 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
+mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
 /// `lock.in-memory`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
-/// `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
+/// `state.redis`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
 /// `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
+        .register(state::redis::TYPE_NAME, state::redis::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
         .register(
@@ -51,7 +53,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 10);
+        assert_eq!(types.len(), 11);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -66,7 +68,12 @@ mod tests {
             assert_eq!(instance.map(|i| i.kind()).ok(), Some(kind), "{type_name}");
         }
         // These need metadata.
-        for type_name in ["secretstores.local.file", "bindings.http", "bindings.cron"] {
+        for type_name in [
+            "state.redis",
+            "secretstores.local.file",
+            "bindings.http",
+            "bindings.cron",
+        ] {
             let spec = ComponentSpec::new("c", type_name);
             assert!(
                 registry.build(&spec).is_err(),

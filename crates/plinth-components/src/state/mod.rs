@@ -1,3 +1,4 @@
 //! State stores.
 
 pub mod memory;
+pub mod redis;
