@@ -21,7 +21,7 @@ mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
-/// `lock.in-memory`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
+/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
 /// `state.redis`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
 /// `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
@@ -29,6 +29,7 @@ pub fn register_all(registry: &mut Registry) {
         .register(state::memory::TYPE_NAME, state::memory::factory)
         .register(state::redis::TYPE_NAME, state::redis::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
+        .register(lock::redis::TYPE_NAME, lock::redis::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
         .register(
             configuration::memory::TYPE_NAME,
@@ -53,7 +54,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 11);
+        assert_eq!(types.len(), 12);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
