@@ -11,8 +11,8 @@ pub(crate) enum KeyLayout {
     /// Dapr's: `lock||` before the key the building block prefixed
     /// (`lock||{appId}||{resource}`, `lock||{resource}` under `keyPrefix: none`).
     Dapr,
-    /// Layotto's: the prefixed key as it is (`{appId}||{resource}`, `{resource}` under
-    /// `keyPrefix: none`).
+    /// Layotto's: `lock|||` before the key the building block prefixed
+    /// (`lock|||{appId}||{resource}`, `lock|||{resource}` under `keyPrefix: none`).
     Layotto,
 }
 
@@ -21,7 +21,7 @@ impl KeyLayout {
     pub(crate) fn redis_key(self, key: &str) -> String {
         match self {
             KeyLayout::Dapr => format!("lock||{key}"),
-            KeyLayout::Layotto => key.to_owned(),
+            KeyLayout::Layotto => format!("lock|||{key}"),
         }
     }
 }

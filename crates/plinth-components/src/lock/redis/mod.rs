@@ -2,7 +2,7 @@
 //!
 //! Data layout: one string key per held lock whose value is the owner, with a Redis expiry
 //! (`SET key owner NX PX ms`). The key is the building block's prefixed key, with Dapr's
-//! `lock||` in front under `keyLayout: dapr` (the default) or as it is under
+//! `lock||` in front under `keyLayout: dapr` (the default), or Layotto's `lock|||` under
 //! `keyLayout: layotto`. Unlock and keep-alive are Lua scripts that compare the owner and
 //! act in one step, so a lock that expired and was taken by another owner is never
 //! released or extended by the first.

@@ -151,7 +151,7 @@ async fn key_layouts_match_dapr_and_layotto() {
     assert_eq!(owner.as_deref(), Some("owner-d"));
     let layotto = store_with("layotto").await;
     assert!(layotto.try_lock(&key, "owner-l", LONG).await.expect("lock"));
-    let owner: Option<String> = raw.get(&key).await.expect("get");
+    let owner: Option<String> = raw.get(format!("lock|||{key}")).await.expect("get");
     assert_eq!(owner.as_deref(), Some("owner-l"));
     assert_eq!(
         dapr.unlock(&key, "owner-d").await.expect("unlock"),
