@@ -21,7 +21,7 @@ mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
-/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `configuration.in-memory`, `pubsub.in-memory`,
+/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`, `pubsub.in-memory`,
 /// `state.redis`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
 /// `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
@@ -31,6 +31,7 @@ pub fn register_all(registry: &mut Registry) {
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(lock::redis::TYPE_NAME, lock::redis::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
+        .register(sequencer::redis::TYPE_NAME, sequencer::redis::factory)
         .register(
             configuration::memory::TYPE_NAME,
             configuration::memory::factory,
@@ -54,7 +55,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 12);
+        assert_eq!(types.len(), 13);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
