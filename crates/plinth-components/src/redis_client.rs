@@ -204,11 +204,17 @@ impl RedisConn {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.manager.read().await.clone().ok_or_else(|| {
-            Error::unavailable(
-                "the redis connection is not established yet (init has not succeeded)",
-            )
-        })?;
+        // Never wait for a connect in progress: calls fail fast while the component is DOWN.
+        let conn = self
+            .manager
+            .try_read()
+            .ok()
+            .and_then(|slot| slot.clone())
+            .ok_or_else(|| {
+                Error::unavailable(
+                    "the redis connection is not established yet (init has not succeeded)",
+                )
+            })?;
         match tokio::time::timeout(self.settings.timeout, call(conn)).await {
             Ok(result) => result.map_err(|e| self.error(e)),
             Err(_) => Err(Error::unavailable(format!(
