@@ -1,3 +1,4 @@
 //! Lock stores.
 
 pub mod memory;
+pub mod redis;

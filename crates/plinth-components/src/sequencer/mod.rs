@@ -1,3 +1,4 @@
 //! Sequencers.
 
 pub mod memory;
+pub mod redis;
