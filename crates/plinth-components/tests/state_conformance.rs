@@ -1,7 +1,9 @@
 //! The state conformance suite: the same cases against every state store of this crate.
 //!
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
-//! fails when it is missing. Every case writes under a fresh uuid prefix and deletes what it
+//! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
+//! overrides, a connection string), in a table of its own, `plinth_conformance_state`; each
+//! fails when its backend is missing. Every case writes under a fresh uuid prefix and deletes what it
 //! wrote, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -29,6 +31,17 @@ async fn redis() -> Arc<dyn StateStore> {
     let host = std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into());
     instance(ComponentSpec::new("conformance", "state.redis").with_metadata("redisHost", host))
         .await
+}
+
+async fn postgresql() -> Arc<dyn StateStore> {
+    let url = std::env::var("PLINTH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    instance(
+        ComponentSpec::new("conformance", "state.postgresql")
+            .with_metadata("connectionString", url)
+            .with_metadata("tableName", "plinth_conformance_state"),
+    )
+    .await
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn StateStore> {
@@ -386,4 +399,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, postgresql);
