@@ -1,0 +1,233 @@
+//! The sequencer conformance suite: the same cases against every sequencer of this crate.
+//!
+//! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
+//! and fails when it is missing. Every case uses keys under a fresh uuid prefix and deletes
+//! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
+//! share a Redis.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ::redis::AsyncCommands;
+use plinth_core::ComponentSpec;
+use plinth_core::component::Instance;
+use plinth_core::component::sequencer::Sequencer;
+
+fn prefix() -> String {
+    format!("plinth-conformance-{}||", uuid::Uuid::new_v4())
+}
+
+fn redis_host() -> String {
+    std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
+
+/// A sequencer under test, and where its keys live when they outlive the process.
+struct Store {
+    sequencer: Arc<dyn Sequencer>,
+    redis_host: Option<String>,
+}
+
+impl Store {
+    /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
+    /// `sequencer|||{key}`).
+    async fn cleanup(&self, keys: &[String]) {
+        let Some(host) = &self.redis_host else {
+            return;
+        };
+        let mut raw = ::redis::Client::open(format!("redis://{host}/"))
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis must be reachable");
+        for key in keys {
+            let _: () = raw
+                .del(format!("sequencer|||{key}"))
+                .await
+                .expect("cleanup");
+        }
+    }
+}
+
+async fn in_memory() -> Store {
+    Store {
+        sequencer: instance(ComponentSpec::new("conformance", "sequencer.in-memory")).await,
+        redis_host: None,
+    }
+}
+
+async fn redis() -> Store {
+    let host = redis_host();
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.redis")
+                .with_metadata("redisHost", host.clone()),
+        )
+        .await,
+        redis_host: Some(host),
+    }
+}
+
+async fn instance(spec: ComponentSpec) -> Arc<dyn Sequencer> {
+    let mut registry = plinth_core::registry::Registry::new();
+    plinth_components::register_all(&mut registry);
+    let Ok(Instance::Sequencer(sequencer)) = registry.build(&spec) else {
+        panic!("{} does not build as a sequencer", spec.type_name);
+    };
+    sequencer
+        .init()
+        .await
+        .unwrap_or_else(|e| panic!("{} must be reachable: {e}", spec.type_name));
+    sequencer
+}
+
+async fn next(sequencer: &dyn Sequencer, key: &str) -> i64 {
+    sequencer.next_id(key).await.expect("next_id")
+}
+
+/// Reserve `size` ids, checking the range has exactly that many; `None` when the store
+/// does not reserve ranges.
+async fn reserve(sequencer: &dyn Sequencer, key: &str, size: u32) -> Option<(i64, i64)> {
+    let range = sequencer.reserve(key, size).await.expect("reserve");
+    if let Some((from, to)) = range {
+        assert_eq!(to - from + 1, i64::from(size), "{key}: {from}..={to}");
+    }
+    range
+}
+
+async fn unique_under_concurrency(store: &Store, p: &str) {
+    let key = format!("{p}k");
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let sequencer = Arc::clone(&store.sequencer);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..20 {
+                    // Odd tasks mix in segments of varying size.
+                    if t % 2 == 1
+                        && i % 3 == 0
+                        && let Some((from, to)) = reserve(sequencer.as_ref(), &key, i + 1).await
+                    {
+                        ids.extend(from..=to);
+                        continue;
+                    }
+                    ids.push(next(sequencer.as_ref(), &key).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "an id was issued twice");
+    assert!(all.iter().all(|id| *id > 0), "ids are positive");
+    // Every id issued afterwards is above all of them.
+    let max = all.iter().copied().max().expect("ids");
+    assert!(next(store.sequencer.as_ref(), &key).await > max);
+    store.cleanup(&[key]).await;
+}
+
+async fn monotonic(store: &Store, p: &str) {
+    let sequencer = store.sequencer.as_ref();
+    let key = format!("{p}k");
+    let mut last = next(sequencer, &key).await;
+    assert!(last > 0, "the first id is positive: {last}");
+    for _ in 0..50 {
+        let id = next(sequencer, &key).await;
+        assert!(id > last, "{id} after {last}");
+        last = id;
+    }
+    // A segment lies above every earlier id, and later ids above the segment.
+    if let Some((from, to)) = reserve(sequencer, &key, 10).await {
+        assert!(from > last, "segment {from}..={to} after {last}");
+        last = to;
+    }
+    let id = next(sequencer, &key).await;
+    assert!(id > last, "{id} after {last}");
+    store.cleanup(&[key]).await;
+}
+
+async fn keys_are_independent(store: &Store, p: &str) {
+    let sequencer = store.sequencer.as_ref();
+    let (a, b) = (format!("{p}a"), format!("{p}b"));
+    for _ in 0..10 {
+        next(sequencer, &a).await;
+    }
+    sequencer.ensure_floor(&a, 1_000).await.expect("floor");
+    // Neither ids nor floors of `a` move `b`.
+    let first_b = next(sequencer, &b).await;
+    assert!(first_b > 0 && first_b < 10, "{b} started at {first_b}");
+    store.cleanup(&[a, b]).await;
+}
+
+async fn floor(store: &Store, p: &str) {
+    let sequencer = store.sequencer.as_ref();
+
+    // On a fresh key, the next id is above the floor.
+    let fresh = format!("{p}fresh");
+    sequencer.ensure_floor(&fresh, 100).await.expect("floor");
+    let id = next(sequencer, &fresh).await;
+    assert!(id > 100, "{id} after a floor of 100");
+    // Applying it again (the building block does, once per process) changes nothing.
+    sequencer.ensure_floor(&fresh, 100).await.expect("floor");
+    let again = next(sequencer, &fresh).await;
+    assert!(again > id, "{again} after {id}");
+
+    // A floor below what was issued never moves the key back.
+    let used = format!("{p}used");
+    let mut last = 0;
+    for _ in 0..20 {
+        last = next(sequencer, &used).await;
+    }
+    sequencer.ensure_floor(&used, 1).await.expect("floor");
+    let id = next(sequencer, &used).await;
+    assert!(id > last, "{id} after {last} and a lower floor");
+
+    // A floor above what was issued lifts both single ids and segments.
+    sequencer.ensure_floor(&used, 5_000).await.expect("floor");
+    let id = next(sequencer, &used).await;
+    assert!(id > 5_000, "{id} after a floor of 5000");
+    sequencer.ensure_floor(&used, 10_000).await.expect("floor");
+    if let Some((from, to)) = reserve(sequencer, &used, 5).await {
+        assert!(
+            from > 10_000,
+            "segment {from}..={to} after a floor of 10000"
+        );
+    } else {
+        let id = next(sequencer, &used).await;
+        assert!(id > 10_000, "{id} after a floor of 10000");
+    }
+    store.cleanup(&[fresh, used]).await;
+}
+
+macro_rules! conformance {
+    ($store:ident: $($case:ident),* $(,)?) => {
+        mod $store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store = super::$store().await;
+                    super::$case(&store, &super::prefix()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ($($store:ident),*) => {
+        $(
+            conformance!($store:
+                unique_under_concurrency,
+                monotonic,
+                keys_are_independent,
+                floor,
+            );
+        )*
+    };
+}
+
+suite!(in_memory, redis);
