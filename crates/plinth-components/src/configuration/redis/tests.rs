@@ -246,3 +246,21 @@ fn splits_values_like_dapr() {
     };
     assert_eq!(Message::decode(&m.encode()), Some(m));
 }
+
+#[tokio::test]
+async fn watch_sees_a_direct_write_announced_on_the_channel() {
+    let key = uid();
+    let store = store().await;
+    let mut rx = store.watch().await.expect("watch");
+    let mut c = raw().await;
+    let _: () = c.set(&key, "red||9").await.expect("set");
+    let message = format!(r#"{{"appId":"app","keys":["{key}"]}}"#);
+    let _: i64 = c.publish(store.channel(), message).await.expect("publish");
+    let change = next(&mut rx).await;
+    cleanup(std::slice::from_ref(&key)).await;
+    assert_eq!(change.app_id, "app");
+    assert!(!change.deleted);
+    assert_eq!(change.items[0].key, key);
+    assert_eq!(change.items[0].content, "red");
+    assert_eq!(change.items[0].version, "9");
+}
