@@ -23,7 +23,7 @@ mod util;
 /// Register every component type of this crate under its type name (`state.in-memory`,
 /// `state.postgresql`, `state.redis`,
 /// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`,
-/// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
+/// `configuration.redis`, /// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
 /// `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
@@ -37,6 +37,10 @@ pub fn register_all(registry: &mut Registry) {
         .register(
             configuration::memory::TYPE_NAME,
             configuration::memory::factory,
+        )
+        .register(
+            configuration::redis::TYPE_NAME,
+            configuration::redis::factory,
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
@@ -57,7 +61,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 14);
+        assert_eq!(types.len(), 15);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -75,6 +79,7 @@ mod tests {
         for type_name in [
             "state.postgresql",
             "state.redis",
+            "configuration.redis",
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",

@@ -101,7 +101,7 @@ impl RedisSettings {
         })
     }
 
-    fn client(&self) -> Result<redis::Client> {
+    pub(crate) fn client(&self) -> Result<redis::Client> {
         let mut redis = RedisConnectionInfo::default().set_db(self.db);
         if let Some(user) = &self.username {
             redis = redis.set_username(user);

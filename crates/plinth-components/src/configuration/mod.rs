@@ -1,3 +1,4 @@
 //! Configuration stores.
 
 pub mod memory;
+pub mod redis;
