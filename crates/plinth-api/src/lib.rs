@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod config_subscriptions;
 pub mod dapr;
 pub mod dapr_http;
 mod event_stream;

@@ -157,10 +157,12 @@ impl Server {
                 .max_decoding_message_size(options.max_message_size)
                 .max_encoding_message_size(options.max_message_size);
         let lifecycle_service = LifecycleServer::new(LifecycleService::new(rt.clone()));
+        let config_subscriptions = crate::config_subscriptions::ConfigSubscriptions::default();
         let dapr_service = DaprServer::new(DaprService::new(
             rt.clone(),
             shutdown_rx.clone(),
             shutdown_request.clone(),
+            config_subscriptions.clone(),
         ))
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
@@ -224,7 +226,7 @@ impl Server {
                 listeners_ready: listeners_ready.clone(),
                 shutting_down: shutting_down.clone(),
                 shutdown_request: shutdown_request.clone(),
-                config_subscriptions: Default::default(),
+                config_subscriptions,
                 token: options.api_token.clone(),
             },
             options.max_message_size,

@@ -23,6 +23,7 @@ use plinth_runtime::pubsub::BulkEntry;
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config_subscriptions::ConfigSubscriptions;
 use crate::status::IntoStatus;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -33,22 +34,24 @@ pub struct DaprService {
     rt: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
     shutdown_request: Arc<Notify>,
-    config_subscriptions: stream::ConfigSubscriptions,
+    config_subscriptions: ConfigSubscriptions,
 }
 
 impl DaprService {
     /// The service over `rt`; long-lived streams end when `shutdown` turns true, and the
-    /// Shutdown rpc notifies `shutdown_request`.
+    /// Shutdown rpc notifies `shutdown_request`. `config_subscriptions` is shared with the
+    /// HTTP API, so either can end a subscription the other made.
     pub fn new(
         rt: Arc<Runtime>,
         shutdown: watch::Receiver<bool>,
         shutdown_request: Arc<Notify>,
+        config_subscriptions: ConfigSubscriptions,
     ) -> Self {
         Self {
             rt,
             shutdown,
             shutdown_request,
-            config_subscriptions: stream::ConfigSubscriptions::default(),
+            config_subscriptions,
         }
     }
 

@@ -2,51 +2,20 @@
 //! and SubscribeTopicEventsAlpha1 (bidirectional).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use ::dapr::dapr::proto::runtime::v1 as pb;
 use plinth_core::component::configuration::ConfigurationQuery;
 use plinth_runtime::Runtime;
 use plinth_runtime::pubsub::{Outcome, SubscriptionSpec, TopicEvent};
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{BoxStream, convert};
+use crate::config_subscriptions::ConfigSubscriptions;
 use crate::event_stream::{STREAM_BUFFER, StreamHandler};
 use crate::status::IntoStatus;
-
-/// The open configuration subscriptions by id, so that UnsubscribeConfiguration can end them.
-#[derive(Debug, Clone, Default)]
-pub(super) struct ConfigSubscriptions(Arc<Mutex<HashMap<String, AbortHandle>>>);
-
-impl ConfigSubscriptions {
-    fn insert(&self, id: String, task: AbortHandle) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, task);
-    }
-
-    fn remove(&self, id: &str) -> Option<AbortHandle> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
-    }
-
-    /// End subscription `id`; false if there is none.
-    pub(super) fn cancel(&self, id: &str) -> bool {
-        match self.remove(id) {
-            Some(task) => {
-                task.abort();
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// As Dapr does, the first message carries only the subscription id; each later one carries
 /// the changed items.

@@ -62,24 +62,6 @@ pub(super) async fn get(
     Ok(Json(items).into_response())
 }
 
-/// Configuration subscriptions made over HTTP, by id: each is a task pushing changes to the
-/// app's configuration route.
-#[derive(Debug, Clone, Default)]
-pub struct HttpConfigSubscriptions(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>>,
-);
-
-impl HttpConfigSubscriptions {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>>
-    {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub(super) struct Subscribed {
     id: String,
@@ -135,10 +117,10 @@ pub(super) async fn subscribe(
                     tracing::warn!(%store, subscription = %id, error = %err, "configuration change not delivered to the app");
                 }
             }
-            registry.lock().remove(&id);
+            registry.remove(&id);
         })
     };
-    registry.lock().insert(id.clone(), task.abort_handle());
+    registry.insert(id.clone(), task.abort_handle());
     Ok(Json(Subscribed { id }))
 }
 
@@ -155,17 +137,15 @@ pub(super) async fn unsubscribe(
     Path((store, id)): Path<(String, String)>,
 ) -> Result<Json<Unsubscribed>, ApiError> {
     require(&s.rt, DaprComponent::ConfigurationStore, &store)?;
-    Ok(Json(match s.config_subscriptions.lock().remove(&id) {
-        Some(task) => {
-            task.abort();
-            Unsubscribed {
-                ok: true,
-                message: String::new(),
-            }
+    Ok(Json(if s.config_subscriptions.cancel(&id) {
+        Unsubscribed {
+            ok: true,
+            message: String::new(),
         }
-        None => Unsubscribed {
+    } else {
+        Unsubscribed {
             ok: false,
             message: format!("subscription {id:?} does not exist"),
-        },
+        }
     }))
 }

@@ -48,8 +48,8 @@ pub struct DaprHttpState {
     pub shutting_down: Arc<AtomicBool>,
     /// Notified by `POST /v1.0/shutdown`.
     pub shutdown_request: Arc<Notify>,
-    /// Configuration subscriptions made over HTTP.
-    pub config_subscriptions: configuration::HttpConfigSubscriptions,
+    /// Configuration subscriptions, shared with the Dapr gRPC API.
+    pub config_subscriptions: crate::config_subscriptions::ConfigSubscriptions,
     /// The API token callers must present.
     pub token: crate::auth::ApiToken,
 }

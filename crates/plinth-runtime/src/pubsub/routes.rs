@@ -77,7 +77,10 @@ impl Routes {
             return Some(self.default.clone());
         }
         let mut context = cel::Context::default();
-        context.add_variable_from_value("event", event_value(event));
+        if let Err(err) = context.add_variable("event", event_value(event)) {
+            tracing::warn!(topic = %event.topic, id = %event.id, error = %err, "the event cannot be routed; no rule matches");
+            return (!self.default.is_empty()).then(|| self.default.clone());
+        }
         for rule in self.rules.iter() {
             let matched = match &rule.program {
                 None => true,

@@ -722,6 +722,28 @@ async fn http_configuration_subscriptions_post_changes_to_the_app() {
         .get(&format!("/v1.0/configuration/configstore/{id}/unsubscribe"))
         .await;
     assert_eq!(resp.json()["ok"], false, "{}", resp.text());
+
+    // One registry for both of Dapr's APIs: gRPC ends a subscription HTTP made.
+    let resp = http
+        .get(&format!(
+            "/v1.0/configuration/configstore/subscribe?key={key}"
+        ))
+        .await;
+    let id = resp.json()["id"].as_str().expect("id").to_string();
+    let ended = dapr(&plinth)
+        .await
+        .unsubscribe_configuration(dpb::UnsubscribeConfigurationRequest {
+            store_name: "configstore".into(),
+            id: id.clone(),
+        })
+        .await
+        .expect("unsubscribe over gRPC")
+        .into_inner();
+    assert!(ended.ok, "{}", ended.message);
+    let resp = http
+        .get(&format!("/v1.0/configuration/configstore/{id}/unsubscribe"))
+        .await;
+    assert_eq!(resp.json()["ok"], false, "{}", resp.text());
 }
 
 #[tokio::test]
