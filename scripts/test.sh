@@ -20,6 +20,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# Backends beyond the machine's own services (Redis, PostgreSQL, MariaDB, the brokers): each
+# script in scripts/services installs what it needs from Debian or PyPI when it is missing and
+# starts its server on a fixed loopback port, doing nothing when it already runs.
+shopt -s nullglob
+for service in scripts/services/*.sh; do
+  step "service: $(basename "$service" .sh)"
+  "$service"
+done
+shopt -u nullglob
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

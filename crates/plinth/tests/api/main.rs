@@ -2,18 +2,22 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod backend;
 mod upstream;
 
 mod admin;
 mod binding;
 mod configuration;
+mod cross_process;
 mod dapr;
 mod dapr_http;
 mod errors;
+mod faults;
 mod file;
 mod lifecycle;
 mod lock;
 mod ops;
+mod parity;
 mod query;
 mod resiliency;
 mod scopes;

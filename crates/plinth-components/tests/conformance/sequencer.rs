@@ -13,13 +13,7 @@ use plinth_core::ComponentSpec;
 use plinth_core::component::Instance;
 use plinth_core::component::sequencer::Sequencer;
 
-fn prefix() -> String {
-    format!("plinth-conformance-{}||", uuid::Uuid::new_v4())
-}
-
-fn redis_host() -> String {
-    std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
-}
+use crate::common::{build, redis_host};
 
 /// A sequencer under test, and where its keys live when they outlive the process.
 struct Store {
@@ -68,16 +62,10 @@ async fn redis() -> Store {
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn Sequencer> {
-    let mut registry = plinth_core::registry::Registry::new();
-    plinth_components::register_all(&mut registry);
-    let Ok(Instance::Sequencer(sequencer)) = registry.build(&spec) else {
-        panic!("{} does not build as a sequencer", spec.type_name);
-    };
-    sequencer
-        .init()
-        .await
-        .unwrap_or_else(|e| panic!("{} must be reachable: {e}", spec.type_name));
-    sequencer
+    match build(spec).await {
+        Instance::Sequencer(sequencer) => sequencer,
+        other => panic!("not a sequencer: {}", other.kind()),
+    }
 }
 
 async fn next(sequencer: &dyn Sequencer, key: &str) -> i64 {
@@ -210,7 +198,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let store = super::$store().await;
-                    super::$case(&store, &super::prefix()).await;
+                    super::$case(&store, &crate::common::prefix()).await;
                 }
             )*
         }

@@ -19,42 +19,33 @@ use plinth_core::metadata::{TTL_EXPIRE_TIME, TTL_IN_SECONDS};
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 use tokio::time::Instant;
 
-fn prefix() -> String {
-    format!("plinth-conformance-{}||", uuid::Uuid::new_v4())
-}
+use crate::common::{build, postgres_url, prefix, redis_host};
 
 async fn in_memory() -> Arc<dyn StateStore> {
     instance(ComponentSpec::new("conformance", "state.in-memory")).await
 }
 
 async fn redis() -> Arc<dyn StateStore> {
-    let host = std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into());
-    instance(ComponentSpec::new("conformance", "state.redis").with_metadata("redisHost", host))
-        .await
+    instance(
+        ComponentSpec::new("conformance", "state.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
 }
 
 async fn postgresql() -> Arc<dyn StateStore> {
-    let url = std::env::var("PLINTH_TEST_POSTGRES")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
     instance(
         ComponentSpec::new("conformance", "state.postgresql")
-            .with_metadata("connectionString", url)
+            .with_metadata("connectionString", postgres_url())
             .with_metadata("tableName", "plinth_conformance_state"),
     )
     .await
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn StateStore> {
-    let mut registry = plinth_core::registry::Registry::new();
-    plinth_components::register_all(&mut registry);
-    let Ok(Instance::State(store)) = registry.build(&spec) else {
-        panic!("{} does not build as a state store", spec.type_name);
-    };
-    store
-        .init()
-        .await
-        .unwrap_or_else(|e| panic!("{} must be reachable: {e}", spec.type_name));
-    store
+    match build(spec).await {
+        Instance::State(store) => store,
+        other => panic!("not a state store: {}", other.kind()),
+    }
 }
 
 fn put(key: &str, value: impl Into<Bytes>) -> SetRequest {
@@ -375,7 +366,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     let store = super::$store().await;
-                    super::$case(store.as_ref(), &super::prefix()).await;
+                    super::$case(store.as_ref(), &crate::common::prefix()).await;
                 }
             )*
         }

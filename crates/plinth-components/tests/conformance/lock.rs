@@ -12,6 +12,8 @@ use plinth_core::component::Instance;
 use plinth_core::component::lock::{LockStatus, LockStore};
 use tokio::time::Instant;
 
+use crate::common::{build, redis_host};
+
 /// Long enough never to expire during a case.
 const LONG: Duration = Duration::from_secs(60);
 /// Short enough to expire quickly while a case polls.
@@ -19,30 +21,22 @@ const SHORT: Duration = Duration::from_millis(300);
 /// How long a case polls for an expiry before failing.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-fn prefix() -> String {
-    format!("plinth-conformance-{}||", uuid::Uuid::new_v4())
-}
-
 async fn in_memory() -> Arc<dyn LockStore> {
     instance(ComponentSpec::new("conformance", "lock.in-memory")).await
 }
 
 async fn redis() -> Arc<dyn LockStore> {
-    let host = std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into());
-    instance(ComponentSpec::new("conformance", "lock.redis").with_metadata("redisHost", host)).await
+    instance(
+        ComponentSpec::new("conformance", "lock.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn LockStore> {
-    let mut registry = plinth_core::registry::Registry::new();
-    plinth_components::register_all(&mut registry);
-    let Ok(Instance::Lock(store)) = registry.build(&spec) else {
-        panic!("{} does not build as a lock store", spec.type_name);
-    };
-    store
-        .init()
-        .await
-        .unwrap_or_else(|e| panic!("{} must be reachable: {e}", spec.type_name));
-    store
+    match build(spec).await {
+        Instance::Lock(store) => store,
+        other => panic!("not a lock store: {}", other.kind()),
+    }
 }
 
 async fn try_lock(store: &dyn LockStore, resource: &str, owner: &str, expire: Duration) -> bool {
@@ -229,7 +223,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let store = super::$store().await;
-                    super::$case(store, &super::prefix()).await;
+                    super::$case(store, &crate::common::prefix()).await;
                 }
             )*
         }
