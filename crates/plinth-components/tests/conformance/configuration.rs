@@ -90,7 +90,10 @@ async fn cleanup(store: &dyn ConfigurationStore, group: &str) {
 
 /// The next change that concerns `group`, skipping others (a store may report every
 /// change it sees), failing after `PATIENCE`.
-async fn next_change(rx: &mut mpsc::Receiver<ConfigurationChange>, group: &str) -> ConfigurationChange {
+async fn next_change(
+    rx: &mut mpsc::Receiver<ConfigurationChange>,
+    group: &str,
+) -> ConfigurationChange {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let change = tokio::time::timeout_at(deadline, rx.recv())
@@ -136,7 +139,9 @@ async fn get_all(store: Arc<dyn ConfigurationStore>, p: &str) {
             .is_empty()
     );
     // A write bumps the version.
-    let before = store.get(&query(&group, &["a"])).await.expect("get")[0].version.clone();
+    let before = store.get(&query(&group, &["a"])).await.expect("get")[0]
+        .version
+        .clone();
     set(store.as_ref(), vec![item(&group, "a", "one")]).await;
     let after = store.get(&query(&group, &["a"])).await.expect("get");
     assert_eq!(after[0].content, "one");
@@ -147,7 +152,11 @@ async fn get_all(store: Arc<dyn ConfigurationStore>, p: &str) {
 
 async fn get_missing(store: Arc<dyn ConfigurationStore>, p: &str) {
     let group = group_of(p);
-    assert!(get(store.as_ref(), &query(&group, &["missing"])).await.is_empty());
+    assert!(
+        get(store.as_ref(), &query(&group, &["missing"]))
+            .await
+            .is_empty()
+    );
     assert!(get(store.as_ref(), &query(&group, &[])).await.is_empty());
     set(store.as_ref(), vec![item(&group, "present", "here")]).await;
     assert_eq!(
@@ -207,7 +216,11 @@ async fn unsubscribe(store: Arc<dyn ConfigurationStore>, p: &str) {
     set(store.as_ref(), vec![item(&group, "k", "after")]).await;
     let change = next_change(&mut rx, &group).await;
     assert_eq!(
-        change.items.iter().find(|i| i.key == "k").map(|i| i.content.as_str()),
+        change
+            .items
+            .iter()
+            .find(|i| i.key == "k")
+            .map(|i| i.content.as_str()),
         Some("after")
     );
     cleanup(store.as_ref(), &group).await;

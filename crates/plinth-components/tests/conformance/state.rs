@@ -19,7 +19,7 @@ use plinth_core::metadata::{TTL_EXPIRE_TIME, TTL_IN_SECONDS};
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 use tokio::time::Instant;
 
-use crate::common::{build, postgres_url, prefix, redis_host};
+use crate::common::{build, postgres_url, redis_host};
 
 async fn in_memory() -> Arc<dyn StateStore> {
     instance(ComponentSpec::new("conformance", "state.in-memory")).await

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use crate::common::scratch;
 
 /// The machine's shared Redis: 127.0.0.1:6379, or `REDIS_HOST`.
-pub fn redis_host() -> String {
+pub(crate) fn redis_host() -> String {
     std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
 }
 
 /// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("an ephemeral port")
@@ -24,20 +24,20 @@ pub fn free_port() -> u16 {
 
 /// A `redis-server` of the test's own (Debian's package), persisting nothing, killed when
 /// dropped.
-pub struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     child: Option<Child>,
-    pub port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
 impl PrivateRedis {
     /// Start one on a fresh port and wait until it answers PING.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_on(free_port())
     }
 
     /// Start one on `port` (a restart reuses the port of the one it replaces).
-    pub fn start_on(port: u16) -> Self {
+    pub(crate) fn start_on(port: u16) -> Self {
         let dir = scratch("redis");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
@@ -58,12 +58,12 @@ impl PrivateRedis {
     }
 
     /// `127.0.0.1:{port}`.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Kill it and wait until it is gone: its port refuses connections afterwards.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plinth_proto::runtime::v1 as pb;
 use pb::sequencer_options::AutoIncrement;
+use plinth_proto::runtime::v1 as pb;
 use redis::AsyncCommands;
 use tonic::transport::Channel;
 
@@ -57,7 +57,11 @@ spec:
 }
 
 async fn start(dir: &Path) -> Plinth {
-    Plinth::start_ready_with(&["--resources-path", "resources", "--app-id", APP], Some(dir)).await
+    Plinth::start_ready_with(
+        &["--resources-path", "resources", "--app-id", APP],
+        Some(dir),
+    )
+    .await
 }
 
 async fn try_lock(mut c: Client, resource: String, owner: String, expire: i32) -> bool {
@@ -168,7 +172,11 @@ async fn lock_exclusion_holds_across_processes() {
             winners.push(owner);
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one owner in both processes: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one owner in both processes: {winners:?}"
+    );
     let winner = winners.remove(0);
     let (mut holder, mut other) = if winner.starts_with('a') {
         (ca.clone(), cb.clone())

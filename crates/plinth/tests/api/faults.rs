@@ -169,8 +169,13 @@ async fn an_outage_fails_fast_is_reported_and_heals_without_a_restart() {
     );
     assert_eq!(status_of(&ready, "steady")["status"], "UP", "{ready}");
     // The other component keeps serving during the outage.
-    save(&mut c, "steady", &key, b"fine").await.expect("steady save");
-    assert_eq!(get(&mut c, "steady", &key).await.expect("steady get"), b"fine");
+    save(&mut c, "steady", &key, b"fine")
+        .await
+        .expect("steady save");
+    assert_eq!(
+        get(&mut c, "steady", &key).await.expect("steady get"),
+        b"fine"
+    );
     assert_failing_fast(&mut c, &key).await;
 
     // Back on the same port (empty: it persists nothing), Plinth heals by itself.
@@ -193,7 +198,9 @@ async fn a_backend_missing_at_startup_starts_down_and_comes_up_when_it_appears()
     let mut c = plinth.client().await;
     let key = unique("k");
     assert_failing_fast(&mut c, &key).await;
-    save(&mut c, "steady", &key, b"fine").await.expect("steady save");
+    save(&mut c, "steady", &key, b"fine")
+        .await
+        .expect("steady save");
 
     let _redis = PrivateRedis::start_on(port);
     readiness_until(&plinth, RECOVER, |status, _| status == 200).await;

@@ -1,8 +1,8 @@
 //! Layotto gRPC API tests: the real `plinth` binary over TCP with a generated client.
 
+mod backend;
 #[path = "../common/mod.rs"]
 mod common;
-mod backend;
 mod upstream;
 
 mod admin;

@@ -216,7 +216,8 @@ impl Door {
                 .map(|_| ())
                 .map_err(grpc_fail),
             Door::DaprHttp(h) => {
-                let headers: Vec<(&str, &str)> = etag.map(|e| ("if-match", e)).into_iter().collect();
+                let headers: Vec<(&str, &str)> =
+                    etag.map(|e| ("if-match", e)).into_iter().collect();
                 let resp = h
                     .delete(&format!("/v1.0/state/{store}/{key}"), &headers)
                     .await;
@@ -291,8 +292,14 @@ impl Door {
                     operations: ops
                         .iter()
                         .map(|(key, value)| lpb::TransactionalStateOperation {
-                            operation_type: if value.is_some() { "upsert" } else { "delete" }.into(),
-                            request: Some(layotto_item(key, value.unwrap_or_default(), None, false)),
+                            operation_type: if value.is_some() { "upsert" } else { "delete" }
+                                .into(),
+                            request: Some(layotto_item(
+                                key,
+                                value.unwrap_or_default(),
+                                None,
+                                false,
+                            )),
                         })
                         .collect(),
                     ..Default::default()
@@ -306,7 +313,8 @@ impl Door {
                     operations: ops
                         .iter()
                         .map(|(key, value)| dpb::TransactionalStateOperation {
-                            operation_type: if value.is_some() { "upsert" } else { "delete" }.into(),
+                            operation_type: if value.is_some() { "upsert" } else { "delete" }
+                                .into(),
                             request: Some(dapr_item(key, value.unwrap_or_default(), None, false)),
                         })
                         .collect(),
@@ -468,7 +476,7 @@ fn layotto_item(key: &str, value: &[u8], etag: Option<&str>, first_write: bool) 
         key: key.into(),
         value: value.to_vec(),
         etag: etag.map(|e| lpb::Etag { value: e.into() }),
-        options: first_write.then(|| lpb::StateOptions {
+        options: first_write.then_some(lpb::StateOptions {
             concurrency: lpb::state_options::StateConcurrency::ConcurrencyFirstWrite as i32,
             consistency: 0,
         }),
@@ -481,7 +489,7 @@ fn dapr_item(key: &str, value: &[u8], etag: Option<&str>, first_write: bool) -> 
         key: key.into(),
         value: value.to_vec(),
         etag: etag.map(|e| common::Etag { value: e.into() }),
-        options: first_write.then(|| common::StateOptions {
+        options: first_write.then_some(common::StateOptions {
             concurrency: common::state_options::StateConcurrency::ConcurrencyFirstWrite as i32,
             consistency: 0,
         }),
@@ -503,23 +511,31 @@ fn value(n: u32) -> Vec<u8> {
 async fn state_round_trip(door: &mut Door, store: &str) {
     let key = unique("parity");
     assert_eq!(door.get(store, &key).await, None);
-    door.save(store, &key, &value(1), None, false).await.expect("save");
+    door.save(store, &key, &value(1), None, false)
+        .await
+        .expect("save");
     let (data, etag) = door.get(store, &key).await.expect("saved");
     assert_eq!(data, value(1));
     assert!(!etag.is_empty());
-    door.save(store, &key, &value(2), None, false).await.expect("overwrite");
+    door.save(store, &key, &value(2), None, false)
+        .await
+        .expect("overwrite");
     let (data, second) = door.get(store, &key).await.expect("saved");
     assert_eq!(data, value(2));
     assert_ne!(second, etag, "a write changes the ETag");
     door.delete(store, &key, None).await.expect("delete");
     assert_eq!(door.get(store, &key).await, None);
     // Deleting a missing key is fine.
-    door.delete(store, &key, None).await.expect("delete a missing key");
+    door.delete(store, &key, None)
+        .await
+        .expect("delete a missing key");
 }
 
 async fn state_etags(door: &mut Door, store: &str) {
     let key = unique("parity");
-    door.save(store, &key, &value(1), None, false).await.expect("save");
+    door.save(store, &key, &value(1), None, false)
+        .await
+        .expect("save");
     let (_, etag) = door.get(store, &key).await.expect("saved");
     door.save(store, &key, &value(2), Some(&etag), false)
         .await
@@ -529,7 +545,10 @@ async fn state_etags(door: &mut Door, store: &str) {
         door.save(store, &key, &value(3), Some(&etag), false).await,
         Err(Fail::Conflict)
     );
-    assert_eq!(door.delete(store, &key, Some(&etag)).await, Err(Fail::Conflict));
+    assert_eq!(
+        door.delete(store, &key, Some(&etag)).await,
+        Err(Fail::Conflict)
+    );
     let (data, current) = door.get(store, &key).await.expect("still there");
     assert_eq!(data, value(2), "a failed write changed nothing");
     // First-write: without an ETag on an existing key, it conflicts; with the current one it wins.
@@ -584,7 +603,10 @@ async fn state_bulk_and_transactions(door: &mut Door, store: &str) {
     )
     .await
     .expect("transaction");
-    assert_eq!(door.get(store, &keys[0]).await.map(|g| g.0), Some(value(12)));
+    assert_eq!(
+        door.get(store, &keys[0]).await.map(|g| g.0),
+        Some(value(12))
+    );
     assert_eq!(door.get(store, &fresh).await, None);
     assert_eq!(door.get(store, &keys[1]).await, None);
     assert_eq!(door.get(store, &keys[2]).await.map(|g| g.0), Some(value(2)));
@@ -597,7 +619,10 @@ async fn lock_cases(door: &mut Door, store: &str) {
     let resource = unique("parity-lock");
     assert!(door.try_lock(store, &resource, "alice", 60).await);
     assert!(!door.try_lock(store, &resource, "bob", 60).await);
-    assert!(!door.try_lock(store, &resource, "alice", 60).await, "not reentrant");
+    assert!(
+        !door.try_lock(store, &resource, "alice", 60).await,
+        "not reentrant"
+    );
     assert_eq!(door.unlock(store, &resource, "bob").await, 2);
     assert_eq!(door.unlock(store, &resource, "alice").await, 0);
     assert_eq!(door.unlock(store, &resource, "alice").await, 1);
@@ -630,7 +655,10 @@ async fn config_cases(door: &mut Door, layotto: &mut Door, store: &str) {
     let got = door
         .get_config(store, &[keys[0].clone(), keys[1].clone(), missing])
         .await;
-    let mut want: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("value of {k}"))).collect();
+    let mut want: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.clone(), format!("value of {k}")))
+        .collect();
     want.sort();
     assert_eq!(got, want);
     writer
@@ -720,7 +748,11 @@ async fn values_and_etags_cross_doors() {
     for store in ["mem-state", "redis-state"] {
         for w in 0..doors.len() {
             let key = unique("parity-cross");
-            doors[w].1.save(store, &key, &value(7), None, false).await.expect("save");
+            doors[w]
+                .1
+                .save(store, &key, &value(7), None, false)
+                .await
+                .expect("save");
             let (data, etag) = doors[w].1.get(store, &key).await.expect("saved");
             for r in 0..doors.len() {
                 let got = doors[r].1.get(store, &key).await;
@@ -734,7 +766,11 @@ async fn values_and_etags_cross_doors() {
             }
             // The writer's ETag is good on the next door.
             let next = (w + 1) % doors.len();
-            doors[next].1.delete(store, &key, Some(&etag)).await.expect("delete with a foreign ETag");
+            doors[next]
+                .1
+                .delete(store, &key, Some(&etag))
+                .await
+                .expect("delete with a foreign ETag");
         }
     }
 }
@@ -805,7 +841,11 @@ async fn configuration_changes_reach_both_grpc_apis() {
             .expect("stream")
             .expect("change");
         assert_eq!(
-            change.items.iter().map(|i| (i.key.as_str(), i.content.as_str())).collect::<Vec<_>>(),
+            change
+                .items
+                .iter()
+                .map(|i| (i.key.as_str(), i.content.as_str()))
+                .collect::<Vec<_>>(),
             vec![(key.as_str(), "changed")],
             "{store}"
         );
