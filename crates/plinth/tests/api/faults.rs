@@ -212,15 +212,37 @@ async fn a_backend_missing_at_startup_starts_down_and_comes_up_when_it_appears()
 #[test]
 fn invalid_store_metadata_fails_startup_naming_component_and_field() {
     for (type_name, field, value) in [
-        ("state.redis", "redisHost", "no-port-here"),
+        ("state.redis", "redisHost", "127.0.0.1:not-a-port"),
         ("state.redis", "redisDB", "-1"),
-        ("lock.redis", "redisHost", "127.0.0.1:not-a-port"),
+        ("lock.redis", "keyLayout", "sideways"),
         ("sequencer.redis", "redisDB", "many"),
         ("configuration.redis", "timeout", "soon"),
         ("state.postgresql", "timeout", "soon"),
+        ("state.postgresql", "tableName", "no spaces; please"),
     ] {
         let dir = scratch("badmeta");
         let name = unique("broken");
+        let required = if type_name.ends_with(".redis") {
+            ("redisHost", "127.0.0.1:6379")
+        } else {
+            (
+                "connectionString",
+                "host=127.0.0.1 user=postgres dbname=test",
+            )
+        };
+        // state.postgresql's layout version; the others' only version.
+        let version = if type_name == "state.postgresql" {
+            "v2"
+        } else {
+            "v1"
+        };
+        let mut metadata = format!("    - name: {field}\n      value: {value}\n");
+        if required.0 != field {
+            metadata.push_str(&format!(
+                "    - name: {}\n      value: {}\n",
+                required.0, required.1
+            ));
+        }
         write(
             &dir,
             "resources/components.yaml",
@@ -231,23 +253,18 @@ metadata:
   name: {name}
 spec:
   type: {type_name}
-  version: v1
+  version: {version}
   metadata:
-    - name: redisHost
-      value: 127.0.0.1:6379
-    - name: connectionString
-      value: host=127.0.0.1 user=postgres dbname=test
-    - name: {field}
-      value: {value}
-"
+{metadata}"
             ),
         );
-        let failed = Plinth::start_failure(&["--resources-path", "resources"], &[], Some(&dir));
-        assert_ne!(failed.code, Some(0), "{type_name}: {}", failed.output);
+        let output = match Plinth::try_start(&["--resources-path", "resources"], Some(&dir)) {
+            Ok(_) => panic!("{type_name} with {field}={value} started"),
+            Err(output) => output,
+        };
         assert!(
-            failed.output.contains(&name) && failed.output.contains(field),
-            "{type_name} with {field}={value}: the error names neither the component nor the field:\n{}",
-            failed.output
+            output.contains(&name) && output.contains(field),
+            "{type_name} with {field}={value}: the error names neither the component nor the field:\n{output}"
         );
     }
 }
