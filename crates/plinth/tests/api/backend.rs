@@ -105,3 +105,143 @@ fn ping(port: u16) -> bool {
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
+
+/// A PostgreSQL server of the test's own (Debian's packages, the newest version installed):
+/// its own data directory and port, trust auth, fsync off, run by `pg_ctl` and stopped in
+/// immediate mode when dropped. As root it runs as the `postgres` user, since PostgreSQL
+/// refuses to run as root.
+pub(crate) struct PrivatePostgres {
+    running: bool,
+    pub(crate) port: u16,
+    dir: PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Create a cluster and start it on a fresh port; waits until it accepts connections.
+    pub(crate) fn start() -> Self {
+        let dir = scratch("postgres");
+        Self::as_postgres_user(&dir);
+        let out = Self::command("initdb")
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Self {
+            running: false,
+            port: free_port(),
+            dir,
+        };
+        pg.restart();
+        pg
+    }
+
+    /// A connection string for its `postgres` database.
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// Stop it in immediate mode (every server process quits at once, as in a crash) and
+    /// wait until it is gone.
+    pub(crate) fn stop(&mut self) {
+        if !std::mem::take(&mut self.running) {
+            return;
+        }
+        let status = Self::command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl stop");
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+
+    /// Start it again on the same port and data directory; waits until it accepts
+    /// connections.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c fsync=off -k {}",
+            self.port,
+            self.dir.display()
+        );
+        let status = Self::command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "30", "-o", &options])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start");
+        assert!(
+            status.success(),
+            "the private postgres on port {} did not start: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+        self.running = true;
+    }
+
+    /// Debian's binaries of the newest installed PostgreSQL.
+    fn bin(name: &str) -> PathBuf {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL from Debian's packages must be installed")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .expect("a PostgreSQL version under /usr/lib/postgresql")
+            .join("bin")
+            .join(name)
+    }
+
+    /// `name`, run as the `postgres` user when the test runs as root.
+    fn command(name: &str) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(Self::bin(name));
+            c
+        } else {
+            Command::new(Self::bin(name))
+        }
+    }
+
+    /// As root, hand the scratch directory to the `postgres` user.
+    fn as_postgres_user(dir: &std::path::Path) {
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of {}", dir.display());
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::backend::{PrivateRedis, free_port};
+use crate::backend::{PrivatePostgres, PrivateRedis, free_port};
 use crate::common::{Plinth, scratch, unique, write};
 
 type Client = pb::runtime_client::RuntimeClient<Channel>;
@@ -24,8 +24,47 @@ const NOTICE: Duration = Duration::from_secs(20);
 /// probe.
 const RECOVER: Duration = Duration::from_secs(40);
 
-/// Resources with `outage` (state.redis on `host`) and `steady` (state.in-memory).
-fn resources(host: &str) -> std::path::PathBuf {
+/// A backend a test can stop and start again on the same port.
+trait Outage {
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+impl Outage for PrivateRedis {
+    fn stop(&mut self) {
+        PrivateRedis::stop(self);
+    }
+    fn restart(&mut self) {
+        *self = PrivateRedis::start_on(self.port);
+    }
+}
+
+impl Outage for PrivatePostgres {
+    fn stop(&mut self) {
+        PrivatePostgres::stop(self);
+    }
+    fn restart(&mut self) {
+        PrivatePostgres::restart(self);
+    }
+}
+
+/// `outage`, state.redis on `host`.
+fn redis_store(host: &str) -> String {
+    format!(
+        "  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHost\n      value: {host}\n"
+    )
+}
+
+/// `outage`, state.postgresql on the private server.
+fn postgres_store(pg: &PrivatePostgres) -> String {
+    format!(
+        "  type: state.postgresql\n  version: v2\n  metadata:\n    - name: connectionString\n      value: {}\n",
+        pg.url()
+    )
+}
+
+/// Resources with `outage` (the `spec` given) and `steady` (state.in-memory).
+fn resources(outage_spec: &str) -> std::path::PathBuf {
     let dir = scratch("faults");
     write(
         &dir,
@@ -36,12 +75,7 @@ kind: Component
 metadata:
   name: outage
 spec:
-  type: state.redis
-  version: v1
-  metadata:
-    - name: redisHost
-      value: {host}
----
+{outage_spec}---
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
@@ -141,18 +175,17 @@ async fn wait_serving(c: &mut Client, key: &str) {
     }
 }
 
-#[tokio::test]
-async fn an_outage_fails_fast_is_reported_and_heals_without_a_restart() {
-    let mut redis = PrivateRedis::start();
-    let port = redis.port;
-    let dir = resources(&redis.host());
+/// Stop `backend` under a running Plinth whose `outage` store uses it, check how calls fail
+/// and what readiness says, then start it again and wait for Plinth to heal.
+async fn outage(backend: &mut impl Outage, outage_spec: &str) {
+    let dir = resources(outage_spec);
     let plinth = Plinth::start_ready_with(&["--resources-path", "resources"], Some(&dir)).await;
     let mut c = plinth.client().await;
     let key = unique("k");
     save(&mut c, "outage", &key, b"before").await.expect("save");
     assert_eq!(get(&mut c, "outage", &key).await.expect("get"), b"before");
 
-    redis.stop();
+    backend.stop();
     assert_failing_fast(&mut c, &key).await;
     // Readiness names the component, with a reason, and only that one.
     let (status, ready) = readiness_until(&plinth, NOTICE, |_, body| {
@@ -178,16 +211,30 @@ async fn an_outage_fails_fast_is_reported_and_heals_without_a_restart() {
     );
     assert_failing_fast(&mut c, &key).await;
 
-    // Back on the same port (empty: it persists nothing), Plinth heals by itself.
-    let _redis = PrivateRedis::start_on(port);
+    // Back on the same port, Plinth heals by itself.
+    backend.restart();
     readiness_until(&plinth, RECOVER, |status, _| status == 200).await;
     wait_serving(&mut c, &key).await;
 }
 
 #[tokio::test]
+async fn a_redis_outage_fails_fast_is_reported_and_heals_without_a_restart() {
+    let mut redis = PrivateRedis::start();
+    let spec = redis_store(&redis.host());
+    outage(&mut redis, &spec).await;
+}
+
+#[tokio::test]
+async fn a_postgresql_outage_fails_fast_is_reported_and_heals_without_a_restart() {
+    let mut pg = PrivatePostgres::start();
+    let spec = postgres_store(&pg);
+    outage(&mut pg, &spec).await;
+}
+
+#[tokio::test]
 async fn a_backend_missing_at_startup_starts_down_and_comes_up_when_it_appears() {
     let port = free_port();
-    let dir = resources(&format!("127.0.0.1:{port}"));
+    let dir = resources(&redis_store(&format!("127.0.0.1:{port}")));
     let plinth = Plinth::start_with(&["--resources-path", "resources"], Some(&dir));
     let (status, ready) = readiness_until(&plinth, NOTICE, |_, body| {
         status_of(body, "outage")["status"] == "DOWN"
