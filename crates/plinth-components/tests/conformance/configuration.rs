@@ -36,6 +36,18 @@ async fn redis() -> Arc<dyn ConfigurationStore> {
     .await
 }
 
+async fn redis_cluster() -> Arc<dyn ConfigurationStore> {
+    instance(
+        ComponentSpec::new(
+            format!("conformance-{}", uuid::Uuid::new_v4()),
+            "configuration.redis",
+        )
+        .with_metadata("redisHost", crate::common::redis_cluster())
+        .with_metadata("redisType", "cluster"),
+    )
+    .await
+}
+
 async fn instance(spec: ComponentSpec) -> Arc<dyn ConfigurationStore> {
     match build(spec).await {
         Instance::Configuration(store) => store,
@@ -248,4 +260,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

@@ -32,6 +32,15 @@ async fn redis() -> Arc<dyn LockStore> {
     .await
 }
 
+async fn redis_cluster() -> Arc<dyn LockStore> {
+    instance(
+        ComponentSpec::new("conformance", "lock.redis")
+            .with_metadata("redisHost", crate::common::redis_cluster())
+            .with_metadata("redisType", "cluster"),
+    )
+    .await
+}
+
 async fn instance(spec: ComponentSpec) -> Arc<dyn LockStore> {
     match build(spec).await {
         Instance::Lock(store) => store,
@@ -243,4 +252,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

@@ -15,29 +15,47 @@ use plinth_core::component::sequencer::Sequencer;
 
 use crate::common::{build, redis_host};
 
-/// A sequencer under test, and where its keys live when they outlive the process.
+/// Where a sequencer's keys live when they outlive the process.
+enum Keys {
+    InMemory,
+    Redis(String),
+    RedisCluster(String),
+}
+
+/// A sequencer under test, and where its keys live.
 struct Store {
     sequencer: Arc<dyn Sequencer>,
-    redis_host: Option<String>,
+    keys: Keys,
 }
 
 impl Store {
     /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
     /// `sequencer|||{key}`).
     async fn cleanup(&self, keys: &[String]) {
-        let Some(host) = &self.redis_host else {
-            return;
-        };
-        let mut raw = ::redis::Client::open(format!("redis://{host}/"))
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis must be reachable");
-        for key in keys {
-            let _: () = raw
-                .del(format!("sequencer|||{key}"))
-                .await
-                .expect("cleanup");
+        let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
+        match &self.keys {
+            Keys::InMemory => {}
+            Keys::Redis(host) => {
+                let mut raw = ::redis::Client::open(format!("redis://{host}/"))
+                    .expect("client")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis must be reachable");
+                for key in keys {
+                    let _: () = raw.del(key).await.expect("cleanup");
+                }
+            }
+            Keys::RedisCluster(seeds) => {
+                let nodes = seeds.split(',').map(|n| format!("redis://{n}/"));
+                let mut raw = ::redis::cluster::ClusterClient::new(nodes)
+                    .expect("cluster client")
+                    .get_async_connection()
+                    .await
+                    .expect("the redis cluster must be reachable");
+                for key in keys {
+                    let _: () = raw.del(key).await.expect("cleanup");
+                }
+            }
         }
     }
 }
@@ -45,7 +63,7 @@ impl Store {
 async fn in_memory() -> Store {
     Store {
         sequencer: instance(ComponentSpec::new("conformance", "sequencer.in-memory")).await,
-        redis_host: None,
+        keys: Keys::InMemory,
     }
 }
 
@@ -57,7 +75,20 @@ async fn redis() -> Store {
                 .with_metadata("redisHost", host.clone()),
         )
         .await,
-        redis_host: Some(host),
+        keys: Keys::Redis(host),
+    }
+}
+
+async fn redis_cluster() -> Store {
+    let seeds = crate::common::redis_cluster();
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.redis")
+                .with_metadata("redisHost", seeds.clone())
+                .with_metadata("redisType", "cluster"),
+        )
+        .await,
+        keys: Keys::RedisCluster(seeds),
     }
 }
 
@@ -218,4 +249,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

@@ -141,6 +141,7 @@ fn bad_metadata_is_rejected() {
             .with_metadata(k, v)
     };
     assert!(factory(&spec("ttlInSeconds", "soon")).is_err());
-    assert!(factory(&spec("enableTLS", "true")).is_err());
+    assert!(factory(&spec("enableTLS", "maybe")).is_err());
+    assert!(factory(&spec("redisType", "sentinel")).is_err());
     assert!(factory(&spec("ttlInSeconds", "10")).is_ok());
 }
