@@ -13,6 +13,10 @@
 //! numeric version, starting at 1) and `PUBLISH`es a JSON change message on the channel
 //! `plinth-configuration||{component name}`. Each `watch` subscribes to that channel on its
 //! own pub/sub connection, re-reads the keys a message names and sends them as one change.
+//!
+//! In a Redis Cluster a write runs one script (and one message) per hash slot, a get of
+//! every key scans each primary, and a watch subscribes on one seed node: a `PUBLISH`
+//! reaches every node of a cluster.
 
 use std::sync::Arc;
 

@@ -10,6 +10,10 @@
 //! [`plinth_core::component::state::check_etag`] and writes, so the check and the write are
 //! atomic. A transaction is one script that checks every operation in order against the
 //! state the earlier ones leave, and only then applies them all.
+//!
+//! In a Redis Cluster a script sees one hash slot: a transaction whose keys span slots is
+//! refused with INVALID_ARGUMENT before anything is written (keys sharing a `{hash tag}`
+//! share a slot), and bulk get sends one pipeline per slot.
 
 use std::sync::Arc;
 
