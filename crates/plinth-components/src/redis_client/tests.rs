@@ -101,3 +101,19 @@ fn settings_reject_what_is_unsupported() {
     assert!(RedisSettings::from_spec(&spec("timeout", "soon")).is_err());
     assert!(RedisSettings::from_spec(&ComponentSpec::new("s", "state.redis")).is_err());
 }
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_unavailable_quickly() {
+    let closed = free_addr().await;
+    let spec = ComponentSpec::new("s", "state.redis")
+        .with_metadata("redisHost", format!("{closed},{closed}"))
+        .with_metadata("redisType", "cluster")
+        .with_metadata("dialTimeout", "1s");
+    let conn = RedisConn::new(RedisSettings::from_spec(&spec).expect("settings"));
+    let started = std::time::Instant::now();
+    let err = conn.init().await.expect_err("nothing listens");
+    assert_eq!(err.kind(), plinth_core::ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("redis cluster"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(conn.ping().await.is_err());
+}

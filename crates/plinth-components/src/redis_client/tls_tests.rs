@@ -304,3 +304,16 @@ fn tls_metadata_is_checked() {
     let err = spec(&[("caCert", pem)]).expect_err("TLS is off");
     assert!(err.to_string().contains("caCert"), "{err}");
 }
+
+#[tokio::test]
+async fn insecure_skip_tls_verify_accepts_an_untrusted_server() {
+    let server = TlsRedis::start();
+    let spec = server
+        .spec("sequencer.redis", "other")
+        .with_metadata("insecureSkipTLSVerify", "true");
+    let Instance::Sequencer(sequencer) = built(spec).await else {
+        panic!("not a sequencer");
+    };
+    let key = format!("tls-{}", uuid::Uuid::new_v4());
+    assert_eq!(sequencer.next_id(&key).await.expect("id"), 1);
+}
