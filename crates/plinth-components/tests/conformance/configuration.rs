@@ -3,6 +3,8 @@
 //!
 //! Items live under a group of their own per case (a fresh uuid), so a get of every key sees
 //! only the case's items even on a shared backend, and every case deletes what it wrote.
+//! `configuration.redis` runs on the real Redis and on the Redis Cluster of
+//! `common::redis_cluster`, where a case's keys spread over the slots.
 
 use std::sync::Arc;
 use std::time::Duration;

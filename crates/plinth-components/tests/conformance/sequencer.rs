@@ -1,7 +1,8 @@
 //! The sequencer conformance suite: the same cases against every sequencer of this crate.
 //!
 //! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
-//! and fails when it is missing. Every case uses keys under a fresh uuid prefix and deletes
+//! and fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`.
+//! Every case uses keys under a fresh uuid prefix and deletes
 //! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
 //! share a Redis.
 

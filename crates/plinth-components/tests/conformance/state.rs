@@ -3,7 +3,9 @@
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
 //! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
 //! overrides, a connection string), in a table of its own, `plinth_conformance_state`; each
-//! fails when its backend is missing. Every case writes under a fresh uuid prefix and deletes what it
+//! fails when its backend is missing. `state.redis` also runs on the Redis Cluster of
+//! `common::redis_cluster`, under a hash-tagged prefix so that a transaction's keys share a
+//! slot as the cluster requires. Every case writes under a fresh uuid prefix and deletes what it
 //! wrote, so runs can share a Redis.
 
 use std::sync::Arc;
