@@ -8,6 +8,20 @@ pub(crate) fn prefix() -> String {
     format!("plinth-conformance-{}||", uuid::Uuid::new_v4())
 }
 
+/// A fresh namespace for one case whose keys must share one Redis Cluster hash slot (a
+/// transaction's keys must): the uuid is the key's `{hash tag}`.
+pub(crate) fn hash_tagged_prefix() -> String {
+    format!("{{plinth-conformance-{}}}||", uuid::Uuid::new_v4())
+}
+
+/// The seed nodes of the Redis Cluster the `*.redis` components' cluster suites use:
+/// 127.0.0.1:17001-17003 (`scripts/services/redis-cluster.sh` starts it), or
+/// `PLINTH_TEST_REDIS_CLUSTER`.
+pub(crate) fn redis_cluster() -> String {
+    std::env::var("PLINTH_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| "127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003".into())
+}
+
 /// The Redis every `*.redis` component uses: 127.0.0.1:6379, or `REDIS_HOST`.
 pub(crate) fn redis_host() -> String {
     std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
@@ -27,10 +41,13 @@ pub(crate) async fn build(spec: ComponentSpec) -> Instance {
     let instance = registry
         .build(&spec)
         .unwrap_or_else(|e| panic!("{} does not build: {e}", spec.type_name));
-    instance
-        .component()
-        .init()
-        .await
-        .unwrap_or_else(|e| panic!("{} must be reachable: {e}", spec.type_name));
+    instance.component().init().await.unwrap_or_else(|e| {
+        let hint = if spec.get("redisType") == Some("cluster") {
+            " (start the Redis Cluster with scripts/services/redis-cluster.sh)"
+        } else {
+            ""
+        };
+        panic!("{} must be reachable: {e}{hint}", spec.type_name)
+    });
     instance
 }

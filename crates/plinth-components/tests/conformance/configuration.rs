@@ -3,6 +3,8 @@
 //!
 //! Items live under a group of their own per case (a fresh uuid), so a get of every key sees
 //! only the case's items even on a shared backend, and every case deletes what it wrote.
+//! `configuration.redis` runs on the real Redis and on the Redis Cluster of
+//! `common::redis_cluster`, where a case's keys spread over the slots.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,18 @@ async fn redis() -> Arc<dyn ConfigurationStore> {
             "configuration.redis",
         )
         .with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+async fn redis_cluster() -> Arc<dyn ConfigurationStore> {
+    instance(
+        ComponentSpec::new(
+            format!("conformance-{}", uuid::Uuid::new_v4()),
+            "configuration.redis",
+        )
+        .with_metadata("redisHost", crate::common::redis_cluster())
+        .with_metadata("redisType", "cluster"),
     )
     .await
 }
@@ -248,4 +262,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

@@ -1,7 +1,8 @@
 //! The lock conformance suite: the same cases against every lock store of this crate.
 //!
 //! `lock.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
-//! fails when it is missing. Every case locks resources under a fresh uuid prefix and unlocks
+//! fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`. Every
+//! case locks resources under a fresh uuid prefix and unlocks
 //! what it still holds at the end, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -28,6 +29,15 @@ async fn in_memory() -> Arc<dyn LockStore> {
 async fn redis() -> Arc<dyn LockStore> {
     instance(
         ComponentSpec::new("conformance", "lock.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+async fn redis_cluster() -> Arc<dyn LockStore> {
+    instance(
+        ComponentSpec::new("conformance", "lock.redis")
+            .with_metadata("redisHost", crate::common::redis_cluster())
+            .with_metadata("redisType", "cluster"),
     )
     .await
 }
@@ -243,4 +253,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

@@ -1,7 +1,8 @@
 //! The sequencer conformance suite: the same cases against every sequencer of this crate.
 //!
 //! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
-//! and fails when it is missing. Every case uses keys under a fresh uuid prefix and deletes
+//! and fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`.
+//! Every case uses keys under a fresh uuid prefix and deletes
 //! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
 //! share a Redis.
 
@@ -15,29 +16,47 @@ use plinth_core::component::sequencer::Sequencer;
 
 use crate::common::{build, redis_host};
 
-/// A sequencer under test, and where its keys live when they outlive the process.
+/// Where a sequencer's keys live when they outlive the process.
+enum Keys {
+    InMemory,
+    Redis(String),
+    RedisCluster(String),
+}
+
+/// A sequencer under test, and where its keys live.
 struct Store {
     sequencer: Arc<dyn Sequencer>,
-    redis_host: Option<String>,
+    keys: Keys,
 }
 
 impl Store {
     /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
     /// `sequencer|||{key}`).
     async fn cleanup(&self, keys: &[String]) {
-        let Some(host) = &self.redis_host else {
-            return;
-        };
-        let mut raw = ::redis::Client::open(format!("redis://{host}/"))
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis must be reachable");
-        for key in keys {
-            let _: () = raw
-                .del(format!("sequencer|||{key}"))
-                .await
-                .expect("cleanup");
+        let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
+        match &self.keys {
+            Keys::InMemory => {}
+            Keys::Redis(host) => {
+                let mut raw = ::redis::Client::open(format!("redis://{host}/"))
+                    .expect("client")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis must be reachable");
+                for key in keys {
+                    let _: () = raw.del(key).await.expect("cleanup");
+                }
+            }
+            Keys::RedisCluster(seeds) => {
+                let nodes = seeds.split(',').map(|n| format!("redis://{n}/"));
+                let mut raw = ::redis::cluster::ClusterClient::new(nodes)
+                    .expect("cluster client")
+                    .get_async_connection()
+                    .await
+                    .expect("the redis cluster must be reachable");
+                for key in keys {
+                    let _: () = raw.del(key).await.expect("cleanup");
+                }
+            }
         }
     }
 }
@@ -45,7 +64,7 @@ impl Store {
 async fn in_memory() -> Store {
     Store {
         sequencer: instance(ComponentSpec::new("conformance", "sequencer.in-memory")).await,
-        redis_host: None,
+        keys: Keys::InMemory,
     }
 }
 
@@ -57,7 +76,20 @@ async fn redis() -> Store {
                 .with_metadata("redisHost", host.clone()),
         )
         .await,
-        redis_host: Some(host),
+        keys: Keys::Redis(host),
+    }
+}
+
+async fn redis_cluster() -> Store {
+    let seeds = crate::common::redis_cluster();
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.redis")
+                .with_metadata("redisHost", seeds.clone())
+                .with_metadata("redisType", "cluster"),
+        )
+        .await,
+        keys: Keys::RedisCluster(seeds),
     }
 }
 
@@ -218,4 +250,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, redis_cluster);

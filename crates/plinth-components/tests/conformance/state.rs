@@ -3,7 +3,9 @@
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
 //! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
 //! overrides, a connection string), in a table of its own, `plinth_conformance_state`; each
-//! fails when its backend is missing. Every case writes under a fresh uuid prefix and deletes what it
+//! fails when its backend is missing. `state.redis` also runs on the Redis Cluster of
+//! `common::redis_cluster`, under a hash-tagged prefix so that a transaction's keys share a
+//! slot as the cluster requires. Every case writes under a fresh uuid prefix and deletes what it
 //! wrote, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use plinth_core::metadata::{TTL_EXPIRE_TIME, TTL_IN_SECONDS};
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 use tokio::time::Instant;
 
-use crate::common::{build, postgres_url, redis_host};
+use crate::common::{build, postgres_url, redis_cluster, redis_host};
 
 async fn in_memory() -> Arc<dyn StateStore> {
     instance(ComponentSpec::new("conformance", "state.in-memory")).await
@@ -28,6 +30,17 @@ async fn in_memory() -> Arc<dyn StateStore> {
 async fn redis() -> Arc<dyn StateStore> {
     instance(
         ComponentSpec::new("conformance", "state.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+/// `state.redis` on the Redis Cluster; its cases run under a hash-tagged prefix so that a
+/// transaction's keys share one slot, as the cluster requires.
+async fn redis_cluster_store() -> Arc<dyn StateStore> {
+    instance(
+        ComponentSpec::new("conformance", "state.redis")
+            .with_metadata("redisHost", redis_cluster())
+            .with_metadata("redisType", "cluster"),
     )
     .await
 }
@@ -360,23 +373,24 @@ async fn ttl(store: &dyn StateStore, p: &str) {
 }
 
 macro_rules! conformance {
-    ($store:ident: $($case:ident),* $(,)?) => {
-        mod $store {
+    ($name:ident = $store:ident, $prefix:path: $($case:ident),* $(,)?) => {
+        mod $name {
             $(
                 #[tokio::test]
                 async fn $case() {
                     let store = super::$store().await;
-                    super::$case(store.as_ref(), &crate::common::prefix()).await;
+                    super::$case(store.as_ref(), &$prefix()).await;
                 }
             )*
         }
     };
 }
 
+/// Every store under its test module name, with the constructor and the prefix its cases use.
 macro_rules! suite {
-    ($($store:ident),*) => {
+    ($($name:ident = $store:ident, $prefix:path);* $(;)?) => {
         $(
-            conformance!($store:
+            conformance!($name = $store, $prefix:
                 value_kinds,
                 delete,
                 bulk,
@@ -390,4 +404,9 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, postgresql);
+suite!(
+    in_memory = in_memory, crate::common::prefix;
+    redis = redis, crate::common::prefix;
+    redis_cluster = redis_cluster_store, crate::common::hash_tagged_prefix;
+    postgresql = postgresql, crate::common::prefix;
+);

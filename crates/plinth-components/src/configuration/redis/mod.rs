@@ -13,6 +13,10 @@
 //! numeric version, starting at 1) and `PUBLISH`es a JSON change message on the channel
 //! `plinth-configuration||{component name}`. Each `watch` subscribes to that channel on its
 //! own pub/sub connection, re-reads the keys a message names and sends them as one change.
+//!
+//! In a Redis Cluster a write runs one script (and one message) per hash slot, a get of
+//! every key scans each primary, and a watch subscribes on one seed node: a `PUBLISH`
+//! reaches every node of a cluster.
 
 use std::sync::Arc;
 
@@ -201,45 +205,83 @@ impl RedisConfigurationStore {
         } else {
             format!("{}*", glob_escape(&redis_key(group, label, "")))
         };
-        let mut cursor: u64 = 0;
+        // A cluster's keys are spread over its primaries: scan each; one Redis is one node.
+        let nodes: Vec<Option<(String, u16)>> = if self.conn.is_cluster() {
+            self.conn.primaries().await?.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
         let mut keys = Vec::new();
-        loop {
-            let pattern = pattern.clone();
-            let (next, batch): (u64, Vec<String>) = self
-                .conn
-                .run(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            // Items with a group or label are not Dapr items.
-            keys.extend(
-                batch
-                    .into_iter()
-                    .filter(|k| !dapr || !k.contains(SEPARATOR)),
-            );
-            if keys.len() >= MAX_SCAN_KEYS {
-                keys.truncate(MAX_SCAN_KEYS);
-                tracing::warn!(
-                    max = MAX_SCAN_KEYS,
-                    "configuration.redis: a get of every key stopped at the limit"
+        'nodes: for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, batch): (u64, Vec<String>) = match &node {
+                    Some((host, port)) => self.conn.run_on(host, *port, cmd).await?,
+                    None => {
+                        self.conn
+                            .run(|mut c| async move { cmd.query_async(&mut c).await })
+                            .await?
+                    }
+                };
+                // Items with a group or label are not Dapr items.
+                keys.extend(
+                    batch
+                        .into_iter()
+                        .filter(|k| !dapr || !k.contains(SEPARATOR)),
                 );
-                break;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+                if keys.len() >= MAX_SCAN_KEYS {
+                    keys.truncate(MAX_SCAN_KEYS);
+                    tracing::warn!(
+                        max = MAX_SCAN_KEYS,
+                        "configuration.redis: a get of every key stopped at the limit"
+                    );
+                    break 'nodes;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         keys.sort();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// Write items whose Redis keys share a hash slot, with one script and one message.
+    async fn set_one_slot(
+        &self,
+        app_id: &str,
+        group: &str,
+        label: &str,
+        list: Vec<ConfigurationItem>,
+    ) -> Result<()> {
+        let message = Message {
+            app_id: app_id.to_owned(),
+            group: group.to_owned(),
+            label: label.to_owned(),
+            keys: list.iter().map(|i| i.key.clone()).collect(),
+            deleted: false,
+        };
+        let mut invocation = self.set_script.prepare_invoke();
+        for item in &list {
+            invocation.key(redis_key(group, label, &item.key));
+        }
+        invocation.arg(&self.channel).arg(message.encode());
+        for item in &list {
+            invocation.arg(&item.content);
+        }
+        let _: Vec<String> = self
+            .conn
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 
     /// The items of `keys` (plain keys) under a group and label; missing keys are skipped.
@@ -331,26 +373,14 @@ impl ConfigurationStore for RedisConfigurationStore {
                 None => groups.push((id, vec![item])),
             }
         }
+        // In a cluster a script sees one hash slot: one script and message per slot there.
         for ((group, label), list) in groups {
-            let message = Message {
-                app_id: app_id.to_owned(),
-                group: group.clone(),
-                label: label.clone(),
-                keys: list.iter().map(|i| i.key.clone()).collect(),
-                deleted: false,
-            };
-            let mut invocation = self.set_script.prepare_invoke();
-            for item in &list {
-                invocation.key(redis_key(&group, &label, &item.key));
-            }
-            invocation.arg(&self.channel).arg(message.encode());
-            for item in &list {
-                invocation.arg(&item.content);
-            }
-            let _: Vec<String> = self
+            for list in self
                 .conn
-                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
+                .by_slot(list, |item| redis_key(&group, &label, &item.key))
+            {
+                self.set_one_slot(app_id, &group, &label, list).await?;
+            }
         }
         Ok(())
     }
@@ -369,48 +399,61 @@ impl ConfigurationStore for RedisConfigurationStore {
         if keys.is_empty() {
             return Ok(());
         }
-        for chunk in keys.chunks(500) {
-            let message = Message {
-                app_id: query.app_id.clone(),
-                group: query.group.clone(),
-                label: query.label.clone(),
-                keys: chunk.to_vec(),
-                deleted: true,
-            };
-            let mut invocation = self.delete_script.prepare_invoke();
-            for key in chunk {
-                invocation.key(redis_key(&query.group, &query.label, key));
+        let redis_keys: Vec<(String, String)> = keys
+            .into_iter()
+            .map(|k| (redis_key(&query.group, &query.label, &k), k))
+            .collect();
+        for group in self.conn.by_slot(redis_keys, |(rk, _)| rk.clone()) {
+            for chunk in group.chunks(500) {
+                let message = Message {
+                    app_id: query.app_id.clone(),
+                    group: query.group.clone(),
+                    label: query.label.clone(),
+                    keys: chunk.iter().map(|(_, k)| k.clone()).collect(),
+                    deleted: true,
+                };
+                let mut invocation = self.delete_script.prepare_invoke();
+                for (redis_key, _) in chunk {
+                    invocation.key(redis_key);
+                }
+                invocation.arg(&self.channel).arg(message.encode());
+                let _: i64 = self
+                    .conn
+                    .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                    .await?;
             }
-            invocation.arg(&self.channel).arg(message.encode());
-            let _: i64 = self
-                .conn
-                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
         }
         Ok(())
     }
 
     async fn watch(&self) -> Result<mpsc::Receiver<ConfigurationChange>> {
-        let client = self.settings.client()?;
-        let connect = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = match tokio::time::timeout(self.settings.dial_timeout, connect).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => {
-                return Err(Error::unavailable(format!(
-                    "configuration.redis: subscribing to {}: {e}",
-                    self.channel
-                )));
+        // In a cluster a PUBLISH reaches every node, so one node's subscription sees every
+        // change: take the first seed node that answers.
+        let mut failures = Vec::new();
+        let mut subscribed = None;
+        for client in self.settings.node_clients()? {
+            let connect = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(self.settings.dial_timeout, connect).await {
+                Ok(Ok(pubsub)) => {
+                    subscribed = Some(pubsub);
+                    break;
+                }
+                Ok(Err(e)) => failures.push(e.to_string()),
+                Err(_) => {
+                    failures.push(format!("took longer than {:?}", self.settings.dial_timeout))
+                }
             }
-            Err(_) => {
-                return Err(Error::unavailable(format!(
-                    "configuration.redis: subscribing to {} took longer than {:?}",
-                    self.channel, self.settings.dial_timeout
-                )));
-            }
+        }
+        let Some(pubsub) = subscribed else {
+            return Err(Error::unavailable(format!(
+                "configuration.redis: subscribing to {}: {}",
+                self.channel,
+                failures.join("; ")
+            )));
         };
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let conn = Arc::clone(&self.conn);

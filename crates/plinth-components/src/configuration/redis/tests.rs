@@ -264,3 +264,94 @@ async fn watch_sees_a_direct_write_announced_on_the_channel() {
     assert_eq!(change.items[0].content, "red");
     assert_eq!(change.items[0].version, "9");
 }
+
+/// A store on the Redis Cluster at 127.0.0.1:17001-17003 (`PLINTH_TEST_REDIS_CLUSTER`
+/// overrides; `scripts/services/redis-cluster.sh` starts it).
+async fn cluster_store() -> RedisConfigurationStore {
+    let seeds = std::env::var("PLINTH_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| "127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003".into());
+    let spec = ComponentSpec::new(uid(), TYPE_NAME)
+        .with_metadata("redisHost", seeds)
+        .with_metadata("redisType", "cluster");
+    let store = RedisConfigurationStore::new(
+        RedisSettings::from_spec(&spec).expect("settings"),
+        &spec.name,
+    );
+    store.init().await.unwrap_or_else(|e| {
+        panic!("the redis cluster must be reachable (scripts/services/redis-cluster.sh): {e}")
+    });
+    store
+}
+
+/// How many keys matching `pattern` the node at `host:port` holds itself.
+async fn keys_on_node(
+    store: &RedisConfigurationStore,
+    host: &str,
+    port: u16,
+    pattern: &str,
+) -> usize {
+    let mut cursor: u64 = 0;
+    let mut count = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let (next, batch): (u64, Vec<String>) =
+            store.conn.run_on(host, port, cmd).await.expect("scan");
+        count += batch.len();
+        cursor = next;
+        if cursor == 0 {
+            return count;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cluster_items_on_every_primary_are_read_and_watched_through_one_node() {
+    let group = uid();
+    let store = cluster_store().await;
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let mut rx = store.watch().await.expect("watch");
+    let items: Vec<ConfigurationItem> = keys.iter().map(|k| item(&group, k, "v")).collect();
+    store.set("app", items).await.expect("set across slots");
+
+    // The keys landed on every primary (30 keys over the slots make a miss vanishingly
+    // unlikely), so the watch on one node saw changes published on the others.
+    let primaries = store.conn.primaries().await.expect("primaries");
+    assert!(primaries.len() > 1, "a cluster of several primaries");
+    let pattern = format!("{}*", redis_key(&group, "", ""));
+    for (host, port) in &primaries {
+        let n = keys_on_node(&store, host, *port, &pattern).await;
+        assert!(n > 0, "no key on {host}:{port}");
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < keys.len() {
+        let change = next(&mut rx).await;
+        assert!(!change.deleted);
+        seen.extend(change.items.into_iter().map(|i| i.key));
+    }
+    let got = store.get(&query(&group, &[])).await.expect("get all");
+    let mut got: Vec<String> = got.into_iter().map(|i| i.key).collect();
+    got.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(got, want, "a get of every key scans every primary");
+
+    store.delete(&query(&group, &[])).await.expect("delete");
+    let mut gone = std::collections::HashSet::new();
+    while gone.len() < keys.len() {
+        let change = next(&mut rx).await;
+        assert!(change.deleted);
+        gone.extend(change.items.into_iter().map(|i| i.key));
+    }
+    assert!(
+        store
+            .get(&query(&group, &[]))
+            .await
+            .expect("get")
+            .is_empty()
+    );
+}

@@ -10,6 +10,10 @@
 //! [`plinth_core::component::state::check_etag`] and writes, so the check and the write are
 //! atomic. A transaction is one script that checks every operation in order against the
 //! state the earlier ones leave, and only then applies them all.
+//!
+//! In a Redis Cluster a script sees one hash slot: a transaction whose keys span slots is
+//! refused with INVALID_ARGUMENT before anything is written (keys sharing a `{hash tag}`
+//! share a slot), and bulk get sends one pipeline per slot.
 
 use std::sync::Arc;
 
@@ -323,13 +327,39 @@ impl StateStore for RedisStateStore {
         if keys.iter().any(String::is_empty) {
             return Err(Error::invalid_argument("a key is empty"));
         }
-        let mut pipe = ::redis::pipe();
-        for key in &keys {
-            pipe.hmget(key, &[DATA, VERSION]).pttl(key);
+        // One pipeline per hash slot in a cluster (a pipeline cannot span slots there); not
+        // atomic across keys, as bulk reads are not.
+        let mut pipes = Vec::new();
+        for group in self
+            .conn
+            .by_slot(keys.iter().enumerate().collect(), |(_, k)| *k)
+        {
+            let mut pipe = ::redis::pipe();
+            for (_, key) in &group {
+                pipe.hmget(key, &[DATA, VERSION]).pttl(key);
+            }
+            let order: Vec<usize> = group.into_iter().map(|(i, _)| i).collect();
+            pipes.push((order, pipe));
         }
         let reads: Result<Vec<Read>> = self
             .conn
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .run(|c| async move {
+                let answers = futures::future::try_join_all(pipes.iter().map(|(_, pipe)| {
+                    let mut c = c.clone();
+                    async move { pipe.query_async::<Vec<Read>>(&mut c).await }
+                }))
+                .await?;
+                let mut reads: Vec<Option<Read>> = Vec::new();
+                for ((order, _), answer) in pipes.iter().zip(answers) {
+                    for (i, read) in order.iter().zip(answer) {
+                        if reads.len() <= *i {
+                            reads.resize_with(*i + 1, || None);
+                        }
+                        reads[*i] = Some(read);
+                    }
+                }
+                Ok(reads.into_iter().flatten().collect())
+            })
             .await;
         match reads {
             Ok(reads) if reads.len() == keys.len() => Ok(keys
@@ -386,6 +416,8 @@ impl StateStore for RedisStateStore {
         if writes.is_empty() {
             return Ok(());
         }
+        // In a cluster one script sees one hash slot only: refuse rather than half-apply.
+        self.conn.same_slot(writes.iter().map(|w| w.key.as_str()))?;
         let mut invocation = self.transaction_script.prepare_invoke();
         for write in &writes {
             invocation.key(&write.key);

@@ -141,6 +141,151 @@ fn bad_metadata_is_rejected() {
             .with_metadata(k, v)
     };
     assert!(factory(&spec("ttlInSeconds", "soon")).is_err());
-    assert!(factory(&spec("enableTLS", "true")).is_err());
+    assert!(factory(&spec("enableTLS", "maybe")).is_err());
+    assert!(factory(&spec("redisType", "sentinel")).is_err());
     assert!(factory(&spec("ttlInSeconds", "10")).is_ok());
+}
+
+/// `state.redis` on the Redis Cluster at 127.0.0.1:17001-17003 (`PLINTH_TEST_REDIS_CLUSTER`
+/// overrides; `scripts/services/redis-cluster.sh` starts it).
+async fn cluster_store() -> RedisStateStore {
+    let seeds = std::env::var("PLINTH_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| "127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003".into());
+    let spec = ComponentSpec::new("s", TYPE_NAME)
+        .with_metadata("redisHost", seeds)
+        .with_metadata("redisType", "cluster");
+    let store = RedisStateStore::new(Config::from_spec(&spec).expect("config"));
+    store.init().await.unwrap_or_else(|e| {
+        panic!("the redis cluster must be reachable (scripts/services/redis-cluster.sh): {e}")
+    });
+    store
+}
+
+fn upsert(key: &str, value: &'static str) -> TransactionOp {
+    TransactionOp::Upsert(SetRequest {
+        key: key.to_owned(),
+        value: Bytes::from_static(value.as_bytes()),
+        ..Default::default()
+    })
+}
+
+async fn read(store: &RedisStateStore, key: &str) -> Option<GetResponse> {
+    store
+        .get(GetRequest {
+            key: key.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+}
+
+/// Two keys of `p` in different hash slots.
+fn keys_in_two_slots(p: &str) -> (String, String) {
+    use ::redis::cluster_routing::Slot;
+    let a = format!("{p}a");
+    let b = (0..)
+        .map(|i| format!("{p}b{i}"))
+        .find(|b| Slot::for_key(b) != Slot::for_key(&a))
+        .expect("some key lands elsewhere");
+    (a, b)
+}
+
+#[tokio::test]
+async fn cluster_transaction_across_slots_is_invalid_and_writes_nothing() {
+    let store = cluster_store().await;
+    let (a, b) = keys_in_two_slots(&prefix());
+    let err = store
+        .transact(vec![upsert(&a, "1"), upsert(&b, "2")], Metadata::new())
+        .await
+        .expect_err("the keys are in different slots");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("hash slot"), "{err}");
+    assert!(err.message().contains("hash tag"), "{err}");
+    assert!(read(&store, &a).await.is_none());
+    assert!(read(&store, &b).await.is_none());
+}
+
+#[tokio::test]
+async fn cluster_transaction_within_a_hash_tag_is_atomic() {
+    let store = cluster_store().await;
+    let p = format!("{{plinth-test-{}}}||", uuid::Uuid::new_v4());
+    let (a, b) = (format!("{p}a"), format!("{p}b"));
+    store
+        .transact(vec![upsert(&a, "1"), upsert(&b, "2")], Metadata::new())
+        .await
+        .expect("one slot");
+    // A failing check on the second operation leaves the first unapplied.
+    let stale = TransactionOp::Upsert(SetRequest {
+        key: b.clone(),
+        value: Bytes::from_static(b"x"),
+        etag: Some("99".into()),
+        ..Default::default()
+    });
+    let err = store
+        .transact(vec![upsert(&a, "changed"), stale], Metadata::new())
+        .await
+        .expect_err("stale etag");
+    assert_eq!(err.kind(), ErrorKind::EtagMismatch, "{err}");
+    assert_eq!(read(&store, &a).await.expect("kept").data, "1");
+    store
+        .transact(
+            vec![
+                TransactionOp::Delete(DeleteRequest {
+                    key: a.clone(),
+                    ..Default::default()
+                }),
+                TransactionOp::Delete(DeleteRequest {
+                    key: b.clone(),
+                    ..Default::default()
+                }),
+            ],
+            Metadata::new(),
+        )
+        .await
+        .expect("cleanup");
+}
+
+#[tokio::test]
+async fn cluster_bulk_get_and_set_span_slots() {
+    let store = cluster_store().await;
+    let p = prefix();
+    let keys: Vec<String> = (0..20).map(|i| format!("{p}k{i}")).collect();
+    store
+        .bulk_set(
+            keys.iter()
+                .map(|k| SetRequest {
+                    key: k.clone(),
+                    value: Bytes::from(k.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await
+        .expect("bulk writes are independent per key");
+    let mut asked = keys.clone();
+    asked.push(format!("{p}missing"));
+    let items = store
+        .bulk_get(asked.clone(), Metadata::new())
+        .await
+        .expect("bulk get");
+    assert_eq!(
+        items.iter().map(|i| i.key.clone()).collect::<Vec<_>>(),
+        asked
+    );
+    for item in &items[..keys.len()] {
+        assert!(item.error.is_none(), "{item:?}");
+        assert_eq!(item.value.as_ref().expect("present").data, item.key);
+    }
+    assert!(items[keys.len()].value.is_none());
+    store
+        .bulk_delete(
+            keys.iter()
+                .map(|k| DeleteRequest {
+                    key: k.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await
+        .expect("cleanup");
 }
