@@ -338,3 +338,95 @@ fn json_depth_ignores_brackets_in_strings() {
     assert!(is_json(b" 1 "));
     assert!(!is_json(b"{"));
 }
+
+#[tokio::test]
+async fn the_background_cleanup_deletes_expired_rows() {
+    let store = store_with(|spec| spec.with_metadata(config::CLEANUP_INTERVAL, "1s")).await;
+    let mut req = put("k", "v");
+    req.metadata
+        .insert(plinth_core::metadata::TTL_IN_SECONDS.into(), "1".into());
+    store.set(req).await.expect("set with ttl");
+    let mut conn = raw().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows: Option<i64> = conn
+            .query_first(format!("SELECT COUNT(*) FROM {}", store.table))
+            .await
+            .expect("count");
+        if rows == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the expired row was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The cleanup left Dapr's mark, so a Dapr sidecar on the same table skips its round.
+    let mark: Option<String> = conn
+        .query_first(format!(
+            "SELECT value FROM {} WHERE id = 'last-cleanup'",
+            store.metadata_table
+        ))
+        .await
+        .expect("mark");
+    assert!(mark.is_some(), "last-cleanup recorded");
+    drop_tables(&store).await;
+}
+
+#[tokio::test]
+async fn a_ttl_beyond_the_timestamp_range_is_invalid() {
+    let store = store().await;
+    for ttl in ["1000000000", "1000000000000"] {
+        let mut req = put("k", "v");
+        req.metadata
+            .insert(plinth_core::metadata::TTL_IN_SECONDS.into(), ttl.into());
+        let err = store.set(req).await.expect_err(ttl);
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{ttl}: {err}");
+    }
+    assert!(get(&store, "k").await.is_none());
+    drop_tables(&store).await;
+}
+
+#[tokio::test]
+async fn json_the_server_refuses_is_kept_as_bytes_in_a_transaction() {
+    let store = store().await;
+    // Valid JSON, but a lone surrogate escape: whether the server's check takes it or not,
+    // the value reads back the same, and the transaction goes through.
+    let odd = Bytes::from_static(br#"["\ud800"]"#);
+    store
+        .transact(
+            vec![
+                TransactionOp::Upsert(put("a", odd.clone())),
+                TransactionOp::Upsert(put("b", "{\"x\":1}")),
+            ],
+            Metadata::new(),
+        )
+        .await
+        .expect("transaction");
+    assert_eq!(get(&store, "a").await.expect("a").data, odd);
+    assert_eq!(get(&store, "b").await.expect("b").data, "{\"x\":1}");
+    drop_tables(&store).await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable() {
+    // Accepts connections and says nothing: the handshake never comes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let spec = ComponentSpec::new("s", TYPE_NAME)
+        .with_metadata(
+            config::CONNECTION_STRING,
+            format!("root@tcp(127.0.0.1:{port})/test"),
+        )
+        .with_metadata(config::TIMEOUT_IN_SECONDS, "1");
+    let store = MysqlStateStore::new(MysqlStateConfig::from_spec(&spec).expect("config"));
+    let err = store.init().await.expect_err("no handshake");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    silent.abort();
+}
