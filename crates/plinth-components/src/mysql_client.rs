@@ -213,7 +213,9 @@ impl MysqlClient {
             .pool_opts(
                 PoolOpts::default()
                     .with_constraints(constraints)
-                    .with_reset_connection(false),
+                    .with_reset_connection(false)
+                    // Keep idle connections a while rather than reconnect after every lull.
+                    .with_inactive_connection_ttl(Duration::from_secs(60)),
             );
         Self {
             pool: Pool::new(opts),
