@@ -1,4 +1,4 @@
-//! Plinth's components: in-memory and local backends, Redis and PostgreSQL.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL and MySQL.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -17,22 +17,25 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
+mod mysql_client;
 mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
-/// `state.postgresql`, `state.redis`,
-/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`,
-/// `configuration.redis`, /// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
-/// `bindings.cron`).
+/// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
+/// `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`, `configuration.in-memory`,
+/// `configuration.redis`, `pubsub.in-memory`, `file.local`, `secretstores.local.env`,
+/// `secretstores.local.file`, `bindings.http`, `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
+        .register(state::mysql::TYPE_NAME, state::mysql::factory)
         .register(state::postgres::TYPE_NAME, state::postgres::factory)
         .register(state::redis::TYPE_NAME, state::redis::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(lock::redis::TYPE_NAME, lock::redis::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
+        .register(sequencer::mysql::TYPE_NAME, sequencer::mysql::factory)
         .register(sequencer::redis::TYPE_NAME, sequencer::redis::factory)
         .register(
             configuration::memory::TYPE_NAME,
@@ -61,7 +64,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 15);
+        assert_eq!(types.len(), 17);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -77,6 +80,8 @@ mod tests {
         }
         // These need metadata.
         for type_name in [
+            "state.mysql",
+            "sequencer.mysql",
             "state.postgresql",
             "state.redis",
             "configuration.redis",

@@ -1,4 +1,5 @@
 //! Sequencers.
 
 pub mod memory;
+pub mod mysql;
 pub mod redis;

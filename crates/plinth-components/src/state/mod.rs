@@ -1,5 +1,6 @@
 //! State stores.
 
 pub mod memory;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;

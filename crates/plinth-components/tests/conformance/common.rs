@@ -33,6 +33,12 @@ pub(crate) fn postgres_url() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
 }
 
+/// The MariaDB/MySQL database `test`, user root, as a Go DSN, or the DSN in
+/// `PLINTH_TEST_MYSQL`.
+pub(crate) fn mysql_url() -> String {
+    std::env::var("PLINTH_TEST_MYSQL").unwrap_or_else(|_| "root@tcp(127.0.0.1:3306)/test".into())
+}
+
 /// Build `spec` with every factory of the crate and initialise it, panicking with the
 /// component's type when its backend is unreachable.
 pub(crate) async fn build(spec: ComponentSpec) -> Instance {

@@ -1,10 +1,11 @@
 //! The sequencer conformance suite: the same cases against every sequencer of this crate.
 //!
 //! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
-//! and fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`.
-//! Every case uses keys under a fresh uuid prefix and deletes
-//! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
-//! share a Redis.
+//! and again on the Redis Cluster of `common::redis_cluster`, and `sequencer.mysql` against
+//! the real MariaDB/MySQL, database `test` (`PLINTH_TEST_MYSQL` overrides, a Go DSN), in a
+//! table of its own, `plinth_conformance_sequencer`; each fails when its backend is missing.
+//! Every case uses keys under a fresh uuid prefix and deletes them at the end (the trait has
+//! no delete, so the Redis keys and MySQL rows go directly), so runs can share the servers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,14 +15,18 @@ use plinth_core::ComponentSpec;
 use plinth_core::component::Instance;
 use plinth_core::component::sequencer::Sequencer;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, mysql_url, redis_host};
 
 /// Where a sequencer's keys live when they outlive the process.
 enum Keys {
     InMemory,
     Redis(String),
     RedisCluster(String),
+    Mysql,
 }
+
+/// The table `sequencer.mysql` uses in this suite.
+const MYSQL_TABLE: &str = "plinth_conformance_sequencer";
 
 /// A sequencer under test, and where its keys live.
 struct Store {
@@ -33,9 +38,13 @@ impl Store {
     /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
     /// `sequencer|||{key}`).
     async fn cleanup(&self, keys: &[String]) {
+        if let Keys::Mysql = self.keys {
+            mysql_cleanup(keys).await;
+            return;
+        }
         let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
         match &self.keys {
-            Keys::InMemory => {}
+            Keys::InMemory | Keys::Mysql => {}
             Keys::Redis(host) => {
                 let mut raw = ::redis::Client::open(format!("redis://{host}/"))
                     .expect("client")
@@ -91,6 +100,43 @@ async fn redis_cluster() -> Store {
         .await,
         keys: Keys::RedisCluster(seeds),
     }
+}
+
+async fn mysql() -> Store {
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.mysql")
+                .with_metadata("connectionString", mysql_url())
+                .with_metadata("tableName", MYSQL_TABLE),
+        )
+        .await,
+        keys: Keys::Mysql,
+    }
+}
+
+/// Delete the rows of `keys` from the suite's MySQL table.
+async fn mysql_cleanup(keys: &[String]) {
+    use mysql_async::prelude::Queryable;
+    let dsn = mysql_url();
+    // The DSN's `user[:password]@tcp(host:port)/db`, as a URL for the driver.
+    let (credentials, rest) = dsn.rsplit_once('@').unwrap_or(("", &dsn));
+    let address = rest
+        .strip_prefix("tcp(")
+        .and_then(|r| r.split_once(')'))
+        .map(|(addr, db)| format!("{addr}{}", db.split('?').next().unwrap_or_default()))
+        .expect("PLINTH_TEST_MYSQL is user:password@tcp(host:port)/db");
+    let mut conn = mysql_async::Conn::from_url(format!("mysql://{credentials}@{address}"))
+        .await
+        .expect("MariaDB/MySQL must be reachable");
+    for key in keys {
+        conn.exec_drop(
+            format!("DELETE FROM {MYSQL_TABLE} WHERE sequencer_key = ?"),
+            (key,),
+        )
+        .await
+        .expect("cleanup");
+    }
+    conn.disconnect().await.expect("disconnect");
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn Sequencer> {
@@ -250,4 +296,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster);
+suite!(in_memory, redis, redis_cluster, mysql);

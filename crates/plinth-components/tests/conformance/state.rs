@@ -2,10 +2,13 @@
 //!
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
 //! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
-//! overrides, a connection string), in a table of its own, `plinth_conformance_state`; each
-//! fails when its backend is missing. `state.redis` also runs on the Redis Cluster of
-//! `common::redis_cluster`, under a hash-tagged prefix so that a transaction's keys share a
-//! slot as the cluster requires. Every case writes under a fresh uuid prefix and deletes what it
+//! overrides, a connection string), in a table of its own, `plinth_conformance_state`;
+//! `state.mysql` against the real MariaDB/MySQL, database `test` (`PLINTH_TEST_MYSQL`
+//! overrides, a Go DSN), in tables of its own, `plinth_conformance_state` and
+//! `plinth_conformance_metadata`; each fails when its backend is missing. `state.redis` also
+//! runs on the Redis Cluster of `common::redis_cluster`, under a hash-tagged prefix so that a
+//! transaction's keys share a slot as the cluster requires. Every case writes under a fresh
+//! uuid prefix and deletes what it
 //! wrote, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use plinth_core::metadata::{TTL_EXPIRE_TIME, TTL_IN_SECONDS};
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 use tokio::time::Instant;
 
-use crate::common::{build, postgres_url, redis_cluster, redis_host};
+use crate::common::{build, mysql_url, postgres_url, redis_cluster, redis_host};
 
 async fn in_memory() -> Arc<dyn StateStore> {
     instance(ComponentSpec::new("conformance", "state.in-memory")).await
@@ -50,6 +53,17 @@ async fn postgresql() -> Arc<dyn StateStore> {
         ComponentSpec::new("conformance", "state.postgresql")
             .with_metadata("connectionString", postgres_url())
             .with_metadata("tableName", "plinth_conformance_state"),
+    )
+    .await
+}
+
+async fn mysql() -> Arc<dyn StateStore> {
+    instance(
+        ComponentSpec::new("conformance", "state.mysql")
+            .with_metadata("connectionString", mysql_url())
+            .with_metadata("schemaName", "test")
+            .with_metadata("tableName", "plinth_conformance_state")
+            .with_metadata("metadataTableName", "plinth_conformance_metadata"),
     )
     .await
 }
@@ -409,4 +423,5 @@ suite!(
     redis = redis, crate::common::prefix;
     redis_cluster = redis_cluster_store, crate::common::hash_tagged_prefix;
     postgresql = postgresql, crate::common::prefix;
+    mysql = mysql, crate::common::prefix;
 );
