@@ -17,14 +17,16 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
+mod postgres_client;
 mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
-/// `state.postgresql`, `state.redis`,
-/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`,
-/// `configuration.redis`, /// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
-/// `bindings.cron`).
+/// `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`, `lock.postgresql`,
+/// `sequencer.in-memory`, `sequencer.redis`, `sequencer.postgresql`,
+/// `configuration.in-memory`, `configuration.redis`, `configuration.postgresql`,
+/// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`,
+/// `bindings.http`, `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -32,8 +34,10 @@ pub fn register_all(registry: &mut Registry) {
         .register(state::redis::TYPE_NAME, state::redis::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(lock::redis::TYPE_NAME, lock::redis::factory)
+        .register(lock::postgres::TYPE_NAME, lock::postgres::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
         .register(sequencer::redis::TYPE_NAME, sequencer::redis::factory)
+        .register(sequencer::postgres::TYPE_NAME, sequencer::postgres::factory)
         .register(
             configuration::memory::TYPE_NAME,
             configuration::memory::factory,
@@ -41,6 +45,10 @@ pub fn register_all(registry: &mut Registry) {
         .register(
             configuration::redis::TYPE_NAME,
             configuration::redis::factory,
+        )
+        .register(
+            configuration::postgres::TYPE_NAME,
+            configuration::postgres::factory,
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
@@ -61,7 +69,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 15);
+        assert_eq!(types.len(), 18);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -80,6 +88,9 @@ mod tests {
             "state.postgresql",
             "state.redis",
             "configuration.redis",
+            "lock.postgresql",
+            "sequencer.postgresql",
+            "configuration.postgresql",
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",

@@ -1,4 +1,5 @@
 //! Sequencers.
 
 pub mod memory;
+pub mod postgres;
 pub mod redis;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use plinth_core::{ComponentSpec, Result};
 
+use crate::postgres_client::{parse_connection_string, validate_table_name};
+
 /// Component metadata: the PostgreSQL connection string, key/value
 /// (`host=... user=... dbname=...`, `database=` accepted as Dapr writes it) or URL
 /// (`postgres://user@host/db`). Required.
@@ -27,8 +29,6 @@ pub const MAX_CONNS: &str = "maxConns";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_CONNS: usize = 10;
-/// PostgreSQL truncates longer identifiers; reject them rather than use another name.
-const MAX_IDENTIFIER_LEN: usize = 63;
 
 /// The settings of a PostgreSQL state store.
 #[derive(Clone)]
@@ -125,50 +125,4 @@ impl PostgresConfig {
             max_conns,
         })
     }
-}
-
-/// Parse a connection string. Dapr's (pgx's) key/value form names the database
-/// `database`, which tokio-postgres calls `dbname`.
-fn parse_connection_string(raw: &str) -> std::result::Result<tokio_postgres::Config, String> {
-    let rewritten;
-    let raw = if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        raw
-    } else {
-        rewritten = raw
-            .split(' ')
-            .map(|token| match token.strip_prefix("database=") {
-                Some(rest) => format!("dbname={rest}"),
-                None => token.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        &rewritten
-    };
-    raw.parse::<tokio_postgres::Config>()
-        .map_err(|e| format!("not a valid PostgreSQL connection string: {e}"))
-}
-
-/// A table name is one or two (`schema.table`) unquoted SQL identifiers: a letter or `_`,
-/// then letters, digits or `_`, at most 63 bytes each. Only such names reach SQL text,
-/// which is why they are checked so strictly.
-pub fn validate_table_name(name: &str) -> std::result::Result<(), String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() > 2 {
-        return Err(format!(
-            "{name:?} is not a table name: at most one '.' (schema.table)"
-        ));
-    }
-    for part in parts {
-        let mut chars = part.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !first_ok || !rest_ok || part.len() > MAX_IDENTIFIER_LEN {
-            return Err(format!(
-                "{name:?} is not a table name: each part must start with a letter or '_', hold only letters, digits and '_', and be at most {MAX_IDENTIFIER_LEN} characters"
-            ));
-        }
-    }
-    Ok(())
 }
