@@ -14,7 +14,7 @@ use plinth_core::component::configuration::{
 };
 use tokio::sync::mpsc;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, postgres_url, redis_host};
 
 const APP: &str = "conformance-app";
 /// How long a change may take to reach a watcher.
@@ -32,6 +32,16 @@ async fn redis() -> Arc<dyn ConfigurationStore> {
             "configuration.redis",
         )
         .with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+async fn postgresql() -> Arc<dyn ConfigurationStore> {
+    // One shared table (and channel): every case works under a group of its own.
+    instance(
+        ComponentSpec::new("conformance", "configuration.postgresql")
+            .with_metadata("connectionString", postgres_url())
+            .with_metadata("table", "plinth_conformance_configuration"),
     )
     .await
 }
@@ -248,4 +258,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, postgresql);

@@ -1,7 +1,9 @@
 //! The lock conformance suite: the same cases against every lock store of this crate.
 //!
 //! `lock.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
-//! fails when it is missing. Every case locks resources under a fresh uuid prefix and unlocks
+//! `lock.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
+//! overrides), in a table of its own, `plinth_conformance_lock`; each fails when its
+//! backend is missing. Every case locks resources under a fresh uuid prefix and unlocks
 //! what it still holds at the end, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use plinth_core::component::Instance;
 use plinth_core::component::lock::{LockStatus, LockStore};
 use tokio::time::Instant;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, postgres_url, redis_host};
 
 /// Long enough never to expire during a case.
 const LONG: Duration = Duration::from_secs(60);
@@ -28,6 +30,15 @@ async fn in_memory() -> Arc<dyn LockStore> {
 async fn redis() -> Arc<dyn LockStore> {
     instance(
         ComponentSpec::new("conformance", "lock.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+async fn postgresql() -> Arc<dyn LockStore> {
+    instance(
+        ComponentSpec::new("conformance", "lock.postgresql")
+            .with_metadata("connectionString", postgres_url())
+            .with_metadata("tableName", "plinth_conformance_lock"),
     )
     .await
 }
@@ -243,4 +254,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, postgresql);

@@ -1,7 +1,9 @@
 //! The sequencer conformance suite: the same cases against every sequencer of this crate.
 //!
 //! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
-//! and fails when it is missing. Every case uses keys under a fresh uuid prefix and deletes
+//! and `sequencer.postgresql` against the real PostgreSQL, database `test`
+//! (`PLINTH_TEST_POSTGRES` overrides), in a table of its own, `plinth_conformance_sequencer`;
+//! each fails when its backend is missing. Every case uses keys under a fresh uuid prefix and deletes
 //! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
 //! share a Redis.
 
@@ -13,18 +15,30 @@ use plinth_core::ComponentSpec;
 use plinth_core::component::Instance;
 use plinth_core::component::sequencer::Sequencer;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, postgres_client, postgres_url, redis_host};
 
 /// A sequencer under test, and where its keys live when they outlive the process.
 struct Store {
     sequencer: Arc<dyn Sequencer>,
     redis_host: Option<String>,
+    /// The table of `sequencer.postgresql`.
+    postgres_table: Option<&'static str>,
 }
 
 impl Store {
     /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
     /// `sequencer|||{key}`).
     async fn cleanup(&self, keys: &[String]) {
+        if let Some(table) = self.postgres_table {
+            let client = postgres_client().await;
+            client
+                .execute(
+                    &format!("DELETE FROM {table} WHERE key = ANY($1)"),
+                    &[&keys],
+                )
+                .await
+                .expect("cleanup");
+        }
         let Some(host) = &self.redis_host else {
             return;
         };
@@ -46,6 +60,7 @@ async fn in_memory() -> Store {
     Store {
         sequencer: instance(ComponentSpec::new("conformance", "sequencer.in-memory")).await,
         redis_host: None,
+        postgres_table: None,
     }
 }
 
@@ -58,6 +73,22 @@ async fn redis() -> Store {
         )
         .await,
         redis_host: Some(host),
+        postgres_table: None,
+    }
+}
+
+const POSTGRES_TABLE: &str = "plinth_conformance_sequencer";
+
+async fn postgresql() -> Store {
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.postgresql")
+                .with_metadata("connectionString", postgres_url())
+                .with_metadata("tableName", POSTGRES_TABLE),
+        )
+        .await,
+        redis_host: None,
+        postgres_table: Some(POSTGRES_TABLE),
     }
 }
 
@@ -218,4 +249,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis);
+suite!(in_memory, redis, postgresql);

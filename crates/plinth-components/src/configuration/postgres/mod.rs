@@ -588,7 +588,7 @@ impl Watch {
             .into_iter()
             .map(|item| (stored_key(&item.group, &item.label, &item.key), item))
             .collect();
-        // One change per (app id, deleted), in the order keys were read.
+        // One change per (app id, deleted, group, label), as a write through Plinth makes.
         let mut changes: Vec<(ConfigurationChange, Vec<(String, String)>)> = Vec::new();
         for (stored, app_id) in batch {
             let (item, deleted) = match found.remove(&stored) {
@@ -606,10 +606,12 @@ impl Watch {
                     )
                 }
             };
-            match changes
-                .iter_mut()
-                .find(|(c, _)| c.app_id == app_id && c.deleted == deleted)
-            {
+            match changes.iter_mut().find(|(c, _)| {
+                c.app_id == app_id
+                    && c.deleted == deleted
+                    && c.items[0].group == item.group
+                    && c.items[0].label == item.label
+            }) {
                 Some((change, keys)) => {
                     change.items.push(item);
                     keys.push((stored, app_id));
