@@ -2,7 +2,8 @@
 //!
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
 //! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
-//! overrides, a connection string), in a table of its own, `plinth_conformance_state`; each
+//! overrides, a connection string), in a table of its own, `plinth_conformance_state`
+//! (`plinth_conformance_state_v1` in Dapr's v1 layout, `spec.version: v1`); each
 //! fails when its backend is missing. Every case writes under a fresh uuid prefix and deletes what it
 //! wrote, so runs can share a Redis.
 
@@ -39,6 +40,15 @@ async fn postgresql() -> Arc<dyn StateStore> {
             .with_metadata("tableName", "plinth_conformance_state"),
     )
     .await
+}
+
+async fn postgresql_v1() -> Arc<dyn StateStore> {
+    let mut spec = ComponentSpec::new("conformance", "state.postgresql")
+        .with_metadata("connectionString", postgres_url())
+        .with_metadata("tableName", "plinth_conformance_state_v1")
+        .with_metadata("metadataTableName", "plinth_conformance_state_v1_meta");
+    spec.version = "v1".into();
+    instance(spec).await
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn StateStore> {
@@ -390,4 +400,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, postgresql);
+suite!(in_memory, redis, postgresql, postgresql_v1);

@@ -1,4 +1,5 @@
-//! Metadata of `state.postgresql`, with Dapr's keys and defaults (state.postgresql v2).
+//! Metadata of `state.postgresql`, with Dapr's keys and defaults (state.postgresql v2, or
+//! v1 under `spec.version: v1`).
 
 use std::time::Duration;
 
@@ -30,9 +31,20 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_CONNS: usize = 10;
 
+/// Which of Dapr's table layouts a store uses (`spec.version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Dapr's v1: `value jsonb`, `isbinary`, `xmin` as ETag.
+    V1,
+    /// Dapr's v2 (the default): `value bytea`, a UUID `etag`.
+    V2,
+}
+
 /// The settings of a PostgreSQL state store.
 #[derive(Clone)]
 pub struct PostgresConfig {
+    /// Dapr's table layout, from `spec.version`.
+    pub layout: Layout,
     /// The parsed connection settings.
     pub connection: tokio_postgres::Config,
     /// The state table, validated, possibly `schema.table`.
@@ -55,6 +67,7 @@ impl std::fmt::Debug for PostgresConfig {
     // The connection settings may hold a password: leave them out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConfig")
+            .field("layout", &self.layout)
             .field("table", &self.table)
             .field("metadata_table", &self.metadata_table)
             .field("timeout", &self.timeout)
@@ -67,26 +80,38 @@ impl std::fmt::Debug for PostgresConfig {
 impl PostgresConfig {
     /// Read and validate the settings; every error names the field.
     pub fn from_spec(spec: &ComponentSpec) -> Result<Self> {
-        if !matches!(spec.version.as_str(), "" | "v2") {
-            return Err(spec.invalid(
-                "spec.version",
-                format!(
-                    "{:?}: only Dapr's v2 table layout is supported; use v2 or leave it out",
-                    spec.version
-                ),
-            ));
-        }
+        let layout = match spec.version.as_str() {
+            "" | "v2" => Layout::V2,
+            "v1" => Layout::V1,
+            other => {
+                return Err(spec.invalid(
+                    "spec.version",
+                    format!("{other:?}: Dapr's table layouts are v1 and v2 (the default)"),
+                ));
+            }
+        };
         let raw = spec.require(CONNECTION_STRING)?;
         let connection = parse_connection_string(raw).map_err(|e| {
             // The parser's message never echoes the string, which may hold a password.
             spec.invalid(&format!("metadata.{CONNECTION_STRING}"), e)
         })?;
+        if layout == Layout::V1 && spec.get(TABLE_PREFIX).is_some() {
+            return Err(spec.invalid(
+                &format!("metadata.{TABLE_PREFIX}"),
+                "Dapr's v1 layout has no table prefix; use tableName",
+            ));
+        }
         let prefix = spec.get(TABLE_PREFIX).unwrap_or_default();
-        let (table, migration_key) = match spec.get(TABLE_NAME) {
-            Some(name) => (name.to_owned(), None),
-            None => (
+        let (table, migration_key) = match (spec.get(TABLE_NAME), layout) {
+            (Some(name), Layout::V2) => (name.to_owned(), None),
+            (None, Layout::V2) => (
                 format!("{prefix}state"),
                 Some(format!("migrations-state-v2-{prefix}")),
+            ),
+            // Dapr's v1 keeps one migration level per metadata table, whatever the table.
+            (name, Layout::V1) => (
+                name.unwrap_or("state").to_owned(),
+                Some("migrations".to_owned()),
             ),
         };
         let table_field = if spec.get(TABLE_NAME).is_some() {
@@ -116,6 +141,7 @@ impl PostgresConfig {
             return Err(spec.invalid(&format!("metadata.{MAX_CONNS}"), "must be positive"));
         }
         Ok(Self {
+            layout,
             connection,
             table,
             metadata_table,

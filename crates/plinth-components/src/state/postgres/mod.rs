@@ -1,4 +1,5 @@
-//! `state.postgresql`: a state store in a PostgreSQL table, in Dapr's v2 layout.
+//! `state.postgresql`: a state store in a PostgreSQL table, in Dapr's v2 layout (or v1 under
+//! `spec.version: v1`, see `v1.rs`).
 //!
 //! Data layout (as Dapr's `state.postgresql` v2, so either can read what the other wrote):
 //! one table, `<tablePrefix>state` unless `tableName` says otherwise, with `key text` primary
@@ -46,8 +47,9 @@ pub mod config;
 mod query;
 #[cfg(test)]
 mod tests;
+pub mod v1;
 
-pub use config::PostgresConfig;
+pub use config::{Layout, PostgresConfig};
 
 /// The type name this component registers under.
 pub const TYPE_NAME: &str = "state.postgresql";
@@ -58,7 +60,10 @@ const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
 /// Build a `state.postgresql` store from its metadata; it connects on `init`.
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
     let config = PostgresConfig::from_spec(spec)?;
-    Ok(Instance::State(Arc::new(PostgresStateStore::new(config)?)))
+    match config.layout {
+        Layout::V1 => Ok(Instance::State(v1::instance(config)?)),
+        Layout::V2 => Ok(Instance::State(Arc::new(PostgresStateStore::new(config)?))),
+    }
 }
 
 /// A state store in PostgreSQL with ETags, transactions and TTLs.
@@ -226,7 +231,7 @@ impl PostgresStateStore {
         if etag_type.as_deref() != Some("uuid") {
             return Err(Error::invalid_argument(format!(
                 "postgresql: table {table} exists but is not in Dapr's v2 layout (a v1 table?); \
-                 use another tableName or tablePrefix"
+                 use another tableName or tablePrefix, or spec.version: v1"
             )));
         }
         tx.batch_execute(&format!(
