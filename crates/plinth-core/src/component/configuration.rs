@@ -96,3 +96,20 @@ pub trait ConfigurationStore: Component {
     /// affected key, so that subscribers converge.
     async fn watch(&self) -> Result<mpsc::Receiver<ConfigurationChange>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_without_an_app_concerns_every_app() {
+        let query = ConfigurationQuery {
+            app_id: "a".into(),
+            ..Default::default()
+        };
+        let item = ConfigurationItem::default();
+        assert!(query.matches("a", &item));
+        assert!(query.matches("", &item), "writer unknown");
+        assert!(!query.matches("b", &item), "another app's item");
+    }
+}
