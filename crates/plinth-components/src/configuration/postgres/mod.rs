@@ -237,7 +237,8 @@ impl PostgresConfigurationStore {
         }
         let prefix = stored_key(&query.group, &query.label, "");
         if prefix.is_empty() {
-            // Dapr's items: those without a group or label.
+            // Dapr's items: those without a group or label. Every query takes one array
+            // parameter; here it is empty and excludes nothing.
             (
                 format!(
                     "SELECT {columns} FROM {table} WHERE strpos(key, '{SEPARATOR}') = 0 AND key <> ALL($1::text[])
