@@ -18,13 +18,15 @@ pub mod sequencer;
 pub mod state;
 
 mod mysql_client;
+mod postgres_client;
 mod redis_client;
 mod util;
 
 /// Register every component type of this crate under its type name (`state.in-memory`,
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
-/// `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`, `configuration.in-memory`,
-/// `configuration.redis`, `pubsub.in-memory`, `file.local`, `secretstores.local.env`,
+/// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
+/// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
+/// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `secretstores.local.env`,
 /// `secretstores.local.file`, `bindings.http`, `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
@@ -34,9 +36,11 @@ pub fn register_all(registry: &mut Registry) {
         .register(state::redis::TYPE_NAME, state::redis::factory)
         .register(lock::memory::TYPE_NAME, lock::memory::factory)
         .register(lock::redis::TYPE_NAME, lock::redis::factory)
+        .register(lock::postgres::TYPE_NAME, lock::postgres::factory)
         .register(sequencer::memory::TYPE_NAME, sequencer::memory::factory)
         .register(sequencer::mysql::TYPE_NAME, sequencer::mysql::factory)
         .register(sequencer::redis::TYPE_NAME, sequencer::redis::factory)
+        .register(sequencer::postgres::TYPE_NAME, sequencer::postgres::factory)
         .register(
             configuration::memory::TYPE_NAME,
             configuration::memory::factory,
@@ -44,6 +48,10 @@ pub fn register_all(registry: &mut Registry) {
         .register(
             configuration::redis::TYPE_NAME,
             configuration::redis::factory,
+        )
+        .register(
+            configuration::postgres::TYPE_NAME,
+            configuration::postgres::factory,
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
@@ -64,7 +72,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 17);
+        assert_eq!(types.len(), 20);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -85,6 +93,9 @@ mod tests {
             "state.postgresql",
             "state.redis",
             "configuration.redis",
+            "lock.postgresql",
+            "sequencer.postgresql",
+            "configuration.postgresql",
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",

@@ -1,4 +1,5 @@
 //! Configuration stores.
 
 pub mod memory;
+pub mod postgres;
 pub mod redis;

@@ -1,4 +1,5 @@
 //! Lock stores.
 
 pub mod memory;
+pub mod postgres;
 pub mod redis;

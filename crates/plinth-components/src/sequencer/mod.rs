@@ -2,4 +2,5 @@
 
 pub mod memory;
 pub mod mysql;
+pub mod postgres;
 pub mod redis;

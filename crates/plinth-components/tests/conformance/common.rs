@@ -39,6 +39,19 @@ pub(crate) fn mysql_url() -> String {
     std::env::var("PLINTH_TEST_MYSQL").unwrap_or_else(|_| "root@tcp(127.0.0.1:3306)/test".into())
 }
 
+/// A plain client of the PostgreSQL at [`postgres_url`], for cleaning up; panics naming
+/// the backend when it is missing.
+pub(crate) async fn postgres_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect(
+            "PostgreSQL must be reachable: start it on 127.0.0.1:5432 (user postgres, \
+             database test) or set PLINTH_TEST_POSTGRES",
+        );
+    tokio::spawn(connection);
+    client
+}
+
 /// Build `spec` with every factory of the crate and initialise it, panicking with the
 /// component's type when its backend is unreachable.
 pub(crate) async fn build(spec: ComponentSpec) -> Instance {

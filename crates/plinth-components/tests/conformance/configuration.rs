@@ -16,7 +16,7 @@ use plinth_core::component::configuration::{
 };
 use tokio::sync::mpsc;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, postgres_url, redis_host};
 
 const APP: &str = "conformance-app";
 /// How long a change may take to reach a watcher.
@@ -46,6 +46,16 @@ async fn redis_cluster() -> Arc<dyn ConfigurationStore> {
         )
         .with_metadata("redisHost", crate::common::redis_cluster())
         .with_metadata("redisType", "cluster"),
+    )
+    .await
+}
+
+async fn postgresql() -> Arc<dyn ConfigurationStore> {
+    // One shared table (and channel): every case works under a group of its own.
+    instance(
+        ComponentSpec::new("conformance", "configuration.postgresql")
+            .with_metadata("connectionString", postgres_url())
+            .with_metadata("table", "plinth_conformance_configuration"),
     )
     .await
 }
@@ -262,4 +272,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster);
+suite!(in_memory, redis, redis_cluster, postgresql);

@@ -1,8 +1,10 @@
 //! The lock conformance suite: the same cases against every lock store of this crate.
 //!
 //! `lock.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
-//! fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`. Every
-//! case locks resources under a fresh uuid prefix and unlocks
+//! fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`;
+//! `lock.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
+//! overrides), in a table of its own, `plinth_conformance_lock`; each fails when its
+//! backend is missing. Every case locks resources under a fresh uuid prefix and unlocks
 //! what it still holds at the end, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use plinth_core::component::Instance;
 use plinth_core::component::lock::{LockStatus, LockStore};
 use tokio::time::Instant;
 
-use crate::common::{build, redis_host};
+use crate::common::{build, postgres_url, redis_host};
 
 /// Long enough never to expire during a case.
 const LONG: Duration = Duration::from_secs(60);
@@ -38,6 +40,15 @@ async fn redis_cluster() -> Arc<dyn LockStore> {
         ComponentSpec::new("conformance", "lock.redis")
             .with_metadata("redisHost", crate::common::redis_cluster())
             .with_metadata("redisType", "cluster"),
+    )
+    .await
+}
+
+async fn postgresql() -> Arc<dyn LockStore> {
+    instance(
+        ComponentSpec::new("conformance", "lock.postgresql")
+            .with_metadata("connectionString", postgres_url())
+            .with_metadata("tableName", "plinth_conformance_lock"),
     )
     .await
 }
@@ -253,4 +264,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster);
+suite!(in_memory, redis, redis_cluster, postgresql);

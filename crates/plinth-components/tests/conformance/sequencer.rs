@@ -4,8 +4,10 @@
 //! and again on the Redis Cluster of `common::redis_cluster`, and `sequencer.mysql` against
 //! the real MariaDB/MySQL, database `test` (`PLINTH_TEST_MYSQL` overrides, a Go DSN), in a
 //! table of its own, `plinth_conformance_sequencer`; each fails when its backend is missing.
+//! `sequencer.postgresql` runs against the real PostgreSQL, database `test`
+//! (`PLINTH_TEST_POSTGRES` overrides), in a table of its own, `plinth_conformance_sequencer`.
 //! Every case uses keys under a fresh uuid prefix and deletes them at the end (the trait has
-//! no delete, so the Redis keys and MySQL rows go directly), so runs can share the servers.
+//! no delete, so the Redis keys and the MySQL and PostgreSQL rows go directly), so runs can share the servers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use plinth_core::ComponentSpec;
 use plinth_core::component::Instance;
 use plinth_core::component::sequencer::Sequencer;
 
-use crate::common::{build, mysql_url, redis_host};
+use crate::common::{build, mysql_url, postgres_client, postgres_url, redis_host};
 
 /// Where a sequencer's keys live when they outlive the process.
 enum Keys {
@@ -23,7 +25,11 @@ enum Keys {
     Redis(String),
     RedisCluster(String),
     Mysql,
+    Postgres,
 }
+
+/// The table `sequencer.postgresql` uses in this suite.
+const POSTGRES_TABLE: &str = "plinth_conformance_sequencer";
 
 /// The table `sequencer.mysql` uses in this suite.
 const MYSQL_TABLE: &str = "plinth_conformance_sequencer";
@@ -42,9 +48,20 @@ impl Store {
             mysql_cleanup(keys).await;
             return;
         }
+        if let Keys::Postgres = self.keys {
+            postgres_client()
+                .await
+                .execute(
+                    &format!("DELETE FROM {POSTGRES_TABLE} WHERE key = ANY($1)"),
+                    &[&keys],
+                )
+                .await
+                .expect("cleanup");
+            return;
+        }
         let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
         match &self.keys {
-            Keys::InMemory | Keys::Mysql => {}
+            Keys::InMemory | Keys::Mysql | Keys::Postgres => {}
             Keys::Redis(host) => {
                 let mut raw = ::redis::Client::open(format!("redis://{host}/"))
                     .expect("client")
@@ -137,6 +154,18 @@ async fn mysql_cleanup(keys: &[String]) {
         .expect("cleanup");
     }
     conn.disconnect().await.expect("disconnect");
+}
+
+async fn postgresql() -> Store {
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.postgresql")
+                .with_metadata("connectionString", postgres_url())
+                .with_metadata("tableName", POSTGRES_TABLE),
+        )
+        .await,
+        keys: Keys::Postgres,
+    }
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn Sequencer> {
@@ -296,4 +325,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster, mysql);
+suite!(in_memory, redis, redis_cluster, mysql, postgresql);

@@ -2,7 +2,8 @@
 //!
 //! `state.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
 //! `state.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
-//! overrides, a connection string), in a table of its own, `plinth_conformance_state`;
+//! overrides, a connection string), in a table of its own, `plinth_conformance_state`
+//! (`plinth_conformance_state_v1` in Dapr's v1 layout, `spec.version: v1`);
 //! `state.mysql` against the real MariaDB/MySQL, database `test` (`PLINTH_TEST_MYSQL`
 //! overrides, a Go DSN), in tables of its own, `plinth_conformance_state` and
 //! `plinth_conformance_metadata`; each fails when its backend is missing. `state.redis` also
@@ -66,6 +67,15 @@ async fn mysql() -> Arc<dyn StateStore> {
             .with_metadata("metadataTableName", "plinth_conformance_metadata"),
     )
     .await
+}
+
+async fn postgresql_v1() -> Arc<dyn StateStore> {
+    let mut spec = ComponentSpec::new("conformance", "state.postgresql")
+        .with_metadata("connectionString", postgres_url())
+        .with_metadata("tableName", "plinth_conformance_state_v1")
+        .with_metadata("metadataTableName", "plinth_conformance_state_v1_meta");
+    spec.version = "v1".into();
+    instance(spec).await
 }
 
 async fn instance(spec: ComponentSpec) -> Arc<dyn StateStore> {
@@ -424,4 +434,5 @@ suite!(
     redis_cluster = redis_cluster_store, crate::common::hash_tagged_prefix;
     postgresql = postgresql, crate::common::prefix;
     mysql = mysql, crate::common::prefix;
+    postgresql_v1 = postgresql_v1, crate::common::prefix;
 );

@@ -45,16 +45,20 @@ pub struct ConfigurationQuery {
 }
 
 impl ConfigurationQuery {
-    /// Whether an item of `app_id` falls under this query.
+    /// Whether an item of `app_id` falls under this query. An empty `app_id` means the
+    /// writer is unknown (a change made directly in the backend, e.g. by a Dapr-style
+    /// trigger): stores without app ids in their layout share items between apps, so such a
+    /// change concerns every app.
     pub fn matches(&self, app_id: &str, item: &ConfigurationItem) -> bool {
-        app_id == self.app_id
+        (app_id.is_empty() || app_id == self.app_id)
             && item.group == self.group
             && item.label == self.label
             && (self.keys.is_empty() || self.keys.contains(&item.key))
     }
 }
 
-/// A change pushed to subscribers: the items as they now are. A deleted item is reported
+/// A change pushed to subscribers: the items as they now are; `app_id` empty when the
+/// store cannot tell which app wrote them. A deleted item is reported
 /// with `deleted` set and empty content.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigurationChange {
@@ -91,4 +95,21 @@ pub trait ConfigurationStore: Component {
     /// may drop changes but must then send a change carrying the current items of every
     /// affected key, so that subscribers converge.
     async fn watch(&self) -> Result<mpsc::Receiver<ConfigurationChange>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_without_an_app_concerns_every_app() {
+        let query = ConfigurationQuery {
+            app_id: "a".into(),
+            ..Default::default()
+        };
+        let item = ConfigurationItem::default();
+        assert!(query.matches("a", &item));
+        assert!(query.matches("", &item), "writer unknown");
+        assert!(!query.matches("b", &item), "another app's item");
+    }
 }

@@ -1,8 +1,11 @@
-//! Metadata of `state.postgresql`, with Dapr's keys and defaults (state.postgresql v2).
+//! Metadata of `state.postgresql`, with Dapr's keys and defaults (state.postgresql v2, or
+//! v1 under `spec.version: v1`).
 
 use std::time::Duration;
 
 use plinth_core::{ComponentSpec, Result};
+
+use crate::postgres_client::{parse_connection_string, validate_table_name};
 
 /// Component metadata: the PostgreSQL connection string, key/value
 /// (`host=... user=... dbname=...`, `database=` accepted as Dapr writes it) or URL
@@ -27,12 +30,21 @@ pub const MAX_CONNS: &str = "maxConns";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_CONNS: usize = 10;
-/// PostgreSQL truncates longer identifiers; reject them rather than use another name.
-const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Which of Dapr's table layouts a store uses (`spec.version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Dapr's v1: `value jsonb`, `isbinary`, `xmin` as ETag.
+    V1,
+    /// Dapr's v2 (the default): `value bytea`, a UUID `etag`.
+    V2,
+}
 
 /// The settings of a PostgreSQL state store.
 #[derive(Clone)]
 pub struct PostgresConfig {
+    /// Dapr's table layout, from `spec.version`.
+    pub layout: Layout,
     /// The parsed connection settings.
     pub connection: tokio_postgres::Config,
     /// The state table, validated, possibly `schema.table`.
@@ -55,6 +67,7 @@ impl std::fmt::Debug for PostgresConfig {
     // The connection settings may hold a password: leave them out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConfig")
+            .field("layout", &self.layout)
             .field("table", &self.table)
             .field("metadata_table", &self.metadata_table)
             .field("timeout", &self.timeout)
@@ -67,26 +80,38 @@ impl std::fmt::Debug for PostgresConfig {
 impl PostgresConfig {
     /// Read and validate the settings; every error names the field.
     pub fn from_spec(spec: &ComponentSpec) -> Result<Self> {
-        if !matches!(spec.version.as_str(), "" | "v2") {
-            return Err(spec.invalid(
-                "spec.version",
-                format!(
-                    "{:?}: only Dapr's v2 table layout is supported; use v2 or leave it out",
-                    spec.version
-                ),
-            ));
-        }
+        let layout = match spec.version.as_str() {
+            "" | "v2" => Layout::V2,
+            "v1" => Layout::V1,
+            other => {
+                return Err(spec.invalid(
+                    "spec.version",
+                    format!("{other:?}: Dapr's table layouts are v1 and v2 (the default)"),
+                ));
+            }
+        };
         let raw = spec.require(CONNECTION_STRING)?;
         let connection = parse_connection_string(raw).map_err(|e| {
             // The parser's message never echoes the string, which may hold a password.
             spec.invalid(&format!("metadata.{CONNECTION_STRING}"), e)
         })?;
+        if layout == Layout::V1 && spec.get(TABLE_PREFIX).is_some() {
+            return Err(spec.invalid(
+                &format!("metadata.{TABLE_PREFIX}"),
+                "Dapr's v1 layout has no table prefix; use tableName",
+            ));
+        }
         let prefix = spec.get(TABLE_PREFIX).unwrap_or_default();
-        let (table, migration_key) = match spec.get(TABLE_NAME) {
-            Some(name) => (name.to_owned(), None),
-            None => (
+        let (table, migration_key) = match (spec.get(TABLE_NAME), layout) {
+            (Some(name), Layout::V2) => (name.to_owned(), None),
+            (None, Layout::V2) => (
                 format!("{prefix}state"),
                 Some(format!("migrations-state-v2-{prefix}")),
+            ),
+            // Dapr's v1 keeps one migration level per metadata table, whatever the table.
+            (name, Layout::V1) => (
+                name.unwrap_or("state").to_owned(),
+                Some("migrations".to_owned()),
             ),
         };
         let table_field = if spec.get(TABLE_NAME).is_some() {
@@ -116,6 +141,7 @@ impl PostgresConfig {
             return Err(spec.invalid(&format!("metadata.{MAX_CONNS}"), "must be positive"));
         }
         Ok(Self {
+            layout,
             connection,
             table,
             metadata_table,
@@ -125,50 +151,4 @@ impl PostgresConfig {
             max_conns,
         })
     }
-}
-
-/// Parse a connection string. Dapr's (pgx's) key/value form names the database
-/// `database`, which tokio-postgres calls `dbname`.
-fn parse_connection_string(raw: &str) -> std::result::Result<tokio_postgres::Config, String> {
-    let rewritten;
-    let raw = if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        raw
-    } else {
-        rewritten = raw
-            .split(' ')
-            .map(|token| match token.strip_prefix("database=") {
-                Some(rest) => format!("dbname={rest}"),
-                None => token.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        &rewritten
-    };
-    raw.parse::<tokio_postgres::Config>()
-        .map_err(|e| format!("not a valid PostgreSQL connection string: {e}"))
-}
-
-/// A table name is one or two (`schema.table`) unquoted SQL identifiers: a letter or `_`,
-/// then letters, digits or `_`, at most 63 bytes each. Only such names reach SQL text,
-/// which is why they are checked so strictly.
-pub fn validate_table_name(name: &str) -> std::result::Result<(), String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() > 2 {
-        return Err(format!(
-            "{name:?} is not a table name: at most one '.' (schema.table)"
-        ));
-    }
-    for part in parts {
-        let mut chars = part.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !first_ok || !rest_ok || part.len() > MAX_IDENTIFIER_LEN {
-            return Err(format!(
-                "{name:?} is not a table name: each part must start with a letter or '_', hold only letters, digits and '_', and be at most {MAX_IDENTIFIER_LEN} characters"
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
-//! `state.postgresql`: a state store in a PostgreSQL table, in Dapr's v2 layout.
+//! `state.postgresql`: a state store in a PostgreSQL table, in Dapr's v2 layout (or v1 under
+//! `spec.version: v1`, see `v1.rs`).
 //!
 //! Data layout (as Dapr's `state.postgresql` v2, so either can read what the other wrote):
 //! one table, `<tablePrefix>state` unless `tableName` says otherwise, with `key text` primary
@@ -26,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Object;
 use plinth_core::component::state::{
     BulkGetItem, Concurrency, DeleteRequest, GetRequest, GetResponse, QueryItem, QueryRequest,
     QueryResponse, SetRequest, StateFeatures, StateStore, TransactionOp,
@@ -39,14 +40,16 @@ use tokio::task::JoinHandle;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::postgres_client::{PgPool, PgSettings, pg_error};
 use crate::util::{lock, rfc3339};
 
 pub mod config;
 mod query;
 #[cfg(test)]
 mod tests;
+pub mod v1;
 
-pub use config::PostgresConfig;
+pub use config::{Layout, PostgresConfig};
 
 /// The type name this component registers under.
 pub const TYPE_NAME: &str = "state.postgresql";
@@ -57,13 +60,16 @@ const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
 /// Build a `state.postgresql` store from its metadata; it connects on `init`.
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
     let config = PostgresConfig::from_spec(spec)?;
-    Ok(Instance::State(Arc::new(PostgresStateStore::new(config)?)))
+    match config.layout {
+        Layout::V1 => Ok(Instance::State(v1::instance(config)?)),
+        Layout::V2 => Ok(Instance::State(Arc::new(PostgresStateStore::new(config)?))),
+    }
 }
 
 /// A state store in PostgreSQL with ETags, transactions and TTLs.
 pub struct PostgresStateStore {
     config: PostgresConfig,
-    pool: Pool,
+    pool: PgPool,
     schema: OnceCell<()>,
     cleaner: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,24 +88,6 @@ impl Drop for PostgresStateStore {
             handle.abort();
         }
     }
-}
-
-/// Map a driver error: errors the server reports are internal (the SQL is ours), anything
-/// else (refused, reset, closed) means the server cannot be reached.
-fn pg_error(err: tokio_postgres::Error) -> Error {
-    match err.as_db_error() {
-        Some(db) => Error::internal(format!(
-            "postgresql: {} ({})",
-            db.message(),
-            db.code().code()
-        )),
-        // The driver's message is generic ("error connecting to server"); its cause says why.
-        None => match std::error::Error::source(&err) {
-            Some(cause) => Error::unavailable(format!("postgresql: {err}: {cause}")),
-            None => Error::unavailable(format!("postgresql: {err}")),
-        },
-    }
-    .with_source(err)
 }
 
 /// A request's ETag as this store's UUID; anything else cannot be one of its ETags.
@@ -156,25 +144,11 @@ fn response(value: Vec<u8>, etag: Uuid, expires_at: Option<DateTime<Utc>>) -> Ge
 impl PostgresStateStore {
     /// A store for `config`; no connection is made until `init` or the first call.
     pub fn new(config: PostgresConfig) -> Result<Self> {
-        let mut connection = config.connection.clone();
-        if connection.get_connect_timeout().is_none() {
-            connection.connect_timeout(config.timeout);
-        }
-        let manager = Manager::from_config(
-            connection,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.max_conns)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.timeout))
-            .create_timeout(Some(config.timeout))
-            .recycle_timeout(Some(config.timeout))
-            .build()
-            .map_err(|e| Error::internal(format!("postgresql: cannot build the pool: {e}")))?;
+        let pool = PgPool::new(&PgSettings {
+            connection: config.connection.clone(),
+            timeout: config.timeout,
+            max_conns: config.max_conns,
+        })?;
         Ok(Self {
             config,
             pool,
@@ -190,30 +164,12 @@ impl PostgresStateStore {
 
     /// A pooled connection, or Unavailable when none can be had in time.
     async fn conn(&self) -> Result<Object> {
-        match tokio::time::timeout(self.config.timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(deadpool_postgres::PoolError::Backend(err))) => Err(pg_error(err)),
-            Ok(Err(err)) => Err(Error::unavailable(format!(
-                "postgresql: no connection: {err}"
-            ))),
-            Err(_) => Err(Error::unavailable(format!(
-                "postgresql: no connection within {:?}",
-                self.config.timeout
-            ))),
-        }
+        self.pool.conn().await
     }
 
-    /// Run `fut` within the configured timeout. Callers get their connection first, so
-    /// that a server that cannot be reached is reported as Unavailable, not as a timeout.
+    /// Run `fut` within the configured timeout.
     async fn timed<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.config.timeout, fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::timeout(format!(
-                    "postgresql: the operation did not finish within {:?}",
-                    self.config.timeout
-                )))
-            })
+        self.pool.timed(fut).await
     }
 
     /// Create the tables on first use. The DDL runs under an advisory lock so that several
@@ -275,7 +231,7 @@ impl PostgresStateStore {
         if etag_type.as_deref() != Some("uuid") {
             return Err(Error::invalid_argument(format!(
                 "postgresql: table {table} exists but is not in Dapr's v2 layout (a v1 table?); \
-                 use another tableName or tablePrefix"
+                 use another tableName or tablePrefix, or spec.version: v1"
             )));
         }
         tx.batch_execute(&format!(
@@ -409,17 +365,14 @@ impl PostgresStateStore {
     }
 }
 
-async fn delete_expired(pool: &Pool, table: &str) -> Result<u64> {
-    let conn = pool
-        .get()
-        .await
-        .map_err(|e| Error::unavailable(format!("postgresql: no connection: {e}")))?;
+async fn delete_expired(pool: &PgPool, table: &str) -> Result<u64> {
+    let conn = pool.conn().await?;
     let sql = format!("DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= now()");
     conn.execute(&sql, &[]).await.map_err(pg_error)
 }
 
 /// Delete expired rows every `every`, until aborted by `close` or drop.
-async fn cleanup_loop(pool: Pool, table: String, every: Duration, timeout: Duration) {
+async fn cleanup_loop(pool: PgPool, table: String, every: Duration, timeout: Duration) {
     let start = tokio::time::Instant::now() + every;
     let mut ticker = tokio::time::interval_at(start, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -452,12 +405,7 @@ impl Component for PostgresStateStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let conn = self.conn().await?;
-        self.timed(async {
-            conn.simple_query("SELECT 1").await.map_err(pg_error)?;
-            Ok(())
-        })
-        .await
+        self.pool.ping().await
     }
 
     async fn close(&self) {

@@ -662,9 +662,9 @@ async fn postgres_rejects_a_table_in_dapr_v1_layout() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("v2 layout"), "{err}");
 
-    let mut v1 = spec(&table, &meta);
-    v1.version = "v1".into();
-    let err = factory(&v1).unwrap_err();
+    let mut v3 = spec(&table, &meta);
+    v3.version = "v3".into();
+    let err = factory(&v3).unwrap_err();
     assert!(err.to_string().contains("spec.version"), "{err}");
 }
 
@@ -969,4 +969,180 @@ async fn postgres_query_never_returns_expired_values() {
         .unwrap();
     let after = run(&fx.store, "app||", Query::default()).await.unwrap();
     assert_eq!(keys_of(&after), ["app||long"]);
+}
+
+fn v1_spec(table: &str, meta: &str) -> ComponentSpec {
+    let mut spec = spec(table, meta);
+    spec.version = "v1".into();
+    spec
+}
+
+async fn v1_store(table: &str, meta: &str) -> v1::PostgresV1StateStore {
+    let store = v1::PostgresV1StateStore::new(
+        PostgresConfig::from_spec(&v1_spec(table, meta)).expect("valid config"),
+    )
+    .expect("a store");
+    store
+        .init()
+        .await
+        .expect("init against the real PostgreSQL");
+    store
+}
+
+#[tokio::test]
+async fn postgres_v1_reads_rows_written_by_hand_in_daprs_v1_shape() {
+    let table = unique("plinth_state_v1");
+    let meta = unique("plinth_meta");
+    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let sql = connect().await;
+    // Dapr's v1 table after its first two migrations, and rows as Dapr writes them: JSON
+    // as jsonb, bytes as a base64 JSON string.
+    sql.batch_execute(&format!(
+        "CREATE TABLE {table} (key text NOT NULL PRIMARY KEY, value jsonb NOT NULL,
+           isbinary boolean NOT NULL, insertdate timestamp with time zone NOT NULL DEFAULT now(),
+           updatedate timestamp with time zone NULL, expiredate timestamp with time zone);
+         INSERT INTO {table} (key, value, isbinary) VALUES
+           ('app||json', '{{\"a\": 1, \"b\": [true, null]}}', false),
+           ('app||bytes', to_jsonb('AAEC/w=='::text), true);
+         INSERT INTO {table} (key, value, isbinary, expiredate) VALUES
+           ('app||gone', '1', false, now() - interval '1 second'),
+           ('app||later', '2', false, now() + interval '1 hour');"
+    ))
+    .await
+    .expect("Dapr's rows");
+    let store = v1_store(&table, &meta).await;
+    let get = |key: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .get(GetRequest {
+                    key: key.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("get")
+        }
+    };
+    let json = get("app||json").await.expect("present");
+    assert_eq!(
+        json.data,
+        Bytes::from_static(br#"{"a": 1, "b": [true, null]}"#)
+    );
+    let xmin: String = sql
+        .query_one(
+            &format!("SELECT xmin::text FROM {table} WHERE key = 'app||json'"),
+            &[],
+        )
+        .await
+        .expect("xmin")
+        .get(0);
+    assert_eq!(
+        json.etag.as_deref(),
+        Some(xmin.as_str()),
+        "xmin is the etag"
+    );
+    let bytes = get("app||bytes").await.expect("present");
+    assert_eq!(bytes.data, Bytes::from_static(&[0, 1, 2, 255]));
+    assert!(get("app||gone").await.is_none(), "expired");
+    let later = get("app||later").await.expect("present");
+    assert!(later.metadata.contains_key(TTL_EXPIRE_TIME));
+
+    // A write with the row's etag succeeds and moves it; the old one is then stale.
+    store
+        .set(with_etag(put("app||json", "{\"a\": 2}"), &xmin))
+        .await
+        .expect("matching etag");
+    let stale = store.set(with_etag(put("app||json", "{}"), &xmin)).await;
+    assert_eq!(stale.err().map(|e| e.kind()), Some(ErrorKind::EtagMismatch));
+    let malformed = store
+        .set(with_etag(put("app||json", "{}"), "not-a-xid"))
+        .await;
+    assert_eq!(
+        malformed.err().map(|e| e.kind()),
+        Some(ErrorKind::EtagInvalid)
+    );
+    // Dapr's table is not migrated again by Plinth: no migration level is recorded.
+    let level = sql
+        .query_opt(
+            &format!("SELECT value FROM {meta} WHERE key = 'migrations'"),
+            &[],
+        )
+        .await
+        .expect("metadata table");
+    assert!(level.is_none());
+}
+
+#[tokio::test]
+async fn postgres_v1_writes_rows_dapr_reads() {
+    let table = unique("plinth_state_v1");
+    let meta = unique("plinth_meta");
+    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let store = v1_store(&table, &meta).await;
+    let sql = connect().await;
+    let level: String = sql
+        .query_one(
+            &format!("SELECT value FROM {meta} WHERE key = 'migrations'"),
+            &[],
+        )
+        .await
+        .expect("migration level")
+        .get(0);
+    assert_eq!(level, "3");
+    let cases: [(&str, &[u8], bool); 4] = [
+        // jsonb gives this back as written: stored as JSON.
+        ("pretty", br#"{"a": 1}"#, false),
+        // jsonb would add spaces: stored as bytes, so it reads back as written.
+        ("compact", br#"{"a":1}"#, true),
+        ("text", "héllo".as_bytes(), true),
+        ("binary", &[0, 255, 10], true),
+    ];
+    for (key, value, binary) in cases {
+        store
+            .set(put(key, Bytes::copy_from_slice(value)))
+            .await
+            .expect("set");
+        let got = store
+            .get(GetRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(&got.data[..], value, "{key}");
+        let row = sql
+            .query_one(
+                &format!("SELECT isbinary, value #>> '{{}}', row_id FROM {table} WHERE key = $1"),
+                &[&key],
+            )
+            .await
+            .expect("row");
+        assert_eq!(row.get::<_, bool>(0), binary, "{key}");
+        if binary {
+            // As Dapr stores bytes: standard base64 in a JSON string.
+            let b64: String = row.get(1);
+            let decoded: Vec<u8> = sql
+                .query_one("SELECT decode($1, 'base64')", &[&b64])
+                .await
+                .expect("base64")
+                .get(0);
+            assert_eq!(decoded, value, "{key}");
+        }
+    }
+
+    // A v2 table is refused under v1, and the other way round.
+    let v2_table = unique("plinth_state");
+    let _more = Tables(vec![v2_table.clone()]);
+    let v2 = PostgresStateStore::new(PostgresConfig::from_spec(&spec(&v2_table, &meta)).unwrap())
+        .unwrap();
+    v2.init().await.expect("a v2 table");
+    let wrong = v1::PostgresV1StateStore::new(
+        PostgresConfig::from_spec(&v1_spec(&v2_table, &meta)).unwrap(),
+    )
+    .unwrap();
+    let err = wrong.init().await.expect_err("not a v1 table");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let prefix = v1_spec(&table, &meta).with_metadata(TABLE_PREFIX, "p_");
+    let err = factory(&prefix).expect_err("no prefix in v1");
+    assert!(err.to_string().contains("metadata.tablePrefix"), "{err}");
 }
