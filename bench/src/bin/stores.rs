@@ -1145,11 +1145,7 @@ fn added_section(added: &[Added]) -> String {
     )
 }
 
-fn comparison<'a>(
-    comparisons: &'a [Comparison],
-    scenario: Scenario,
-    load: Load,
-) -> Option<&'a Comparison> {
+fn comparison(comparisons: &[Comparison], scenario: Scenario, load: Load) -> Option<&Comparison> {
     comparisons
         .iter()
         .find(|c| c.scenario == scenario.name() && c.load == load && c.baseline == DIRECT)
