@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Builds Plinth and the benchmark harness in release mode and runs one
-# benchmark: `core` (bench-core, the default) or `dapr` (bench-dapr). Further
-# arguments go to the benchmark, e.g.
+# benchmark: `core` (bench-core, the default), `dapr` (bench-dapr) or `stores`
+# (bench-stores). Further arguments go to the benchmark, e.g.
 #   bench/run.sh --quick                       # bench-core, smoke run
 #   bench/run.sh --runs 5 --scenarios say-hello
 #   bench/run.sh dapr --quick                  # bench-dapr, smoke run
 #   bench/run.sh dapr                          # bench-dapr, full run
 #   bench/run.sh dapr --no-haproxy             # bench-dapr without haproxy
+#   bench/run.sh stores --quick                # bench-stores, smoke run
+#   bench/run.sh stores                        # bench-stores, full run
 # bench-dapr compares service invocation with haproxy too: `dapr` installs
 # Debian's haproxy package when it is missing (as root; otherwise it says so
-# and stops), unless --no-haproxy is given.
+# and stops), unless --no-haproxy is given. bench-stores needs Redis and
+# PostgreSQL running (it says so and stops when they do not answer).
 # Cargo's usual variables apply (CARGO_TARGET_DIR, CARGO_BUILD_JOBS).
 # See bench/README.md.
 set -euo pipefail
@@ -19,7 +22,7 @@ cd "$workspace"
 
 bench=core
 case "${1:-}" in
-  core | dapr)
+  core | dapr | stores)
     bench="$1"
     shift
     ;;
