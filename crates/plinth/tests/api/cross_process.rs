@@ -2,8 +2,10 @@
 //! ever issues an id the other issued, also after one of them restarts (a WEAK segment is
 //! never handed out twice).
 //!
-//! The backend is the machine's Redis (127.0.0.1:6379, `REDIS_HOST` overrides); every lock
-//! and sequence key is unique to the case, and the sequence keys are deleted at the end.
+//! The backends are the machine's Redis (127.0.0.1:6379, `REDIS_HOST` overrides), PostgreSQL
+//! (database `test`) and MariaDB (database `test`). Every lock and sequence key is unique to
+//! the case; Redis keys are deleted at the end, and the SQL stores work in tables of the
+//! case's own, dropped at the end.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use pb::sequencer_options::AutoIncrement;
 use plinth_proto::runtime::v1 as pb;
-use redis::AsyncCommands;
 use tonic::transport::Channel;
 
 use crate::backend::redis_host;
@@ -21,38 +22,107 @@ type Client = pb::runtime_client::RuntimeClient<Channel>;
 
 const APP: &str = "cross-process";
 
-/// Resources for `shared-lock` (lock.redis) and `shared-seq` (sequencer.redis).
-fn resources() -> std::path::PathBuf {
+/// Where the shared components keep their data, and how a case removes it afterwards.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Redis,
+    Postgres,
+    Mysql,
+}
+
+impl Backend {
+    /// The `spec` of `shared-lock` (when the backend has a lock store) and `shared-seq`,
+    /// with tables named after `marker`.
+    fn specs(self, marker: &str) -> (Option<String>, String) {
+        let table = marker.replace('-', "_");
+        match self {
+            Backend::Redis => {
+                let redis = format!(
+                    "  metadata:\n    - name: redisHost\n      value: {}\n",
+                    redis_host()
+                );
+                (
+                    Some(format!("  type: lock.redis\n  version: v1\n{redis}")),
+                    format!("  type: sequencer.redis\n  version: v1\n{redis}"),
+                )
+            }
+            Backend::Postgres => {
+                let spec = |kind: &str, table: &str| {
+                    format!(
+                        "  type: {kind}.postgresql\n  version: v1\n  metadata:\n    - name: connectionString\n      value: {}\n    - name: tableName\n      value: {table}\n",
+                        postgres_url()
+                    )
+                };
+                (
+                    Some(spec("lock", &format!("{table}_lock"))),
+                    spec("sequencer", &format!("{table}_seq")),
+                )
+            }
+            Backend::Mysql => (
+                None,
+                format!(
+                    "  type: sequencer.mysql\n  version: v1\n  metadata:\n    - name: connectionString\n      value: {}\n    - name: tableName\n      value: {table}_seq\n",
+                    mysql_url()
+                ),
+            ),
+        }
+    }
+
+    /// Remove what the case left: Redis keys containing `marker`, or the case's tables.
+    async fn cleanup(self, marker: &str) {
+        let table = marker.replace('-', "_");
+        match self {
+            Backend::Redis => delete_redis_keys(marker).await,
+            Backend::Postgres => {
+                let (client, connection) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                        .await
+                        .expect("PostgreSQL must be reachable");
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS {table}_lock; DROP TABLE IF EXISTS {table}_seq"
+                    ))
+                    .await
+                    .expect("drop the case's tables");
+            }
+            Backend::Mysql => {
+                use mysql_async::prelude::Queryable;
+                let mut conn = mysql_async::Conn::from_url("mysql://root@127.0.0.1:3306/test")
+                    .await
+                    .expect("MariaDB must be reachable");
+                conn.query_drop(format!("DROP TABLE IF EXISTS {table}_seq"))
+                    .await
+                    .expect("drop the case's table");
+                conn.disconnect().await.expect("disconnect");
+            }
+        }
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var("PLINTH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+fn mysql_url() -> String {
+    std::env::var("PLINTH_TEST_MYSQL").unwrap_or_else(|_| "root@tcp(127.0.0.1:3306)/test".into())
+}
+
+/// Resources for `shared-lock` and `shared-seq` on `backend`.
+fn resources(backend: Backend, marker: &str) -> std::path::PathBuf {
     let dir = scratch("xproc");
-    let host = redis_host();
-    write(
-        &dir,
-        "resources/components.yaml",
-        &format!(
-            "apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: shared-lock
-spec:
-  type: lock.redis
-  version: v1
-  metadata:
-    - name: redisHost
-      value: {host}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: shared-seq
-spec:
-  type: sequencer.redis
-  version: v1
-  metadata:
-    - name: redisHost
-      value: {host}
-"
-        ),
-    );
+    let (lock, seq) = backend.specs(marker);
+    let mut yaml = String::new();
+    if let Some(lock) = lock {
+        yaml.push_str(&format!(
+            "---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: shared-lock\nspec:\n{lock}"
+        ));
+    }
+    yaml.push_str(&format!(
+        "---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: shared-seq\nspec:\n{seq}"
+    ));
+    write(&dir, "resources/components.yaml", &yaml);
     dir
 }
 
@@ -131,28 +201,40 @@ fn all_new(seen: &mut HashSet<i64>, batch: &[i64], what: &str) {
     }
 }
 
-async fn delete_sequence_keys(marker: &str) {
-    let mut c = redis::Client::open(format!("redis://{}/", redis_host()))
+async fn delete_redis_keys(marker: &str) {
+    let mut c = ::redis::Client::open(format!("redis://{}/", redis_host()))
         .expect("redis client")
         .get_multiplexed_async_connection()
         .await
         .expect("redis must be reachable");
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut iter: redis::AsyncIter<'_, String> =
-            c.scan_match(format!("*{marker}*")).await.expect("scan");
-        while let Some(key) = iter.next_item().await {
-            keys.push(key.expect("key"));
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("*{marker}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            let _: () = ::redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut c)
+                .await
+                .expect("delete");
         }
-    }
-    if !keys.is_empty() {
-        let _: () = c.del(keys).await.expect("delete");
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
-#[tokio::test]
-async fn lock_exclusion_holds_across_processes() {
-    let dir = resources();
+async fn lock_exclusion_holds_across_processes(backend: Backend) {
+    let marker = unique("xproc");
+    let dir = resources(backend, &marker);
     let a = start(&dir).await;
     let b = start(&dir).await;
     let (ca, cb) = (a.client().await, b.client().await);
@@ -195,12 +277,13 @@ async fn lock_exclusion_holds_across_processes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(unlock(&mut holder, &resource, &winner).await, 0);
+    drop((a, b));
+    backend.cleanup(&marker).await;
 }
 
-#[tokio::test]
-async fn no_id_is_issued_twice_across_processes_and_a_restart() {
-    let dir = resources();
-    let marker = unique("xproc-seq");
+async fn no_id_is_issued_twice_across_processes_and_a_restart(backend: Backend) {
+    let marker = unique("xproc");
+    let dir = resources(backend, &marker);
     let strong = format!("{marker}-strong");
     let weak = format!("{marker}-weak");
     let mut a = start(&dir).await;
@@ -247,5 +330,29 @@ async fn no_id_is_issued_twice_across_processes_and_a_restart() {
     all_new(&mut strong_seen, &strong_after, "STRONG after the restart");
     assert!(strong_after.iter().all(|id| *id > 1000));
 
-    delete_sequence_keys(&marker).await;
+    drop((a, b));
+    backend.cleanup(&marker).await;
+}
+
+macro_rules! cross_process {
+    ($($name:ident: $backend:expr => $($case:ident),*;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::$case($backend).await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+// MySQL has a sequencer but no lock store.
+cross_process! {
+    redis: Backend::Redis => lock_exclusion_holds_across_processes, no_id_is_issued_twice_across_processes_and_a_restart;
+    postgresql: Backend::Postgres => lock_exclusion_holds_across_processes, no_id_is_issued_twice_across_processes_and_a_restart;
+    mysql: Backend::Mysql => no_id_is_issued_twice_across_processes_and_a_restart;
 }
