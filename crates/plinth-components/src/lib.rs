@@ -1,4 +1,4 @@
-//! Plinth's components: in-memory and local backends, Redis and PostgreSQL.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL and S3.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -20,11 +20,11 @@ pub mod state;
 mod redis_client;
 mod util;
 
-/// Register every component type of this crate under its type name (`state.in-memory`,
-/// `state.postgresql`, `state.redis`,
-/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`,
-/// `configuration.redis`, /// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
-/// `bindings.cron`).
+/// Register every component type of this crate under its type name: `state.in-memory`,
+/// `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`, `sequencer.in-memory`,
+/// `sequencer.redis`, `configuration.in-memory`, `configuration.redis`, `pubsub.in-memory`,
+/// `file.local`, `file.s3`, `secretstores.local.env`, `secretstores.local.file`,
+/// `bindings.http` and `bindings.cron`.
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -44,6 +44,7 @@ pub fn register_all(registry: &mut Registry) {
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
+        .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
         .register(secrets::file::TYPE_NAME, secrets::file::factory)
         .register(bindings::http::TYPE_NAME, bindings::http::factory)
@@ -61,7 +62,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 15);
+        assert_eq!(types.len(), 16);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -80,6 +81,7 @@ mod tests {
             "state.postgresql",
             "state.redis",
             "configuration.redis",
+            "file.s3",
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",
