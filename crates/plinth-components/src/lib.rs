@@ -1,4 +1,4 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL and MySQL.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL and S3.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -26,7 +26,7 @@ mod util;
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
-/// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `secretstores.local.env`,
+/// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `file.s3`, `secretstores.local.env`,
 /// `secretstores.local.file`, `bindings.http`, `bindings.cron`).
 pub fn register_all(registry: &mut Registry) {
     registry
@@ -55,6 +55,7 @@ pub fn register_all(registry: &mut Registry) {
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
+        .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
         .register(secrets::file::TYPE_NAME, secrets::file::factory)
         .register(bindings::http::TYPE_NAME, bindings::http::factory)
@@ -72,7 +73,7 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 20);
+        assert_eq!(types.len(), 21);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -96,6 +97,7 @@ mod tests {
             "lock.postgresql",
             "sequencer.postgresql",
             "configuration.postgresql",
+            "file.s3",
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",

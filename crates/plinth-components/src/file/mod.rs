@@ -1,3 +1,4 @@
 //! File stores.
 
 pub mod local;
+pub mod s3;

@@ -70,3 +70,38 @@ pub(crate) async fn build(spec: ComponentSpec) -> Instance {
     });
     instance
 }
+
+/// The S3-compatible server `file.s3` uses: `PLINTH_TEST_S3`, by default moto at
+/// `http://127.0.0.1:19000` (`scripts/services/s3.sh` starts it).
+pub(crate) fn s3_endpoint() -> String {
+    std::env::var("PLINTH_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:19000".into())
+}
+
+/// One unsigned, path-style request to the S3 test server (moto accepts it; buckets are
+/// created and deleted this way), returning the status code.
+pub(crate) async fn s3_request(method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let endpoint = s3_endpoint();
+    let host = endpoint
+        .strip_prefix("http://")
+        .unwrap_or(&endpoint)
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&host)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no S3 server at {endpoint} ({e}); start one with scripts/services/s3.sh")
+        });
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response from {endpoint}: {text}"))
+}

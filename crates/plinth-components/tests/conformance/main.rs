@@ -9,6 +9,7 @@
 mod common;
 
 mod configuration;
+mod file;
 mod lock;
 mod sequencer;
 mod state;

@@ -245,3 +245,36 @@ fn is_root() -> bool {
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
+
+/// The S3-compatible server `file.s3` tests use: `PLINTH_TEST_S3`, by default moto at
+/// `http://127.0.0.1:19000` (`scripts/services/s3.sh` starts it).
+pub(crate) fn s3_endpoint() -> String {
+    std::env::var("PLINTH_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:19000".into())
+}
+
+/// One unsigned, path-style request to the S3 test server (moto accepts it; buckets are
+/// created and deleted this way): the status code.
+pub(crate) fn s3_request(method: &str, path: &str) -> u16 {
+    let endpoint = s3_endpoint();
+    let host = endpoint
+        .strip_prefix("http://")
+        .unwrap_or(&endpoint)
+        .trim_end_matches('/');
+    let mut conn = TcpStream::connect(host).unwrap_or_else(|e| {
+        panic!("no S3 server at {endpoint} ({e}); start one with scripts/services/s3.sh")
+    });
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read");
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response from {endpoint}: {response}"))
+}
