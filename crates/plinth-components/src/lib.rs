@@ -17,6 +17,8 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
+#[cfg(feature = "etcd")]
+mod etcd_conn;
 mod redis_client;
 mod util;
 

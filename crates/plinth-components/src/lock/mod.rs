@@ -1,4 +1,6 @@
 //! Lock stores.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 pub mod redis;
