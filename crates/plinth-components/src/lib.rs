@@ -1,4 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis and PostgreSQL.
+//! Plinth's components: in-memory and local backends, Redis and PostgreSQL, and etcd behind
+//! the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -22,11 +23,12 @@ mod etcd_conn;
 mod redis_client;
 mod util;
 
-/// Register every component type of this crate under its type name (`state.in-memory`,
-/// `state.postgresql`, `state.redis`,
-/// `lock.in-memory`, `lock.redis`, `sequencer.in-memory`, `sequencer.redis`, `configuration.in-memory`,
-/// `configuration.redis`, /// `pubsub.in-memory`, `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
-/// `bindings.cron`).
+/// Register every component type of this crate under its type name: `state.in-memory`,
+/// `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`, `sequencer.in-memory`,
+/// `sequencer.redis`, `configuration.in-memory`, `configuration.redis`, `pubsub.in-memory`,
+/// `file.local`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
+/// `bindings.cron`; and with the `etcd` feature `configuration.etcd`, `lock.etcd`,
+/// `sequencer.etcd`.
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -50,6 +52,11 @@ pub fn register_all(registry: &mut Registry) {
         .register(secrets::file::TYPE_NAME, secrets::file::factory)
         .register(bindings::http::TYPE_NAME, bindings::http::factory)
         .register(bindings::cron::TYPE_NAME, bindings::cron::factory);
+    #[cfg(feature = "etcd")]
+    registry
+        .register(configuration::etcd::TYPE_NAME, configuration::etcd::factory)
+        .register(lock::etcd::TYPE_NAME, lock::etcd::factory)
+        .register(sequencer::etcd::TYPE_NAME, sequencer::etcd::factory);
 }
 
 #[cfg(test)]
@@ -63,7 +70,8 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 15);
+        let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
+        assert_eq!(types.len(), 15 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -85,6 +93,12 @@ mod tests {
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",
+            #[cfg(feature = "etcd")]
+            "configuration.etcd",
+            #[cfg(feature = "etcd")]
+            "lock.etcd",
+            #[cfg(feature = "etcd")]
+            "sequencer.etcd",
         ] {
             let spec = ComponentSpec::new("c", type_name);
             assert!(
