@@ -1,8 +1,9 @@
 //! The lock conformance suite: the same cases against every lock store of this crate.
 //!
-//! `lock.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides) and
-//! fails when it is missing. Every case locks resources under a fresh uuid prefix and unlocks
-//! what it still holds at the end, so runs can share a Redis.
+//! `lock.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides),
+//! `lock.etcd` (with the `etcd` feature) against etcd at 127.0.0.1:2379 (`PLINTH_TEST_ETCD`
+//! overrides); each fails when its backend is missing. Every case locks resources under a
+//! fresh uuid prefix and unlocks what it still holds at the end, so runs can share a backend.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,17 @@ async fn in_memory() -> Arc<dyn LockStore> {
 async fn redis() -> Arc<dyn LockStore> {
     instance(
         ComponentSpec::new("conformance", "lock.redis").with_metadata("redisHost", redis_host()),
+    )
+    .await
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd() -> Arc<dyn LockStore> {
+    // Every lock is on a lease, so what a case leaves behind expires by itself.
+    instance(
+        ComponentSpec::new("conformance", "lock.etcd")
+            .with_metadata("endpoints", crate::common::etcd_endpoint())
+            .with_metadata("keyPrefixPath", crate::common::ETCD_PREFIX),
     )
     .await
 }
@@ -244,3 +256,5 @@ macro_rules! suite {
 }
 
 suite!(in_memory, redis);
+#[cfg(feature = "etcd")]
+suite!(etcd);

@@ -1,9 +1,10 @@
 //! The sequencer conformance suite: the same cases against every sequencer of this crate.
 //!
-//! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides)
-//! and fails when it is missing. Every case uses keys under a fresh uuid prefix and deletes
-//! them at the end (the trait has no delete, so the Redis keys go directly), so runs can
-//! share a Redis.
+//! `sequencer.redis` runs against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides),
+//! `sequencer.etcd` (with the `etcd` feature) against etcd at 127.0.0.1:2379
+//! (`PLINTH_TEST_ETCD` overrides); each fails when its backend is missing. Every case uses
+//! keys under a fresh uuid prefix and deletes them at the end (the trait has no delete, so
+//! the backend's keys go directly), so runs can share a backend.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,26 +19,51 @@ use crate::common::{build, redis_host};
 /// A sequencer under test, and where its keys live when they outlive the process.
 struct Store {
     sequencer: Arc<dyn Sequencer>,
-    redis_host: Option<String>,
+    backend: Backend,
+}
+
+/// Where a sequencer keeps its counters.
+enum Backend {
+    Memory,
+    /// The Redis at this address, default layout (`sequencer|||{key}`).
+    Redis(String),
+    /// The etcd at this endpoint, under [`crate::common::ETCD_PREFIX`].
+    #[cfg(feature = "etcd")]
+    Etcd(String),
 }
 
 impl Store {
-    /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
-    /// `sequencer|||{key}`).
+    /// Forget `keys`: nothing to do in memory, delete the backend's keys otherwise.
     async fn cleanup(&self, keys: &[String]) {
-        let Some(host) = &self.redis_host else {
-            return;
-        };
-        let mut raw = ::redis::Client::open(format!("redis://{host}/"))
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis must be reachable");
-        for key in keys {
-            let _: () = raw
-                .del(format!("sequencer|||{key}"))
-                .await
-                .expect("cleanup");
+        match &self.backend {
+            Backend::Memory => {}
+            Backend::Redis(host) => {
+                let mut raw = ::redis::Client::open(format!("redis://{host}/"))
+                    .expect("client")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis must be reachable");
+                for key in keys {
+                    let _: () = raw
+                        .del(format!("sequencer|||{key}"))
+                        .await
+                        .expect("cleanup");
+                }
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(endpoint) => {
+                let mut raw = etcd_client::Client::connect([endpoint], None)
+                    .await
+                    .expect("etcd must be reachable");
+                for key in keys {
+                    raw.delete(
+                        format!("{}sequencer|||{key}", crate::common::ETCD_PREFIX),
+                        None,
+                    )
+                    .await
+                    .expect("cleanup");
+                }
+            }
         }
     }
 }
@@ -45,7 +71,7 @@ impl Store {
 async fn in_memory() -> Store {
     Store {
         sequencer: instance(ComponentSpec::new("conformance", "sequencer.in-memory")).await,
-        redis_host: None,
+        backend: Backend::Memory,
     }
 }
 
@@ -57,7 +83,21 @@ async fn redis() -> Store {
                 .with_metadata("redisHost", host.clone()),
         )
         .await,
-        redis_host: Some(host),
+        backend: Backend::Redis(host),
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd() -> Store {
+    let endpoint = crate::common::etcd_endpoint();
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.etcd")
+                .with_metadata("endpoints", endpoint.clone())
+                .with_metadata("keyPrefixPath", crate::common::ETCD_PREFIX),
+        )
+        .await,
+        backend: Backend::Etcd(endpoint),
     }
 }
 
@@ -219,3 +259,5 @@ macro_rules! suite {
 }
 
 suite!(in_memory, redis);
+#[cfg(feature = "etcd")]
+suite!(etcd);

@@ -105,8 +105,9 @@ fn parse(root: &str, kv: &KeyValue) -> Option<(String, ConfigurationItem)> {
 }
 
 /// Append `item` of `app_id` to `changes`, extending the last change when it is of the same
-/// app and kind, so that a batch of events becomes as few changes as its order allows. A
-/// change carries each item once, as it last was.
+/// app, group, label and kind, so that a batch of events becomes as few changes as its order
+/// allows while each change concerns one group and label, as a write does. A change carries
+/// each item once, as it last was.
 fn push(
     changes: &mut Vec<ConfigurationChange>,
     app_id: String,
@@ -114,7 +115,14 @@ fn push(
     deleted: bool,
 ) {
     match changes.last_mut() {
-        Some(last) if last.app_id == app_id && last.deleted == deleted => {
+        Some(last)
+            if last.app_id == app_id
+                && last.deleted == deleted
+                && last
+                    .items
+                    .first()
+                    .is_some_and(|i| i.group == item.group && i.label == item.label) =>
+        {
             let same = |i: &ConfigurationItem| {
                 i.key == item.key && i.group == item.group && i.label == item.label
             };

@@ -280,6 +280,9 @@ fn a_batch_of_events_becomes_few_changes_with_each_item_once() {
     push(&mut changes, "a".into(), item("k", "2"), false);
     push(&mut changes, "a".into(), item("k", ""), true);
     push(&mut changes, "b".into(), item("k", "3"), false);
+    let mut other_group = item("k", "4");
+    other_group.group = "h".into();
+    push(&mut changes, "b".into(), other_group, false);
     let shape: Vec<_> = changes
         .iter()
         .map(|c| {
@@ -297,6 +300,7 @@ fn a_batch_of_events_becomes_few_changes_with_each_item_once() {
             ("a", false, vec!["k=2".to_owned(), "j=1".to_owned()]),
             ("a", true, vec!["k=".to_owned()]),
             ("b", false, vec!["k=3".to_owned()]),
+            ("b", false, vec!["k=4".to_owned()]),
         ]
     );
 }
