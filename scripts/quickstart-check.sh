@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-# Build as the test suite does (whole workspace), so features unify and nothing is built twice.
-cargo build --locked --workspace --bins --examples
+# Build as the test suite does (whole workspace, the same PLINTH_FEATURES), so features unify
+# and nothing is built twice.
+features=()
+if [ -n "${PLINTH_FEATURES:-}" ]; then features=(--features "$PLINTH_FEATURES"); fi
+cargo build --locked --workspace --bins --examples "${features[@]}"
 
 bin="$(realpath "$target/debug/plinth")"
 client="$(realpath "$target/debug/examples/quickstart")"

@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/plinth/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
+# Optional components every step builds with, so that clippy, the quickstart and Python
+# builds and the tests share one feature set and nothing is built twice. The etcd
+# components need protoc, which scripts/services/etcd.sh installs.
+export PLINTH_FEATURES="${PLINTH_FEATURES-plinth-components/etcd}"
+features=()
+if [ -n "$PLINTH_FEATURES" ]; then features=(--features "$PLINTH_FEATURES"); fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -34,7 +40,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 
 step "README quickstart against a live Plinth"
 scripts/quickstart-check.sh
@@ -45,4 +51,4 @@ PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth" scripts/python-tests.sh
 
 # Last, so that its summary closes the output.
 step "tests"
-cargo nextest run --workspace --locked --profile ci
+cargo nextest run --workspace --locked "${features[@]}" --profile ci

@@ -36,8 +36,9 @@ fi
 
 mkdir -p "$DATA"
 # moto keeps everything in memory; its log goes beside the venv.
-(cd "$DATA" && nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" \
-  >"$DATA/moto.log" 2>&1 &)
+# In a session of its own (setsid), so that it outlives the shell that started it.
+(cd "$DATA" && setsid -f "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" \
+  >"$DATA/moto.log" 2>&1 </dev/null)
 
 deadline=$((SECONDS + 60))
 until answers; do

@@ -1,4 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL and S3.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL and S3, and
+//! etcd behind the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -17,6 +18,8 @@ pub mod secrets;
 pub mod sequencer;
 pub mod state;
 
+#[cfg(feature = "etcd")]
+mod etcd_conn;
 mod mysql_client;
 mod postgres_client;
 mod redis_client;
@@ -27,7 +30,8 @@ mod util;
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
 /// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `file.s3`, `secretstores.local.env`,
-/// `secretstores.local.file`, `bindings.http`, `bindings.cron`).
+/// `secretstores.local.file`, `bindings.http`, `bindings.cron`; and with the `etcd` feature
+/// `configuration.etcd`, `lock.etcd`, `sequencer.etcd`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -60,6 +64,11 @@ pub fn register_all(registry: &mut Registry) {
         .register(secrets::file::TYPE_NAME, secrets::file::factory)
         .register(bindings::http::TYPE_NAME, bindings::http::factory)
         .register(bindings::cron::TYPE_NAME, bindings::cron::factory);
+    #[cfg(feature = "etcd")]
+    registry
+        .register(configuration::etcd::TYPE_NAME, configuration::etcd::factory)
+        .register(lock::etcd::TYPE_NAME, lock::etcd::factory)
+        .register(sequencer::etcd::TYPE_NAME, sequencer::etcd::factory);
 }
 
 #[cfg(test)]
@@ -73,7 +82,8 @@ mod tests {
         let mut registry = Registry::new();
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
-        assert_eq!(types.len(), 21);
+        let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
+        assert_eq!(types.len(), 21 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -101,6 +111,12 @@ mod tests {
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",
+            #[cfg(feature = "etcd")]
+            "configuration.etcd",
+            #[cfg(feature = "etcd")]
+            "lock.etcd",
+            #[cfg(feature = "etcd")]
+            "sequencer.etcd",
         ] {
             let spec = ComponentSpec::new("c", type_name);
             assert!(

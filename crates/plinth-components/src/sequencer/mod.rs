@@ -1,5 +1,7 @@
 //! Sequencers.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 pub mod mysql;
 pub mod postgres;

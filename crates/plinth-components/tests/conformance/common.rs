@@ -52,6 +52,17 @@ pub(crate) async fn postgres_client() -> tokio_postgres::Client {
     client
 }
 
+/// The etcd every `*.etcd` component uses: 127.0.0.1:2379, or `PLINTH_TEST_ETCD`. Start it
+/// with `scripts/services/etcd.sh`.
+#[cfg(feature = "etcd")]
+pub(crate) fn etcd_endpoint() -> String {
+    std::env::var("PLINTH_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into())
+}
+
+/// The `keyPrefixPath` every `*.etcd` component of the suites works under.
+#[cfg(feature = "etcd")]
+pub(crate) const ETCD_PREFIX: &str = "/plinth-conformance/";
+
 /// Build `spec` with every factory of the crate and initialise it, panicking with the
 /// component's type when its backend is unreachable.
 pub(crate) async fn build(spec: ComponentSpec) -> Instance {
@@ -63,6 +74,8 @@ pub(crate) async fn build(spec: ComponentSpec) -> Instance {
     instance.component().init().await.unwrap_or_else(|e| {
         let hint = if spec.get("redisType") == Some("cluster") {
             " (start the Redis Cluster with scripts/services/redis-cluster.sh)"
+        } else if spec.type_name.ends_with(".etcd") {
+            " (start etcd with scripts/services/etcd.sh)"
         } else {
             ""
         };

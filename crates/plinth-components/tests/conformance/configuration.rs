@@ -60,6 +60,16 @@ async fn postgresql() -> Arc<dyn ConfigurationStore> {
     .await
 }
 
+#[cfg(feature = "etcd")]
+async fn etcd() -> Arc<dyn ConfigurationStore> {
+    instance(
+        ComponentSpec::new("conformance", "configuration.etcd")
+            .with_metadata("endpoints", crate::common::etcd_endpoint())
+            .with_metadata("keyPrefixPath", crate::common::ETCD_PREFIX),
+    )
+    .await
+}
+
 async fn instance(spec: ComponentSpec) -> Arc<dyn ConfigurationStore> {
     match build(spec).await {
         Instance::Configuration(store) => store,
@@ -273,3 +283,5 @@ macro_rules! suite {
 }
 
 suite!(in_memory, redis, redis_cluster, postgresql);
+#[cfg(feature = "etcd")]
+suite!(etcd);

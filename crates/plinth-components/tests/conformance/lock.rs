@@ -4,7 +4,8 @@
 //! fails when it is missing, and again on the Redis Cluster of `common::redis_cluster`;
 //! `lock.postgresql` against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES`
 //! overrides), in a table of its own, `plinth_conformance_lock`; each fails when its
-//! backend is missing. Every case locks resources under a fresh uuid prefix and unlocks
+//! backend is missing; `lock.etcd` (with the `etcd` feature) runs against etcd at
+//! 127.0.0.1:2379 (`PLINTH_TEST_ETCD` overrides). Every case locks resources under a fresh uuid prefix and unlocks
 //! what it still holds at the end, so runs can share a Redis.
 
 use std::sync::Arc;
@@ -49,6 +50,17 @@ async fn postgresql() -> Arc<dyn LockStore> {
         ComponentSpec::new("conformance", "lock.postgresql")
             .with_metadata("connectionString", postgres_url())
             .with_metadata("tableName", "plinth_conformance_lock"),
+    )
+    .await
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd() -> Arc<dyn LockStore> {
+    // Every lock is on a lease, so what a case leaves behind expires by itself.
+    instance(
+        ComponentSpec::new("conformance", "lock.etcd")
+            .with_metadata("endpoints", crate::common::etcd_endpoint())
+            .with_metadata("keyPrefixPath", crate::common::ETCD_PREFIX),
     )
     .await
 }
@@ -265,3 +277,5 @@ macro_rules! suite {
 }
 
 suite!(in_memory, redis, redis_cluster, postgresql);
+#[cfg(feature = "etcd")]
+suite!(etcd);

@@ -6,7 +6,8 @@
 //! table of its own, `plinth_conformance_sequencer`; each fails when its backend is missing.
 //! `sequencer.postgresql` runs against the real PostgreSQL, database `test`
 //! (`PLINTH_TEST_POSTGRES` overrides), in a table of its own, `plinth_conformance_sequencer`.
-//! Every case uses keys under a fresh uuid prefix and deletes them at the end (the trait has
+//! `sequencer.etcd` (with the `etcd` feature) runs against etcd at 127.0.0.1:2379
+//! (`PLINTH_TEST_ETCD` overrides). Every case uses keys under a fresh uuid prefix and deletes them at the end (the trait has
 //! no delete, so the Redis keys and the MySQL and PostgreSQL rows go directly), so runs can share the servers.
 
 use std::collections::HashSet;
@@ -26,6 +27,9 @@ enum Keys {
     RedisCluster(String),
     Mysql,
     Postgres,
+    /// The etcd at this endpoint, under [`crate::common::ETCD_PREFIX`].
+    #[cfg(feature = "etcd")]
+    Etcd(String),
 }
 
 /// The table `sequencer.postgresql` uses in this suite.
@@ -59,9 +63,26 @@ impl Store {
                 .expect("cleanup");
             return;
         }
+        #[cfg(feature = "etcd")]
+        if let Keys::Etcd(endpoint) = &self.keys {
+            let mut raw = etcd_client::Client::connect([endpoint], None)
+                .await
+                .expect("etcd must be reachable");
+            for key in keys {
+                raw.delete(
+                    format!("{}sequencer|||{key}", crate::common::ETCD_PREFIX),
+                    None,
+                )
+                .await
+                .expect("cleanup");
+            }
+            return;
+        }
         let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
         match &self.keys {
             Keys::InMemory | Keys::Mysql | Keys::Postgres => {}
+            #[cfg(feature = "etcd")]
+            Keys::Etcd(_) => {}
             Keys::Redis(host) => {
                 let mut raw = ::redis::Client::open(format!("redis://{host}/"))
                     .expect("client")
@@ -165,6 +186,20 @@ async fn postgresql() -> Store {
         )
         .await,
         keys: Keys::Postgres,
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd() -> Store {
+    let endpoint = crate::common::etcd_endpoint();
+    Store {
+        sequencer: instance(
+            ComponentSpec::new("conformance", "sequencer.etcd")
+                .with_metadata("endpoints", endpoint.clone())
+                .with_metadata("keyPrefixPath", crate::common::ETCD_PREFIX),
+        )
+        .await,
+        keys: Keys::Etcd(endpoint),
     }
 }
 
@@ -326,3 +361,5 @@ macro_rules! suite {
 }
 
 suite!(in_memory, redis, redis_cluster, mysql, postgresql);
+#[cfg(feature = "etcd")]
+suite!(etcd);
