@@ -335,7 +335,8 @@ impl PgSql {
             "\"SELECT value, etag, expires_at FROM {} WHERE key = $1 AND {LIVE}\"",
             "let expires = \"now() + $4::float8 * interval '1 second'\";",
             "\"INSERT INTO {table} AS t (key, value, etag, expires_at)\n                     VALUES ($1, $2, $3, {expires})\n                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,\n                       etag = EXCLUDED.etag, updated_at = now(),\n                       expires_at = EXCLUDED.expires_at{only_expired}\"",
-            "client.execute(&sql, &[&req.key, &value, &etag, &ttl]).await",
+            "client.execute(&stmt, &[&req.key, &value, &etag, &ttl]).await",
+            "let stmt = conn.prepare_cached(&sql).await.map_err(pg_error)?;",
         ] {
             ensure!(
                 STATE_POSTGRES_SRC.contains(fragment),
@@ -555,7 +556,9 @@ async fn redis_set(
 /// `state.postgresql`'s read (value, etag and expiry decoded as the component does).
 async fn pg_get(pool: &Pool, sql: &PgSql, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let conn = pool.get().await?;
-    let row = conn.query_opt(&sql.get, &[&key]).await?;
+    // Prepared once per pooled connection, as the component does.
+    let stmt = conn.prepare_cached(&sql.get).await?;
+    let row = conn.query_opt(&stmt, &[&key]).await?;
     Ok(row.map(|row| {
         let _etag: Uuid = row.get(1);
         let _expires: Option<SystemTime> = row.get(2);
@@ -567,8 +570,9 @@ async fn pg_get(pool: &Pool, sql: &PgSql, key: &str) -> anyhow::Result<Option<Ve
 async fn pg_set(pool: &Pool, sql: &PgSql, key: &str, value: &[u8]) -> anyhow::Result<()> {
     let conn = pool.get().await?;
     let ttl: Option<f64> = None;
+    let stmt = conn.prepare_cached(&sql.set).await?;
     let rows = conn
-        .execute(&sql.set, &[&key, &value, &Uuid::new_v4(), &ttl])
+        .execute(&stmt, &[&key, &value, &Uuid::new_v4(), &ttl])
         .await?;
     ensure!(rows == 1, "the upsert changed {rows} rows");
     Ok(())

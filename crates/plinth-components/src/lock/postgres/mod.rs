@@ -146,7 +146,8 @@ impl PostgresLockStore {
         let code: i32 = self
             .pool
             .timed(async {
-                let row = conn.query_one(sql, params).await.map_err(pg_error)?;
+                let stmt = conn.prepare_cached(sql).await.map_err(pg_error)?;
+                let row = conn.query_one(&stmt, params).await.map_err(pg_error)?;
                 Ok(row.get(0))
             })
             .await?;
@@ -233,7 +234,9 @@ impl LockStore for PostgresLockStore {
         let rows = self
             .pool
             .timed(async {
-                conn.execute(&sql, &[&resource, &owner, &secs])
+                // Parsed once per pooled connection.
+                let stmt = conn.prepare_cached(&sql).await.map_err(pg_error)?;
+                conn.execute(&stmt, &[&resource, &owner, &secs])
                     .await
                     .map_err(pg_error)
             })

@@ -102,7 +102,9 @@ impl PostgresSequencer {
         let conn = self.pool.conn().await?;
         self.pool
             .timed(async {
-                match conn.query_one(&sql, &[&key, &by]).await {
+                // Parsed once per pooled connection.
+                let stmt = conn.prepare_cached(&sql).await.map_err(pg_error)?;
+                match conn.query_one(&stmt, &[&key, &by]).await {
                     Ok(row) => Ok(row.get(0)),
                     Err(e) if e.code().is_some_and(|c| c.code() == OUT_OF_RANGE) => {
                         Err(Error::resource_exhausted(format!(

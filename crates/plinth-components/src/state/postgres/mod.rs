@@ -27,7 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Object;
+// deadpool's GenericClient: like tokio-postgres's, plus `prepare_cached`, so that each
+// statement is parsed once per pooled connection instead of on every call.
+use deadpool_postgres::{GenericClient, Object};
 use plinth_core::component::state::{
     BulkGetItem, Concurrency, DeleteRequest, GetRequest, GetResponse, QueryItem, QueryRequest,
     QueryResponse, SetRequest, StateFeatures, StateStore, TransactionOp,
@@ -37,7 +39,6 @@ use plinth_core::metadata::{TTL_EXPIRE_TIME, Ttl, parse_ttl};
 use plinth_core::{ComponentSpec, Error, Metadata, Result};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::postgres_client::{PgPool, PgSettings, pg_error};
@@ -279,8 +280,9 @@ impl PostgresStateStore {
                     "UPDATE {table} SET value = $2, etag = $3, updated_at = now(), expires_at = {expires}
                      WHERE key = $1 AND etag = $5 AND {LIVE}"
                 );
+                let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
                 client
-                    .execute(&sql, &[&req.key, &value, &etag, &ttl, &want])
+                    .execute(&stmt, &[&req.key, &value, &etag, &ttl, &want])
                     .await
             }
             None => {
@@ -297,7 +299,8 @@ impl PostgresStateStore {
                        etag = EXCLUDED.etag, updated_at = now(),
                        expires_at = EXCLUDED.expires_at{only_expired}"
                 );
-                client.execute(&sql, &[&req.key, &value, &etag, &ttl]).await
+                let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+                client.execute(&stmt, &[&req.key, &value, &etag, &ttl]).await
             }
         }
         .map_err(pg_error)?;
@@ -321,8 +324,9 @@ impl PostgresStateStore {
         match want {
             Some(want) => {
                 let sql = format!("DELETE FROM {table} WHERE key = $1 AND etag = $2 AND {LIVE}");
+                let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
                 let rows = client
-                    .execute(&sql, &[&req.key, &want])
+                    .execute(&stmt, &[&req.key, &want])
                     .await
                     .map_err(pg_error)?;
                 if rows != 1 {
@@ -334,8 +338,9 @@ impl PostgresStateStore {
             None => {
                 if req.options.concurrency == Concurrency::FirstWrite {
                     let sql = format!("SELECT 1 FROM {table} WHERE key = $1 AND {LIVE}");
+                    let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
                     let live = client
-                        .query_opt(&sql, &[&req.key])
+                        .query_opt(&stmt, &[&req.key])
                         .await
                         .map_err(pg_error)?;
                     if live.is_some() {
@@ -345,7 +350,8 @@ impl PostgresStateStore {
                     }
                 }
                 let sql = format!("DELETE FROM {table} WHERE key = $1");
-                client.execute(&sql, &[&req.key]).await.map_err(pg_error)?;
+                let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+                client.execute(&stmt, &[&req.key]).await.map_err(pg_error)?;
             }
         }
         Ok(())
@@ -355,8 +361,8 @@ impl PostgresStateStore {
         let tx = conn.transaction().await.map_err(pg_error)?;
         for (index, op) in ops.iter().enumerate() {
             let done = match op {
-                TransactionOp::Upsert(req) => self.do_set(&*tx, req).await,
-                TransactionOp::Delete(req) => self.do_delete(&*tx, req).await,
+                TransactionOp::Upsert(req) => self.do_set(&tx, req).await,
+                TransactionOp::Delete(req) => self.do_delete(&tx, req).await,
             };
             // Dropping the transaction rolls it back.
             done.map_err(|err| err.context(format!("operation {index} (key {:?})", op.key())))?;
@@ -436,7 +442,8 @@ impl StateStore for PostgresStateStore {
                 "SELECT value, etag, expires_at FROM {} WHERE key = $1 AND {LIVE}",
                 self.config.table
             );
-            let row = conn.query_opt(&sql, &[&req.key]).await.map_err(pg_error)?;
+            let stmt = conn.prepare_cached(&sql).await.map_err(pg_error)?;
+            let row = conn.query_opt(&stmt, &[&req.key]).await.map_err(pg_error)?;
             Ok(row.map(|row| response(row.get(0), row.get(1), row.get(2))))
         })
         .await
@@ -457,7 +464,8 @@ impl StateStore for PostgresStateStore {
                     "SELECT key, value, etag, expires_at FROM {} WHERE key = ANY($1) AND {LIVE}",
                     self.config.table
                 );
-                let rows = conn.query(&sql, &[&keys]).await.map_err(pg_error)?;
+                let stmt = conn.prepare_cached(&sql).await.map_err(pg_error)?;
+                let rows = conn.query(&stmt, &[&keys]).await.map_err(pg_error)?;
                 Ok(rows
                     .into_iter()
                     .map(|row| (row.get(0), response(row.get(1), row.get(2), row.get(3))))
@@ -477,13 +485,13 @@ impl StateStore for PostgresStateStore {
     async fn set(&self, req: SetRequest) -> Result<()> {
         self.ensure_schema().await?;
         let conn = self.conn().await?;
-        self.timed(async { self.do_set(&**conn, &req).await }).await
+        self.timed(async { self.do_set(&conn, &req).await }).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<()> {
         self.ensure_schema().await?;
         let conn = self.conn().await?;
-        self.timed(async { self.do_delete(&**conn, &req).await })
+        self.timed(async { self.do_delete(&conn, &req).await })
             .await
     }
 
