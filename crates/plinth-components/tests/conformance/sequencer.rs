@@ -45,51 +45,30 @@ struct Store {
 }
 
 impl Store {
-    /// Forget `keys`: nothing to do in memory, delete the Redis keys (the default layout,
-    /// `sequencer|||{key}`).
+    /// Forget `keys`, where they outlive the process: the Redis and etcd keys (the default
+    /// layout, `sequencer|||{key}`) or the SQL rows.
     async fn cleanup(&self, keys: &[String]) {
-        if let Keys::Mysql = self.keys {
-            mysql_cleanup(keys).await;
-            return;
-        }
-        if let Keys::Postgres = self.keys {
-            postgres_client()
-                .await
-                .execute(
-                    &format!("DELETE FROM {POSTGRES_TABLE} WHERE key = ANY($1)"),
-                    &[&keys],
-                )
-                .await
-                .expect("cleanup");
-            return;
-        }
-        #[cfg(feature = "etcd")]
-        if let Keys::Etcd(endpoint) = &self.keys {
-            let mut raw = etcd_client::Client::connect([endpoint], None)
-                .await
-                .expect("etcd must be reachable");
-            for key in keys {
-                raw.delete(
-                    format!("{}sequencer|||{key}", crate::common::ETCD_PREFIX),
-                    None,
-                )
-                .await
-                .expect("cleanup");
-            }
-            return;
-        }
-        let keys: Vec<String> = keys.iter().map(|k| format!("sequencer|||{k}")).collect();
+        let stored = || keys.iter().map(|k| format!("sequencer|||{k}"));
         match &self.keys {
-            Keys::InMemory | Keys::Mysql | Keys::Postgres => {}
-            #[cfg(feature = "etcd")]
-            Keys::Etcd(_) => {}
+            Keys::InMemory => {}
+            Keys::Mysql => mysql_cleanup(keys).await,
+            Keys::Postgres => {
+                postgres_client()
+                    .await
+                    .execute(
+                        &format!("DELETE FROM {POSTGRES_TABLE} WHERE key = ANY($1)"),
+                        &[&keys],
+                    )
+                    .await
+                    .expect("cleanup");
+            }
             Keys::Redis(host) => {
                 let mut raw = ::redis::Client::open(format!("redis://{host}/"))
                     .expect("client")
                     .get_multiplexed_async_connection()
                     .await
                     .expect("redis must be reachable");
-                for key in keys {
+                for key in stored() {
                     let _: () = raw.del(key).await.expect("cleanup");
                 }
             }
@@ -100,8 +79,19 @@ impl Store {
                     .get_async_connection()
                     .await
                     .expect("the redis cluster must be reachable");
-                for key in keys {
+                for key in stored() {
                     let _: () = raw.del(key).await.expect("cleanup");
+                }
+            }
+            #[cfg(feature = "etcd")]
+            Keys::Etcd(endpoint) => {
+                let mut raw = etcd_client::Client::connect([endpoint], None)
+                    .await
+                    .expect("etcd must be reachable");
+                for key in stored() {
+                    raw.delete(format!("{}{key}", crate::common::ETCD_PREFIX), None)
+                        .await
+                        .expect("cleanup");
                 }
             }
         }
@@ -214,14 +204,16 @@ async fn next(sequencer: &dyn Sequencer, key: &str) -> i64 {
     sequencer.next_id(key).await.expect("next_id")
 }
 
-/// Reserve `size` ids, checking the range has exactly that many; `None` when the store
-/// does not reserve ranges.
-async fn reserve(sequencer: &dyn Sequencer, key: &str, size: u32) -> Option<(i64, i64)> {
-    let range = sequencer.reserve(key, size).await.expect("reserve");
-    if let Some((from, to)) = range {
-        assert_eq!(to - from + 1, i64::from(size), "{key}: {from}..={to}");
-    }
-    range
+/// Reserve `size` ids, checking the range has exactly that many. Every sequencer of this
+/// crate reserves ranges (WEAK segments), so a store answering `None` fails the suite.
+async fn reserve(sequencer: &dyn Sequencer, key: &str, size: u32) -> (i64, i64) {
+    let (from, to) = sequencer
+        .reserve(key, size)
+        .await
+        .expect("reserve")
+        .unwrap_or_else(|| panic!("{key}: the store reserves no ranges"));
+    assert_eq!(to - from + 1, i64::from(size), "{key}: {from}..={to}");
+    (from, to)
 }
 
 async fn unique_under_concurrency(store: &Store, p: &str) {
@@ -234,10 +226,8 @@ async fn unique_under_concurrency(store: &Store, p: &str) {
                 let mut ids = Vec::new();
                 for i in 0..20 {
                     // Odd tasks mix in segments of varying size.
-                    if t % 2 == 1
-                        && i % 3 == 0
-                        && let Some((from, to)) = reserve(sequencer.as_ref(), &key, i + 1).await
-                    {
+                    if t % 2 == 1 && i % 3 == 0 {
+                        let (from, to) = reserve(sequencer.as_ref(), &key, i + 1).await;
                         ids.extend(from..=to);
                         continue;
                     }
@@ -254,8 +244,11 @@ async fn unique_under_concurrency(store: &Store, p: &str) {
     let unique: HashSet<i64> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "an id was issued twice");
     assert!(all.iter().all(|id| *id > 0), "ids are positive");
-    // Every id issued afterwards is above all of them.
+    // Every store of this crate is a counter: a fresh key's ids are exactly 1..=n, none
+    // skipped.
     let max = all.iter().copied().max().expect("ids");
+    assert_eq!(max, all.len() as i64, "ids were skipped");
+    // Every id issued afterwards is above all of them.
     assert!(next(store.sequencer.as_ref(), &key).await > max);
     store.cleanup(&[key]).await;
 }
@@ -271,10 +264,9 @@ async fn monotonic(store: &Store, p: &str) {
         last = id;
     }
     // A segment lies above every earlier id, and later ids above the segment.
-    if let Some((from, to)) = reserve(sequencer, &key, 10).await {
-        assert!(from > last, "segment {from}..={to} after {last}");
-        last = to;
-    }
+    let (from, to) = reserve(sequencer, &key, 10).await;
+    assert!(from > last, "segment {from}..={to} after {last}");
+    last = to;
     let id = next(sequencer, &key).await;
     assert!(id > last, "{id} after {last}");
     store.cleanup(&[key]).await;
@@ -321,15 +313,11 @@ async fn floor(store: &Store, p: &str) {
     let id = next(sequencer, &used).await;
     assert!(id > 5_000, "{id} after a floor of 5000");
     sequencer.ensure_floor(&used, 10_000).await.expect("floor");
-    if let Some((from, to)) = reserve(sequencer, &used, 5).await {
-        assert!(
-            from > 10_000,
-            "segment {from}..={to} after a floor of 10000"
-        );
-    } else {
-        let id = next(sequencer, &used).await;
-        assert!(id > 10_000, "{id} after a floor of 10000");
-    }
+    let (from, to) = reserve(sequencer, &used, 5).await;
+    assert!(
+        from > 10_000,
+        "segment {from}..={to} after a floor of 10000"
+    );
     store.cleanup(&[fresh, used]).await;
 }
 

@@ -2,8 +2,6 @@
 //! when it is missing. Every test works under a `keyPrefixPath` of its own (a fresh uuid) and
 //! deletes it at the end.
 
-use std::collections::HashSet;
-
 use plinth_core::ErrorKind;
 
 use super::*;
@@ -18,44 +16,6 @@ async fn sequencer(prefix: &str) -> EtcdSequencer {
         .await
         .unwrap_or_else(|e| panic!("{}", testing::missing(&e)));
     sequencer
-}
-
-#[tokio::test]
-async fn ids_are_unique_under_concurrency() {
-    let prefix = testing::prefix();
-    let sequencer = Arc::new(sequencer(&prefix).await);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let sequencer = Arc::clone(&sequencer);
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..30 {
-                    if i % 10 == 0 {
-                        let (from, to) = sequencer
-                            .reserve("k", 5)
-                            .await
-                            .expect("reserve")
-                            .expect("a range");
-                        assert_eq!(to - from, 4);
-                        ids.extend(from..=to);
-                    } else {
-                        ids.push(sequencer.next_id("k").await.expect("next id"));
-                    }
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        for id in task.await.expect("task") {
-            assert!(seen.insert(id), "id {id} issued twice");
-        }
-    }
-    // 8 tasks × (27 single ids + 3 segments of 5), with no gaps.
-    assert_eq!(seen.len(), 8 * (27 + 15));
-    assert_eq!(seen.iter().max().copied(), Some(8 * (27 + 15)));
-    testing::cleanup(&prefix).await;
 }
 
 #[tokio::test]

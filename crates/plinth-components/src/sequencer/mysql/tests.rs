@@ -2,7 +2,6 @@
 //! (`PLINTH_TEST_MYSQL` overrides, a Go DSN); they fail when it is missing. Every test uses a
 //! table of its own, named with a fresh uuid, and drops it at the end.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use plinth_core::ErrorKind;
@@ -53,45 +52,6 @@ async fn drop_table(sequencer: MysqlSequencer, table: &str) {
         .query_drop(format!("DROP TABLE IF EXISTS `{table}`"))
         .await
         .expect("drop table");
-}
-
-#[tokio::test]
-async fn ids_are_unique_under_concurrency() {
-    let table = table();
-    let sequencer = Arc::new(sequencer(&table).await);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let sequencer = Arc::clone(&sequencer);
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..30 {
-                    if i % 10 == 0 {
-                        let (from, to) = sequencer
-                            .reserve("k", 5)
-                            .await
-                            .expect("reserve")
-                            .expect("a range");
-                        assert_eq!(to - from, 4);
-                        ids.extend(from..=to);
-                    } else {
-                        ids.push(sequencer.next_id("k").await.expect("next id"));
-                    }
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        for id in task.await.expect("task") {
-            assert!(seen.insert(id), "id {id} issued twice");
-        }
-    }
-    // 8 tasks × (27 single ids + 3 segments of 5), and nothing skipped.
-    assert_eq!(seen.len(), 8 * (27 + 15));
-    assert_eq!(seen.iter().max().copied(), Some(8 * (27 + 15)));
-    let sequencer = Arc::into_inner(sequencer).expect("tasks are done");
-    drop_table(sequencer, &table).await;
 }
 
 #[tokio::test]

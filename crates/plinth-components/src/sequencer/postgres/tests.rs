@@ -1,8 +1,6 @@
 //! Tests against the real PostgreSQL, database `test` (`PLINTH_TEST_POSTGRES` overrides);
 //! they fail when it is missing. Each test uses a table of its own, dropped at the end.
 
-use std::collections::HashSet;
-
 use plinth_core::ErrorKind;
 
 use super::*;
@@ -22,43 +20,6 @@ async fn sequencer() -> (PostgresSequencer, DropOnExit) {
         .await
         .expect("PostgreSQL must be reachable");
     (sequencer, guard)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ids_are_unique_under_concurrency() {
-    let (sequencer, _guard) = sequencer().await;
-    let sequencer = Arc::new(sequencer);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let sequencer = Arc::clone(&sequencer);
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..30 {
-                    if i % 10 == 0 {
-                        let (from, to) = sequencer
-                            .reserve("k", 5)
-                            .await
-                            .expect("reserve")
-                            .expect("a range");
-                        assert_eq!(to - from, 4);
-                        ids.extend(from..=to);
-                    } else {
-                        ids.push(sequencer.next_id("k").await.expect("next id"));
-                    }
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        for id in task.await.expect("join") {
-            assert!(seen.insert(id), "{id} issued twice");
-        }
-    }
-    // 8 tasks x (27 single ids + 3 segments of 5).
-    assert_eq!(seen.len(), 8 * (27 + 15));
-    assert_eq!(seen.iter().max().copied(), Some(8 * (27 + 15)));
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Tests against the real Redis at 127.0.0.1:6379 (`REDIS_HOST` overrides); they fail when
 //! it is missing. Every key is a fresh uuid and deleted afterwards.
 
-use std::collections::HashSet;
-
 use ::redis::AsyncCommands;
 
 use super::*;
@@ -29,44 +27,6 @@ async fn cleanup(key: &str) {
         .await
         .expect("redis must be reachable");
     let _: () = raw.del(format!("sequencer|||{key}")).await.expect("del");
-}
-
-#[tokio::test]
-async fn ids_are_unique_under_concurrency() {
-    let sequencer = Arc::new(sequencer().await);
-    let key = key();
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let sequencer = Arc::clone(&sequencer);
-            let key = key.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..50 {
-                    if i % 10 == 0 {
-                        let (from, to) = sequencer
-                            .reserve(&key, 5)
-                            .await
-                            .expect("reserve")
-                            .expect("a range");
-                        assert_eq!(to - from, 4);
-                        ids.extend(from..=to);
-                    } else {
-                        ids.push(sequencer.next_id(&key).await.expect("next id"));
-                    }
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        for id in task.await.expect("task") {
-            assert!(seen.insert(id), "id {id} issued twice");
-        }
-    }
-    // 8 tasks × (45 single ids + 5 segments of 5).
-    assert_eq!(seen.len(), 8 * (45 + 25));
-    cleanup(&key).await;
 }
 
 #[tokio::test]
