@@ -140,12 +140,7 @@ impl Sequencer for PostgresSequencer {
     }
 
     async fn reserve(&self, key: &str, size: u32) -> Result<Option<(i64, i64)>> {
-        if size == 0 {
-            return Err(Error::invalid_argument("cannot reserve 0 ids"));
-        }
-        let size = i64::from(size);
-        let end = self.advance(key, size).await?;
-        Ok(Some((end - size + 1, end)))
+        super::reserve_by_advancing(size, |by| self.advance(key, by)).await
     }
 
     async fn ensure_floor(&self, key: &str, floor: i64) -> Result<()> {
