@@ -115,6 +115,25 @@ impl ComponentSpec {
         }
     }
 
+    /// One of a fixed set of named values, matched without regard to case, or `default` when
+    /// absent; any other value is a config error listing the names.
+    pub fn choice_or<T: Copy>(&self, key: &str, default: T, choices: &[(&str, T)]) -> Result<T> {
+        let Some(raw) = self.get(key) else {
+            return Ok(default);
+        };
+        choices
+            .iter()
+            .find(|(name, _)| raw.eq_ignore_ascii_case(name))
+            .map(|(_, value)| *value)
+            .ok_or_else(|| {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.invalid(
+                    &format!("metadata.{key}"),
+                    format!("{raw:?} is not one of {}", names.join(", ")),
+                )
+            })
+    }
+
     /// A duration metadata value (`5s`, `250ms`, or seconds), or `default` when absent.
     pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration> {
         match self.get(key) {
@@ -126,5 +145,27 @@ impl ComponentSpec {
                 )
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_or_matches_names_without_case_and_names_the_choices_otherwise() {
+        let spec = ComponentSpec::new("c", "lock.redis").with_metadata("keyLayout", "Layotto");
+        let choices = [("dapr", 1), ("layotto", 2)];
+        assert_eq!(spec.choice_or("keyLayout", 1, &choices).ok(), Some(2));
+        assert_eq!(spec.choice_or("missing", 1, &choices).ok(), Some(1));
+        let spec = spec.with_metadata("keyLayout", "sideways");
+        let err = spec
+            .choice_or("keyLayout", 1, &choices)
+            .expect_err("not a choice")
+            .to_string();
+        assert!(
+            err.contains("metadata.keyLayout") && err.contains("\"dapr\", \"layotto\""),
+            "{err}"
+        );
     }
 }

@@ -38,17 +38,11 @@ pub(crate) struct Config {
 impl Config {
     pub(crate) fn from_spec(spec: &ComponentSpec) -> Result<Self> {
         let redis = RedisSettings::from_spec(spec)?;
-        let layout = match spec.get("keyLayout") {
-            None => KeyLayout::Dapr,
-            Some(v) if v.eq_ignore_ascii_case("dapr") => KeyLayout::Dapr,
-            Some(v) if v.eq_ignore_ascii_case("layotto") => KeyLayout::Layotto,
-            Some(other) => {
-                return Err(spec.invalid(
-                    "metadata.keyLayout",
-                    format!("{other:?} is not one of \"dapr\", \"layotto\""),
-                ));
-            }
-        };
+        let layout = spec.choice_or(
+            "keyLayout",
+            KeyLayout::Dapr,
+            &[("dapr", KeyLayout::Dapr), ("layotto", KeyLayout::Layotto)],
+        )?;
         Ok(Self { redis, layout })
     }
 }

@@ -36,17 +36,11 @@ pub(crate) struct Config {
 impl Config {
     pub(crate) fn from_spec(spec: &ComponentSpec) -> Result<Self> {
         let redis = RedisSettings::from_spec(spec)?;
-        let layout = match spec.get("keyLayout") {
-            None => KeyLayout::Layotto,
-            Some(v) if v.eq_ignore_ascii_case("layotto") => KeyLayout::Layotto,
-            Some(v) if v.eq_ignore_ascii_case("plain") => KeyLayout::Plain,
-            Some(other) => {
-                return Err(spec.invalid(
-                    "metadata.keyLayout",
-                    format!("{other:?} is not one of \"layotto\", \"plain\""),
-                ));
-            }
-        };
+        let layout = spec.choice_or(
+            "keyLayout",
+            KeyLayout::Layotto,
+            &[("layotto", KeyLayout::Layotto), ("plain", KeyLayout::Plain)],
+        )?;
         Ok(Self { redis, layout })
     }
 }
