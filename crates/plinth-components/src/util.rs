@@ -21,3 +21,43 @@ pub(crate) fn rfc3339(time: impl Into<DateTime<Utc>>) -> String {
 pub(crate) fn rfc3339_system(time: std::io::Result<SystemTime>) -> String {
     rfc3339(time.unwrap_or(SystemTime::UNIX_EPOCH))
 }
+
+/// A component's background task, such as the periodic deletion of expired rows: started
+/// at most once (a re-init after DOWN does not start a second), aborted by `stop` or when
+/// the component is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Background(Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Background {
+    /// Spawn `task()` unless it is already running.
+    pub(crate) fn start_once<F>(&self, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut slot = lock(&self.0);
+        if slot.is_none() {
+            *slot = Some(tokio::spawn(task()));
+        }
+    }
+
+    /// A handle to the running task, for tests that watch it end.
+    #[cfg(test)]
+    pub(crate) fn abort_handle(&self) -> Option<tokio::task::AbortHandle> {
+        lock(&self.0)
+            .as_ref()
+            .map(tokio::task::JoinHandle::abort_handle)
+    }
+
+    /// Abort the task, if any.
+    pub(crate) fn stop(&self) {
+        if let Some(handle) = lock(&self.0).take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -15,7 +15,7 @@
 //! Expired rows are overwritten by the next try-lock of the same resource; a background
 //! task deletes those left behind every `cleanupInterval` (default 1h; `0` disables it).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,10 +23,9 @@ use plinth_core::component::lock::{LockStatus, LockStore};
 use plinth_core::component::{Component, Instance};
 use plinth_core::{ComponentSpec, Error, Result};
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 
 use crate::postgres_client::{PgPool, create_schema, pg_error};
-use crate::util::lock;
+use crate::util::Background;
 
 mod config;
 #[cfg(test)]
@@ -58,7 +57,7 @@ pub struct PostgresLockStore {
     table: String,
     schema: OnceCell<()>,
     cleanup_interval: Option<Duration>,
-    cleaner: Mutex<Option<JoinHandle<()>>>,
+    cleaner: Background,
 }
 
 impl std::fmt::Debug for PostgresLockStore {
@@ -66,14 +65,6 @@ impl std::fmt::Debug for PostgresLockStore {
         f.debug_struct("PostgresLockStore")
             .field("table", &self.table)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PostgresLockStore {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
     }
 }
 
@@ -110,7 +101,7 @@ impl PostgresLockStore {
             table: config.table,
             schema: OnceCell::new(),
             cleanup_interval,
-            cleaner: Mutex::new(None),
+            cleaner: Background::default(),
         })
     }
 
@@ -191,14 +182,8 @@ impl Component for PostgresLockStore {
     async fn init(&self) -> Result<()> {
         self.ensure_schema().await?;
         if let Some(every) = self.cleanup_interval {
-            let mut cleaner = lock(&self.cleaner);
-            if cleaner.is_none() {
-                *cleaner = Some(tokio::spawn(cleanup_loop(
-                    self.pool.clone(),
-                    self.table.clone(),
-                    every,
-                )));
-            }
+            self.cleaner
+                .start_once(|| cleanup_loop(self.pool.clone(), self.table.clone(), every));
         }
         Ok(())
     }
@@ -208,9 +193,7 @@ impl Component for PostgresLockStore {
     }
 
     async fn close(&self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
+        self.cleaner.stop();
         self.pool.close();
     }
 }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,11 +39,10 @@ use plinth_core::component::{Component, Instance};
 use plinth_core::metadata::{TTL_EXPIRE_TIME, Ttl, parse_ttl};
 use plinth_core::{ComponentSpec, Error, Metadata, Result};
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::mysql_client::{MysqlClient, server_code};
-use crate::util::{lock, rfc3339};
+use crate::util::{Background, rfc3339};
 
 pub mod config;
 #[cfg(test)]
@@ -225,7 +224,7 @@ pub struct MysqlStateStore {
     /// `schema`.`metadata table`.
     metadata_table: String,
     schema: OnceCell<ValueColumn>,
-    cleaner: Mutex<Option<JoinHandle<()>>>,
+    cleaner: Background,
 }
 
 impl fmt::Debug for MysqlStateStore {
@@ -233,14 +232,6 @@ impl fmt::Debug for MysqlStateStore {
         f.debug_struct("MysqlStateStore")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for MysqlStateStore {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
     }
 }
 
@@ -255,7 +246,7 @@ impl MysqlStateStore {
             config,
             client: Arc::new(client),
             schema: OnceCell::new(),
-            cleaner: Mutex::new(None),
+            cleaner: Background::default(),
         }
     }
 
@@ -584,15 +575,14 @@ impl Component for MysqlStateStore {
     async fn init(&self) -> Result<()> {
         self.ensure_schema().await?;
         if let Some(every) = self.config.cleanup_interval {
-            let mut cleaner = lock(&self.cleaner);
-            if cleaner.is_none() {
-                *cleaner = Some(tokio::spawn(cleanup_loop(
+            self.cleaner.start_once(|| {
+                cleanup_loop(
                     Arc::clone(&self.client),
                     self.table.clone(),
                     self.metadata_table.clone(),
                     every,
-                )));
-            }
+                )
+            });
         }
         Ok(())
     }
@@ -605,9 +595,7 @@ impl Component for MysqlStateStore {
     }
 
     async fn close(&self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
+        self.cleaner.stop();
         self.client.close().await;
     }
 }

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,11 +38,10 @@ use plinth_core::component::{Component, Instance};
 use plinth_core::metadata::{TTL_EXPIRE_TIME, Ttl, parse_ttl};
 use plinth_core::{ComponentSpec, Error, Metadata, Result};
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::postgres_client::{PgPool, PgSettings, pg_error};
-use crate::util::{lock, rfc3339};
+use crate::util::{Background, rfc3339};
 
 pub mod config;
 mod query;
@@ -72,7 +71,7 @@ pub struct PostgresStateStore {
     config: PostgresConfig,
     pool: PgPool,
     schema: OnceCell<()>,
-    cleaner: Mutex<Option<JoinHandle<()>>>,
+    cleaner: Background,
 }
 
 impl fmt::Debug for PostgresStateStore {
@@ -80,14 +79,6 @@ impl fmt::Debug for PostgresStateStore {
         f.debug_struct("PostgresStateStore")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PostgresStateStore {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
     }
 }
 
@@ -154,7 +145,7 @@ impl PostgresStateStore {
             config,
             pool,
             schema: OnceCell::new(),
-            cleaner: Mutex::new(None),
+            cleaner: Background::default(),
         })
     }
 
@@ -397,15 +388,14 @@ impl Component for PostgresStateStore {
     async fn init(&self) -> Result<()> {
         self.ensure_schema().await?;
         if let Some(every) = self.config.cleanup_interval {
-            let mut cleaner = lock(&self.cleaner);
-            if cleaner.is_none() {
-                *cleaner = Some(tokio::spawn(cleanup_loop(
+            self.cleaner.start_once(|| {
+                cleanup_loop(
                     self.pool.clone(),
                     self.config.table.clone(),
                     every,
                     self.config.timeout,
-                )));
-            }
+                )
+            });
         }
         Ok(())
     }
@@ -415,9 +405,7 @@ impl Component for PostgresStateStore {
     }
 
     async fn close(&self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
+        self.cleaner.stop();
         self.pool.close();
     }
 }

@@ -476,10 +476,7 @@ async fn postgres_cleanup_deletes_expired_rows_and_stops_on_close() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(value(&fx.store, "live").await, Some(Bytes::from("v")));
-    let task = lock(&fx.store.cleaner)
-        .as_ref()
-        .map(JoinHandle::abort_handle)
-        .expect("a cleanup task");
+    let task = fx.store.cleaner.abort_handle().expect("a cleanup task");
     assert!(!task.is_finished());
     fx.store.close().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -17,7 +17,7 @@
 //! recorded already, so Dapr pointed at the same database does not migrate again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,12 +32,11 @@ use plinth_core::component::state::{
 use plinth_core::metadata::TTL_EXPIRE_TIME;
 use plinth_core::{Error, Metadata, Result};
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 use tokio_postgres::GenericClient;
 
 use super::{PostgresConfig, ttl_seconds, valid_key};
 use crate::postgres_client::{PgPool, PgSettings, bare_name, pg_error};
-use crate::util::{lock, rfc3339};
+use crate::util::{Background, rfc3339};
 
 /// The condition a row must meet to exist for readers.
 const LIVE: &str = "(expiredate IS NULL OR expiredate > now())";
@@ -59,7 +58,7 @@ pub struct PostgresV1StateStore {
     config: PostgresConfig,
     pool: PgPool,
     schema: OnceCell<()>,
-    cleaner: Mutex<Option<JoinHandle<()>>>,
+    cleaner: Background,
 }
 
 impl std::fmt::Debug for PostgresV1StateStore {
@@ -67,14 +66,6 @@ impl std::fmt::Debug for PostgresV1StateStore {
         f.debug_struct("PostgresV1StateStore")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PostgresV1StateStore {
-    fn drop(&mut self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
     }
 }
 
@@ -126,7 +117,7 @@ impl PostgresV1StateStore {
             config,
             pool,
             schema: OnceCell::new(),
-            cleaner: Mutex::new(None),
+            cleaner: Background::default(),
         })
     }
 
@@ -353,14 +344,8 @@ impl Component for PostgresV1StateStore {
     async fn init(&self) -> Result<()> {
         self.ensure_schema().await?;
         if let Some(every) = self.config.cleanup_interval {
-            let mut cleaner = lock(&self.cleaner);
-            if cleaner.is_none() {
-                *cleaner = Some(tokio::spawn(cleanup_loop(
-                    self.pool.clone(),
-                    self.config.table.clone(),
-                    every,
-                )));
-            }
+            self.cleaner
+                .start_once(|| cleanup_loop(self.pool.clone(), self.config.table.clone(), every));
         }
         Ok(())
     }
@@ -370,9 +355,7 @@ impl Component for PostgresV1StateStore {
     }
 
     async fn close(&self) {
-        if let Some(handle) = lock(&self.cleaner).take() {
-            handle.abort();
-        }
+        self.cleaner.stop();
         self.pool.close();
     }
 }
