@@ -298,7 +298,8 @@ mod tests {
 /// `PLINTH_TEST_POSTGRES`, a connection string), fresh table names and their removal.
 #[cfg(test)]
 pub(crate) mod test_support {
-    const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+    /// The local test database.
+    pub(crate) const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
     /// The connection string of the test database.
     pub(crate) fn url() -> String {

@@ -15,59 +15,14 @@ use super::config::{
     CLEANUP_INTERVAL, CONNECTION_STRING, METADATA_TABLE_NAME, TABLE_NAME, TABLE_PREFIX, TIMEOUT,
 };
 use super::*;
+use crate::postgres_client::test_support::{DEFAULT_URL, DropOnExit, connect, unique, url};
 use serde_json::json;
-
-const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
-fn url() -> String {
-    std::env::var("PLINTH_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
 
 /// A store over tables of its own, and a plain client to look at them with SQL.
 struct Fixture {
     store: PostgresStateStore,
     sql: tokio_postgres::Client,
-    _tables: Tables,
-}
-
-/// Drops the tables it names when dropped, on a thread of its own since `Drop` cannot await.
-struct Tables(Vec<String>);
-
-impl Drop for Tables {
-    fn drop(&mut self) {
-        let tables = std::mem::take(&mut self.0);
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(async {
-                let client = connect().await;
-                for table in tables {
-                    client
-                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
-                        .await
-                        .expect("drop a test table");
-                }
-            });
-        })
-        .join();
-        if dropped.is_err() && !std::thread::panicking() {
-            panic!("could not drop the test tables");
-        }
-    }
-}
-
-async fn connect() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must be reachable for these tests (set PLINTH_TEST_POSTGRES)");
-    tokio::spawn(connection);
-    client
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", Uuid::new_v4().simple())
+    _tables: DropOnExit,
 }
 
 fn spec(table: &str, meta: &str) -> ComponentSpec {
@@ -81,7 +36,7 @@ fn spec(table: &str, meta: &str) -> ComponentSpec {
 async fn fixture_with(extra: &[(&str, &str)]) -> Fixture {
     let table = unique("plinth_state");
     let meta = unique("plinth_meta");
-    let tables = Tables(vec![table.clone(), meta.clone()]);
+    let tables = DropOnExit::tables(&[&table, &meta]);
     let mut spec = spec(&table, &meta);
     for (k, v) in extra {
         spec = spec.with_metadata(*k, *v);
@@ -551,7 +506,7 @@ async fn postgres_default_table_records_dapr_migration_level() {
     // migration level is recorded as Dapr does.
     let prefix = format!("{}_", unique("plinth"));
     let meta = unique("plinth_meta");
-    let _tables = Tables(vec![format!("{prefix}state"), meta.clone()]);
+    let _tables = DropOnExit::tables(&[&format!("{prefix}state"), &meta]);
     let spec = ComponentSpec::new("statestore", TYPE_NAME)
         .with_metadata(CONNECTION_STRING, url())
         .with_metadata(TABLE_PREFIX, prefix.as_str())
@@ -644,7 +599,7 @@ fn postgres_config_defaults_and_errors() {
 async fn postgres_rejects_a_table_in_dapr_v1_layout() {
     let table = unique("plinth_state");
     let meta = unique("plinth_meta");
-    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let _tables = DropOnExit::tables(&[&table, &meta]);
     let sql = connect().await;
     sql.batch_execute(&format!(
         "CREATE TABLE {table} (key text NOT NULL PRIMARY KEY, value jsonb NOT NULL,
@@ -990,7 +945,7 @@ async fn v1_store(table: &str, meta: &str) -> v1::PostgresV1StateStore {
 async fn postgres_v1_reads_rows_written_by_hand_in_daprs_v1_shape() {
     let table = unique("plinth_state_v1");
     let meta = unique("plinth_meta");
-    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let _tables = DropOnExit::tables(&[&table, &meta]);
     let sql = connect().await;
     // Dapr's v1 table after its first two migrations, and rows as Dapr writes them: JSON
     // as jsonb, bytes as a base64 JSON string.
@@ -1073,7 +1028,7 @@ async fn postgres_v1_reads_rows_written_by_hand_in_daprs_v1_shape() {
 async fn postgres_v1_writes_rows_dapr_reads() {
     let table = unique("plinth_state_v1");
     let meta = unique("plinth_meta");
-    let _tables = Tables(vec![table.clone(), meta.clone()]);
+    let _tables = DropOnExit::tables(&[&table, &meta]);
     let store = v1_store(&table, &meta).await;
     let sql = connect().await;
     let level: String = sql
@@ -1129,7 +1084,7 @@ async fn postgres_v1_writes_rows_dapr_reads() {
 
     // A v2 table is refused under v1, and the other way round.
     let v2_table = unique("plinth_state");
-    let _more = Tables(vec![v2_table.clone()]);
+    let _more = DropOnExit::tables(&[&v2_table]);
     let v2 = PostgresStateStore::new(PostgresConfig::from_spec(&spec(&v2_table, &meta)).unwrap())
         .unwrap();
     v2.init().await.expect("a v2 table");
