@@ -260,7 +260,7 @@ fn check_redis_layouts() -> anyhow::Result<()> {
         (
             "lock.redis",
             LOCK_REDIS_CONFIG_SRC,
-            "None => KeyLayout::Dapr,",
+            "KeyLayout::Dapr,\n            &[(\"dapr\", KeyLayout::Dapr)",
         ),
         (
             "lock.redis",
@@ -275,7 +275,7 @@ fn check_redis_layouts() -> anyhow::Result<()> {
         (
             "sequencer.redis",
             SEQUENCER_REDIS_CONFIG_SRC,
-            "None => KeyLayout::Layotto,",
+            "KeyLayout::Layotto,\n            &[(\"layotto\", KeyLayout::Layotto)",
         ),
         (
             "sequencer.redis",
