@@ -1,3 +1,4 @@
 //! Pub/sub brokers.
 
+mod common;
 pub mod memory;

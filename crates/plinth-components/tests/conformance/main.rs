@@ -11,5 +11,6 @@ mod common;
 mod configuration;
 mod file;
 mod lock;
+mod pubsub;
 mod sequencer;
 mod state;

@@ -2,6 +2,7 @@
 //! letters and bounded delivery belong to the pub/sub building block.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,6 +71,15 @@ pub trait Acknowledger: Send + Debug {
     /// Give the message back for redelivery (to this or another subscriber of the group);
     /// a backend that cannot redeliver (an input binding's timer) drops it.
     async fn nack(self: Box<Self>) -> Result<()>;
+
+    /// Give the message back, to be redelivered no sooner than `delay`: for a message whose
+    /// immediate redelivery would only fail again (its dead-lettering failed). A broker that
+    /// delays redelivery itself (a NATS NAK with a delay) overrides this; by default the
+    /// message is held for `delay`, then nacked.
+    async fn nack_after(self: Box<Self>, delay: Duration) -> Result<()> {
+        tokio::time::sleep(delay).await;
+        self.nack().await
+    }
 }
 
 /// A message with the handle that settles it. Dropping a delivery without settling it must
@@ -91,6 +101,11 @@ impl Delivery {
     /// Return the message for redelivery.
     pub async fn nack(self) -> Result<()> {
         self.acker.nack().await
+    }
+
+    /// Return the message for redelivery no sooner than `delay`.
+    pub async fn nack_after(self, delay: Duration) -> Result<()> {
+        self.acker.nack_after(delay).await
     }
 }
 

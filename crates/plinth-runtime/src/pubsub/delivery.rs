@@ -8,7 +8,8 @@
 //! | DROP                             | DLQ, then ack                     | ack, logged and counted      |
 //! | UNIMPLEMENTED                    | ack                               | ack                          |
 //!
-//! A message whose dead-lettering fails is returned to the broker (nack), never acked.
+//! A message whose dead-lettering fails is returned to the broker after the largest backoff
+//! (`nack_after`), never acked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,8 +256,10 @@ async fn process(
                     delivery.ack().await
                 }
                 Err(err) => {
-                    tracing::warn!(topic = %spec.topic, dead_letter_topic = %dlq, error = %err, "dead-lettering failed; returning the event to the broker");
-                    delivery.nack().await
+                    // Delayed, so that a dead-letter topic that keeps failing does not turn
+                    // into a hot loop of redeliveries.
+                    tracing::warn!(topic = %spec.topic, dead_letter_topic = %dlq, error = %err, retry_in_ms = spec.policy.max_backoff.as_millis() as u64, "dead-lettering failed; returning the event to the broker");
+                    delivery.nack_after(spec.policy.max_backoff).await
                 }
             },
             None => {

@@ -24,6 +24,7 @@ use plinth_core::{ComponentSpec, Error, Result};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::common::check_subscribe;
 use crate::util::lock;
 
 mod config;
@@ -34,9 +35,6 @@ pub use config::{DEFAULT_MAX_QUEUE_LENGTH, InMemoryPubSubConfig, MAX_QUEUE_LENGT
 
 /// The type name this component registers under.
 pub const TYPE_NAME: &str = "pubsub.in-memory";
-
-/// The most unsettled deliveries one subscription may have, whatever it asks for.
-const MAX_IN_FLIGHT_LIMIT: usize = 65_536;
 
 /// Build a `pubsub.in-memory` broker from its metadata (`maxQueueLength`).
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
@@ -286,16 +284,11 @@ impl PubSub for InMemoryPubSub {
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription> {
         self.check_open()?;
-        if req.topic.is_empty() || req.group.is_empty() {
-            return Err(Error::invalid_argument(
-                "a subscription needs a topic and a consumer group",
-            ));
-        }
-        let max_in_flight = req.max_in_flight.clamp(1, MAX_IN_FLIGHT_LIMIT);
+        let (group_name, max_in_flight) = check_subscribe(&req, None)?;
         let group = {
             let mut topics = lock(&self.topics);
             let groups = topics.entry(req.topic).or_default();
-            Arc::clone(groups.entry(req.group).or_default())
+            Arc::clone(groups.entry(group_name).or_default())
         };
         let (tx, receiver) = mpsc::channel(max_in_flight);
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
