@@ -6,10 +6,13 @@ mod common;
 
 mod app;
 mod app_channel;
+mod brokers;
 mod concurrency;
+mod conformance;
 mod dapr_app;
 mod delivery;
 mod http_app;
+mod ledger;
 mod publish;
 mod startup;
 mod streaming;

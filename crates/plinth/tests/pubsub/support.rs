@@ -21,7 +21,12 @@ pub(crate) type Client = RuntimeClient<Channel>;
 /// ListTopicSubscriptions only once Plinth has started, so the `subscribed` lines come after
 /// the startup lines the harness consumes.
 pub(crate) fn start_for(app: &TestApp, extra: &[&str]) -> Plinth {
-    let port = app.port.to_string();
+    start_via(app, app.port, extra)
+}
+
+/// [`start_for`], with Plinth reaching the app on `port` (a proxy in front of it).
+pub(crate) fn start_via(app: &TestApp, port: u16, extra: &[&str]) -> Plinth {
+    let port = port.to_string();
     let mut args = vec!["--app-port", port.as_str(), "--app-protocol", "grpc"];
     args.extend_from_slice(extra);
     let plinth = Plinth::start_with(&args, None);
