@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Plinth and the benchmark harness in release mode and runs one
-# benchmark: `core` (bench-core, the default), `dapr` (bench-dapr) or `stores`
-# (bench-stores). Further arguments go to the benchmark, e.g.
+# benchmark: `core` (bench-core, the default), `dapr` (bench-dapr), `stores`
+# (bench-stores) or `pubsub` (bench-pubsub). Further arguments go to the benchmark, e.g.
 #   bench/run.sh --quick                       # bench-core, smoke run
 #   bench/run.sh --runs 5 --scenarios say-hello
 #   bench/run.sh dapr --quick                  # bench-dapr, smoke run
@@ -9,6 +9,7 @@
 #   bench/run.sh dapr --no-haproxy             # bench-dapr without haproxy
 #   bench/run.sh stores --quick                # bench-stores, smoke run
 #   bench/run.sh stores                        # bench-stores, full run
+#   bench/run.sh pubsub --quick                # bench-pubsub, smoke run
 # bench-dapr compares service invocation with haproxy too: `dapr` installs
 # Debian's haproxy package when it is missing (as root; otherwise it says so
 # and stops), unless --no-haproxy is given. bench-stores needs Redis and
@@ -22,7 +23,7 @@ cd "$workspace"
 
 bench=core
 case "${1:-}" in
-  core | dapr | stores)
+  core | dapr | stores | pubsub)
     bench="$1"
     shift
     ;;
