@@ -431,6 +431,42 @@ pub fn checks_table(checks: &[Check]) -> String {
     )
 }
 
+/// The Markdown section of [`crate::stats::Added`] latency: `candidate − baseline`, per
+/// scenario (`scenario_heading` names the column) and load.
+pub fn added_section(
+    added: &[crate::stats::Added],
+    candidate: &str,
+    baseline: &str,
+    scenario_heading: &str,
+) -> String {
+    let us = |s: &Option<Spread>| opt_spread(s.as_ref(), signed);
+    let rows: Vec<Vec<String>> = added
+        .iter()
+        .map(|a| {
+            vec![
+                a.scenario.clone(),
+                a.load.label(),
+                us(&a.p50_us),
+                us(&a.p90_us),
+                us(&a.p99_us),
+            ]
+        })
+        .collect();
+    format!(
+        "### Added latency ({candidate} − {baseline}, paired by run)\n\n{}\n",
+        markdown_table(
+            &[
+                scenario_heading,
+                "load",
+                "added p50 µs",
+                "added p90 µs",
+                "added p99 µs"
+            ],
+            &rows
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -461,6 +461,62 @@ fn groups<'a, K: Ord>(
     out
 }
 
+/// Candidate − baseline latency per scenario and load, µs, paired by run: what the
+/// candidate adds on top of the baseline it was measured next to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Added {
+    /// The scenario.
+    pub scenario: String,
+    /// The load level.
+    pub load: Load,
+    /// Added p50 over the runs.
+    pub p50_us: Option<Spread>,
+    /// Added p90 over the runs.
+    pub p90_us: Option<Spread>,
+    /// Added p99 over the runs.
+    pub p99_us: Option<Spread>,
+}
+
+/// [`Added`] latency for every scenario and load the candidate was measured at, pairing
+/// each candidate run with the baseline run of the same number.
+pub fn added_latency(measurements: &[Measurement]) -> Vec<Added> {
+    let mut out: Vec<Added> = Vec::new();
+    for m in measurements.iter().filter(|m| m.side == Side::Candidate) {
+        if out
+            .iter()
+            .any(|a| a.scenario == m.scenario && a.load == m.load)
+        {
+            continue;
+        }
+        let pairs: Vec<(&Measurement, &Measurement)> = measurements
+            .iter()
+            .filter(|c| c.side == Side::Candidate && c.scenario == m.scenario && c.load == m.load)
+            .filter_map(|c| {
+                measurements
+                    .iter()
+                    .find(|b| {
+                        b.side == Side::Baseline
+                            && b.scenario == c.scenario
+                            && b.load == c.load
+                            && b.run == c.run
+                    })
+                    .map(|b| (b, c))
+            })
+            .collect();
+        let diff = |f: fn(&Measurement) -> u64| {
+            Spread::of(pairs.iter().map(|(b, c)| f(c) as f64 - f(b) as f64))
+        };
+        out.push(Added {
+            scenario: m.scenario.clone(),
+            load: m.load,
+            p50_us: diff(|m| m.latency_us.p50),
+            p90_us: diff(|m| m.latency_us.p90),
+            p99_us: diff(|m| m.latency_us.p99),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

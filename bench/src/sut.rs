@@ -459,6 +459,16 @@ fn probe(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     Ok(code.parse()?)
 }
 
+/// A gRPC channel to a SUT's listener: TCP_NODELAY, a 5 s connect timeout, connected now.
+pub async fn grpc_channel(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

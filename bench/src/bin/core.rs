@@ -27,7 +27,7 @@ use plinth_bench::{
 use plinth_proto::runtime::v1::runtime_client::RuntimeClient;
 use plinth_proto::runtime::v1::{GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Added p99 latency per call allowed at the low rate, µs.
 const TARGET_ADDED_P99_US: f64 = 100.0;
@@ -179,13 +179,9 @@ struct Target {
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<RuntimeClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    Ok(RuntimeClient::new(channel))
+    Ok(RuntimeClient::new(
+        plinth_bench::sut::grpc_channel(addr).await?,
+    ))
 }
 
 /// Checks that the SUT answers every scenario correctly and stores the

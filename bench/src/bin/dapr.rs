@@ -47,7 +47,7 @@ use plinth_bench::{
     Session, StopSignal, Sut, SutSpec, haproxy, pin,
 };
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Added p99 latency per call allowed at the low rate for the HTTP
 /// scenarios, µs.
@@ -219,13 +219,9 @@ fn http_client() -> HttpClient {
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<DaprClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    Ok(DaprClient::new(channel))
+    Ok(DaprClient::new(
+        plinth_bench::sut::grpc_channel(addr).await?,
+    ))
 }
 
 /// One HTTP request and what a correct answer looks like.

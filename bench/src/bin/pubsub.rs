@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 use plinth_bench::report::{self, Check};
-use plinth_bench::stats::{self, Comparison, Measurement, Side, Spread};
+use plinth_bench::stats::{self, Comparison, Side};
 use plinth_bench::{
     Candidate, CommonArgs, Proc, ProcessSeries, Report, RunConfig, Session, Sut, SutSpec, pin,
 };
@@ -41,7 +41,7 @@ use plinth_proto::runtime::v1::runtime_client::RuntimeClient;
 use plinth_proto::runtime::v1::topic_event_response::TopicEventResponseStatus;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Plinth's p50 at most this many times the direct client's.
@@ -148,7 +148,7 @@ struct Config {
 #[derive(Debug, Serialize)]
 struct Extra {
     process: ProcessSeries,
-    added: Vec<Added>,
+    added: Vec<stats::Added>,
     checks: Vec<Check>,
     notes: Vec<String>,
 }
@@ -694,13 +694,9 @@ async fn serve_app(
 }
 
 async fn connect_plinth(addr: std::net::SocketAddr) -> anyhow::Result<RuntimeClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    Ok(RuntimeClient::new(channel))
+    Ok(RuntimeClient::new(
+        plinth_bench::sut::grpc_channel(addr).await?,
+    ))
 }
 
 /// One trip through Plinth.
@@ -971,71 +967,6 @@ fn run_all(
     Ok(out)
 }
 
-/// Plinth − direct per scenario and load, µs, paired by run.
-#[derive(Debug, Clone, Serialize)]
-struct Added {
-    scenario: String,
-    load: plinth_bench::Load,
-    p50_us: Option<Spread>,
-    p99_us: Option<Spread>,
-}
-
-fn added_latency(measurements: &[Measurement]) -> Vec<Added> {
-    let mut out: Vec<Added> = Vec::new();
-    for m in measurements.iter().filter(|m| m.side == Side::Candidate) {
-        if out
-            .iter()
-            .any(|a| a.scenario == m.scenario && a.load == m.load)
-        {
-            continue;
-        }
-        let pairs: Vec<(&Measurement, &Measurement)> = measurements
-            .iter()
-            .filter(|c| c.side == Side::Candidate && c.scenario == m.scenario && c.load == m.load)
-            .filter_map(|c| {
-                measurements
-                    .iter()
-                    .find(|b| {
-                        b.side == Side::Baseline
-                            && b.scenario == c.scenario
-                            && b.load == c.load
-                            && b.run == c.run
-                    })
-                    .map(|b| (b, c))
-            })
-            .collect();
-        let diff = |f: fn(&Measurement) -> u64| {
-            Spread::of(pairs.iter().map(|(b, c)| f(c) as f64 - f(b) as f64))
-        };
-        out.push(Added {
-            scenario: m.scenario.clone(),
-            load: m.load,
-            p50_us: diff(|m| m.latency_us.p50),
-            p99_us: diff(|m| m.latency_us.p99),
-        });
-    }
-    out
-}
-
-fn added_section(added: &[Added]) -> String {
-    let us = |s: &Option<Spread>| report::opt_spread(s.as_ref(), report::signed);
-    let rows: Vec<Vec<String>> = added
-        .iter()
-        .map(|a| {
-            vec![
-                a.scenario.clone(),
-                a.load.label(),
-                us(&a.p50_us),
-                us(&a.p99_us),
-            ]
-        })
-        .collect();
-    format!(
-        "### Added latency (plinth − direct, paired by run)\n\n{}\n",
-        report::markdown_table(&["broker", "load", "added p50 µs", "added p99 µs"], &rows)
-    )
-}
-
 fn checks(cfg: &Config, comparisons: &[Comparison]) -> Vec<Check> {
     let run = &cfg.run;
     let mut checks = Vec::new();
@@ -1137,7 +1068,7 @@ fn main() -> anyhow::Result<()> {
     let summaries = stats::summarize(&measurements);
     let comparisons = stats::compare(&measurements);
     let checks = checks(&cfg, &comparisons);
-    let added = added_latency(&measurements);
+    let added = stats::added_latency(&measurements);
     let notes = vec![
         format!(
             "One call is one event's trip from publish to delivery, acknowledged. Baseline `{DIRECT}`: the \
@@ -1178,7 +1109,10 @@ fn main() -> anyhow::Result<()> {
         "{}",
         report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
     );
-    print!("{}", added_section(&added));
+    print!(
+        "{}",
+        report::added_section(&added, "plinth", DIRECT, "broker")
+    );
     print!("{}", report::targets_section(&checks, &summaries));
 
     let report = Report {

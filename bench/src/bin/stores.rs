@@ -33,7 +33,7 @@ use clap::{Parser, ValueEnum};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use plinth_bench::load::Load;
 use plinth_bench::report::{self, Check};
-use plinth_bench::stats::{self, Comparison, Measurement, Side, Spread};
+use plinth_bench::stats::{self, Comparison, Measurement, Side};
 use plinth_bench::{
     Candidate, CommonArgs, Phase, Proc, ProcessSeries, Report, RunConfig, Session, Sut, SutSpec,
     pin,
@@ -48,7 +48,7 @@ use plinth_proto::runtime::v1::{
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Plinth's p50 at most this many times the direct client's, at both open-loop rates.
@@ -190,7 +190,7 @@ struct Extra {
     /// own: its side is "baseline" with no values).
     process: ProcessSeries,
     /// Added latency (Plinth − direct), µs, per scenario and load.
-    added: Vec<Added>,
+    added: Vec<stats::Added>,
     checks: Vec<Check>,
     notes: Vec<String>,
 }
@@ -956,13 +956,9 @@ async fn cleanup(args: &Args, names: &Names) -> anyhow::Result<()> {
 }
 
 async fn connect_plinth(addr: std::net::SocketAddr) -> anyhow::Result<RuntimeClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    Ok(RuntimeClient::new(channel))
+    Ok(RuntimeClient::new(
+        plinth_bench::sut::grpc_channel(addr).await?,
+    ))
 }
 
 /// What the runs produce besides the session's measurements.
@@ -1070,83 +1066,6 @@ fn run_all(
         measured?;
     }
     Ok(out)
-}
-
-/// Plinth − direct per scenario and load, µs, paired by run.
-#[derive(Debug, Clone, Serialize)]
-struct Added {
-    scenario: String,
-    load: Load,
-    p50_us: Option<Spread>,
-    p90_us: Option<Spread>,
-    p99_us: Option<Spread>,
-}
-
-fn added_latency(measurements: &[Measurement]) -> Vec<Added> {
-    let mut out: Vec<Added> = Vec::new();
-    for m in measurements.iter().filter(|m| m.side == Side::Candidate) {
-        if out
-            .iter()
-            .any(|a| a.scenario == m.scenario && a.load == m.load)
-        {
-            continue;
-        }
-        let pairs: Vec<(&Measurement, &Measurement)> = measurements
-            .iter()
-            .filter(|c| c.side == Side::Candidate && c.scenario == m.scenario && c.load == m.load)
-            .filter_map(|c| {
-                measurements
-                    .iter()
-                    .find(|b| {
-                        b.side == Side::Baseline
-                            && b.scenario == c.scenario
-                            && b.load == c.load
-                            && b.run == c.run
-                    })
-                    .map(|b| (b, c))
-            })
-            .collect();
-        let diff = |f: fn(&Measurement) -> u64| {
-            Spread::of(pairs.iter().map(|(b, c)| f(c) as f64 - f(b) as f64))
-        };
-        out.push(Added {
-            scenario: m.scenario.clone(),
-            load: m.load,
-            p50_us: diff(|m| m.latency_us.p50),
-            p90_us: diff(|m| m.latency_us.p90),
-            p99_us: diff(|m| m.latency_us.p99),
-        });
-    }
-    out
-}
-
-fn added_section(added: &[Added]) -> String {
-    let us = |s: &Option<Spread>| report::opt_spread(s.as_ref(), report::signed);
-    let rows: Vec<Vec<String>> = added
-        .iter()
-        .map(|a| {
-            vec![
-                a.scenario.clone(),
-                a.load.label(),
-                us(&a.p50_us),
-                us(&a.p90_us),
-                us(&a.p99_us),
-            ]
-        })
-        .collect();
-    format!(
-        "### Added latency (plinth − direct, paired by run)\n\n{}\n",
-        report::markdown_table(
-            &[
-                "scenario",
-                "load",
-                "added p50 µs",
-                "added p90 µs",
-                "added p99 µs"
-            ],
-            &rows
-        )
-    )
 }
 
 fn comparison(comparisons: &[Comparison], scenario: Scenario, load: Load) -> Option<&Comparison> {
@@ -1296,7 +1215,7 @@ fn main() -> anyhow::Result<()> {
     let summaries = stats::summarize(&measurements);
     let comparisons = stats::compare(&measurements);
     let checks = checks(&cfg, &comparisons);
-    let added = added_latency(&measurements);
+    let added = stats::added_latency(&measurements);
     let mut notes = vec![
         format!(
             "Baseline `{DIRECT}`: a client in the benchmark process (on the generator's core) sending the \
@@ -1341,7 +1260,10 @@ fn main() -> anyhow::Result<()> {
         "{}",
         report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
     );
-    print!("{}", added_section(&added));
+    print!(
+        "{}",
+        report::added_section(&added, "plinth", DIRECT, "scenario")
+    );
     print!("{}", report::targets_section(&checks, &summaries));
 
     let report = Report {
