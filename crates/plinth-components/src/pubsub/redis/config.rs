@@ -37,6 +37,8 @@ pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 pub(crate) const MIN_PROCESSING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The smallest `redeliverInterval`.
 pub(crate) const MIN_REDELIVER_INTERVAL: Duration = Duration::from_millis(100);
+/// The largest `processingTimeout` and `redeliverInterval`.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// A consumer with nothing pending is deleted once idle for 10 × `processingTimeout`, and
 /// never sooner than this: a live consumer touches the group at least once per read.
 pub(crate) const MIN_CONSUMER_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -111,10 +113,10 @@ impl Config {
                      since nacked messages come back through it",
                 ));
             }
-            if value < min {
+            if value < min || value > MAX_INTERVAL {
                 return Err(spec.invalid(
                     &format!("metadata.{key}"),
-                    format!("must be at least {min:?}"),
+                    format!("must be between {min:?} and {MAX_INTERVAL:?}"),
                 ));
             }
         }
