@@ -33,7 +33,7 @@ use plinth_core::component::pubsub::{
     Subscription,
 };
 use plinth_core::component::{Component, Instance};
-use plinth_core::{ComponentSpec, Error, Metadata, Result};
+use plinth_core::{ComponentSpec, Error, ErrorKind, Metadata, Result};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -223,19 +223,21 @@ impl Shared {
     }
 
     /// The group vanished (the stream or the group was deleted): create it again, as Dapr
-    /// does, unless the component is closing.
-    async fn recreate_group(&self, topic: &str, group: &str) {
+    /// does, unless the component is closing. A failure is logged and returned.
+    async fn recreate_group(&self, topic: &str, group: &str) -> Result<()> {
         if self.shutdown.is_cancelled() {
-            return;
+            return Ok(());
         }
         tracing::warn!(
             component = %self.name, topic, group,
             "the consumer group is gone (its stream or the group was deleted); recreating it at \
              the start of the stream, so entries still in the stream are delivered again"
         );
-        if let Err(error) = self.create_group(topic, group).await {
+        let created = self.create_group(topic, group).await;
+        if let Err(error) = &created {
             tracing::warn!(component = %self.name, topic, group, %error, "recreating the consumer group failed");
         }
+        created
     }
 
     fn register(&self, topic: &str, group: &str, wake: &Arc<Notify>) {
@@ -494,8 +496,8 @@ impl Sub {
         Ok(Ok(gone))
     }
 
-    /// Stop holding `ids` and make them claimable by the group once `idle` short of
-    /// `processingTimeout` has passed (idle = `processingTimeout`: at once).
+    /// Stop holding `ids` and set their idle time to `idle`: the group takes them over once
+    /// they have been idle for `processingTimeout`, so at once when `idle` is that.
     async fn give_back(&self, ids: &[String], idle: Duration) -> Result<()> {
         {
             let mut held = lock(&self.held);
@@ -508,7 +510,8 @@ impl Sub {
             // Ids not pending here any more were acknowledged or taken over: nothing to do.
             Ok(_) => Ok(()),
             Err(NoGroup) => {
-                self.shared.recreate_group(&self.topic, &self.group).await;
+                // Logged there; the message went away with the group.
+                let _ = self.shared.recreate_group(&self.topic, &self.group).await;
                 Ok(())
             }
         }
@@ -537,7 +540,9 @@ impl Sub {
                     );
                 }
             }
-            Ok(Err(NoGroup)) => self.shared.recreate_group(&self.topic, &self.group).await,
+            Ok(Err(NoGroup)) => {
+                let _ = self.shared.recreate_group(&self.topic, &self.group).await;
+            }
             Err(error) => tracing::warn!(
                 component = %self.shared.name, topic = %self.topic, group = %self.group,
                 held = ids.len(), %error,
@@ -555,7 +560,8 @@ impl Sub {
             Ok(_) => Ok(()),
             // The group went away with the message: nothing left to acknowledge.
             Err(NoGroup) => {
-                self.shared.recreate_group(&self.topic, &self.group).await;
+                // Logged there; the message went away with the group.
+                let _ = self.shared.recreate_group(&self.topic, &self.group).await;
                 Ok(())
             }
         }
@@ -602,6 +608,7 @@ impl Sub {
                 true,
             ),
             Ok(Err(e)) if is_no_group(&e) => Fetch::NoGroup,
+            Ok(Err(e)) if is_wrong_type(&e) => Fetch::Failed(not_a_stream(&self.topic), false),
             Ok(Err(e)) => Fetch::Failed(self.shared.conn.error(e), true),
             Ok(Ok(reply)) => match parse_read(reply) {
                 Ok(entries) => Fetch::Entries(entries),
@@ -816,35 +823,49 @@ async fn pump(
                 }
             }
         };
-        match fetch {
+        let error = match fetch {
             Fetch::Entries(entries) => {
                 backoff = BACKOFF.0;
                 if !sub.hand_out(entries, &mut permits, &tx).await {
                     break;
                 }
+                continue;
             }
             Fetch::NoGroup => {
                 if tx.is_closed() {
                     break;
                 }
                 drop(permits);
-                shared.recreate_group(&sub.topic, &sub.group).await;
                 cursor = String::from("0-0");
+                match shared.recreate_group(&sub.topic, &sub.group).await {
+                    Ok(()) => continue,
+                    Err(error) => error,
+                }
             }
             Fetch::Failed(error, _) => {
                 drop(permits);
-                tracing::warn!(
-                    component = %shared.name, topic = %sub.topic, group = %sub.group,
-                    %error, retry_in_ms = millis(backoff), "reading the stream failed; retrying"
-                );
-                tokio::select! {
-                    _ = shared.shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF.1);
+                error
             }
+        };
+        if error.kind() == ErrorKind::InvalidArgument {
+            // The topic's key was replaced by something that is not a stream: ending the
+            // subscription lets the runtime report it (resubscribing fails the same way).
+            tracing::error!(
+                component = %shared.name, topic = %sub.topic, group = %sub.group, %error,
+                "ending the subscription"
+            );
+            break;
         }
+        tracing::warn!(
+            component = %shared.name, topic = %sub.topic, group = %sub.group,
+            %error, retry_in_ms = millis(backoff), "reading the stream failed; retrying"
+        );
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tx.closed() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
     }
     shared.unregister(&sub.topic, &sub.group, &sub.wake);
     sub.ended.cancel();

@@ -422,6 +422,18 @@ async fn a_key_that_is_not_a_stream_is_refused_naming_the_topic() {
         .await
         .expect_err("subscribe");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+
+    // A stream replaced by another type under a subscription ends it.
+    let replaced = streams.topic("replaced");
+    let mut sub = subscribe(&broker, &replaced, "g", 1).await;
+    let _: () = query(
+        ::redis::cmd("SET")
+            .arg(&replaced)
+            .arg("not a stream any more"),
+    )
+    .await;
+    let ended = tokio::time::timeout(WAIT, sub.receiver.recv()).await;
+    assert!(matches!(ended, Ok(None)), "the subscription did not end");
     broker.close().await;
 }
 
