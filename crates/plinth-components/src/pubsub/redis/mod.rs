@@ -378,17 +378,20 @@ impl PubSub for RedisPubSub {
         if !req.content_type.is_empty() {
             cmd.arg(CONTENT_TYPE).arg(&req.content_type);
         }
-        let added = shared
+        // Ok(Err(..)): what Redis refused, as an error of our own.
+        shared
             .conn
             .run(|mut c| async move {
                 match cmd.query_async::<String>(&mut c).await {
-                    Ok(id) => Ok(Ok(id)),
-                    Err(e) if is_wrong_type(&e) => Ok(Err(())),
+                    Ok(_) => Ok(Ok(())),
+                    Err(e) if is_wrong_type(&e) => Ok(Err(not_a_stream(&req.topic))),
+                    Err(e) if e.code() == Some("OOM") => Ok(Err(Error::resource_exhausted(
+                        "redis is out of memory (maxmemory): the message was not added",
+                    ))),
                     Err(e) => Err(e),
                 }
             })
-            .await?;
-        added.map(drop).map_err(|()| not_a_stream(&req.topic))
+            .await?
     }
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription> {
