@@ -56,7 +56,8 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         return None;
     }
     if let Ok(secs) = raw.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        // `try_`: a number too large for a Duration is not a duration, not a panic.
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let mut total = Duration::ZERO;
     let mut rest = raw;
@@ -81,7 +82,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         if !secs.is_finite() || secs < 0.0 {
             return None;
         }
-        total += Duration::from_secs_f64(secs);
+        total = total.checked_add(Duration::try_from_secs_f64(secs).ok()?)?;
         rest = tail;
     }
     Some(total)
@@ -126,6 +127,11 @@ mod tests {
         assert_eq!(parse_duration("5 parsecs"), None);
         assert_eq!(parse_duration("-5s"), None);
         assert_eq!(parse_duration(""), None);
+        // Too large for a Duration: refused, not a panic.
+        assert_eq!(parse_duration("1e30"), None);
+        assert_eq!(parse_duration("inf"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_duration("18446744073709551615s1h"), None);
     }
 
     #[test]

@@ -131,7 +131,12 @@ impl RedisSettings {
         let mut nodes = Vec::new();
         for raw in raw_host.split(',').map(str::trim) {
             let node = split_host_port(raw).ok_or_else(|| {
-                spec.invalid("metadata.redisHost", format!("{raw:?} is not host:port"))
+                // A URL may carry a password before the `@`: never echo it.
+                let shown = match raw.rsplit_once('@') {
+                    Some((_, host)) => format!("\"***@{host}\""),
+                    None => format!("{raw:?}"),
+                };
+                spec.invalid("metadata.redisHost", format!("{shown} is not host:port"))
             })?;
             nodes.push(node);
         }
@@ -314,6 +319,11 @@ impl RedisSettings {
 
 /// `host:port`, `[v6]:port`; a missing port is Redis's 6379.
 fn split_host_port(raw: &str) -> Option<(String, u16)> {
+    // A URL (`redis://user:password@host`) is not a host; refused so that no part of it,
+    // the password included, ends up in connection errors.
+    if raw.contains('@') || raw.contains('/') {
+        return None;
+    }
     if let Some(rest) = raw.strip_prefix('[') {
         let (host, tail) = rest.split_once(']')?;
         let port = match tail.strip_prefix(':') {
@@ -454,6 +464,40 @@ impl RedisConn {
                 self.settings.timeout
             ))),
         }
+    }
+
+    /// A connection of its own, shared with no other call of the component, whose calls may
+    /// take up to `response_timeout`: for blocking commands (`XREADGROUP ... BLOCK`), which
+    /// would hold up every other command on the shared multiplexed connection. Bounded by
+    /// `dialTimeout`; fails with UNAVAILABLE.
+    pub(crate) async fn dedicated(&self, response_timeout: Duration) -> Result<RedisConnection> {
+        let mut settings = self.settings.clone();
+        settings.timeout = response_timeout;
+        tokio::time::timeout(settings.dial_timeout, settings.connect())
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "{} did not accept a connection within {:?}",
+                    settings.describe(),
+                    settings.dial_timeout
+                ))
+            })?
+    }
+
+    /// How long one call may take (`timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// An error of a call made on a [`RedisConn::dedicated`] connection, classified as
+    /// [`RedisConn::run`] classifies its own.
+    pub(crate) fn error(&self, err: RedisError) -> Error {
+        self.settings.error(err)
+    }
+
+    /// Where Redis is, for messages (never with credentials).
+    pub(crate) fn describe(&self) -> String {
+        self.settings.describe()
     }
 
     /// Fail with INVALID_ARGUMENT when, in a cluster, `keys` are not all in one hash slot:

@@ -19,7 +19,7 @@ use plinth_core::component::pubsub::{
 };
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 
-use crate::common::build;
+use crate::common::{build, redis_host};
 
 /// The bound on every wait for a delivery that should come.
 const WAIT: Duration = Duration::from_secs(15);
@@ -73,6 +73,83 @@ async fn in_memory() -> Broker {
         carries_metadata: true,
         max_message_bytes: usize::MAX,
         cleanup: no_cleanup(),
+    }
+}
+
+/// The largest payload the suite configures on brokers that take a limit.
+const SUITE_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// `pubsub.redis` on the machine's Redis; a case's streams (each holds its groups and
+/// consumers) are deleted after it.
+async fn redis() -> Broker {
+    let host = redis_host();
+    redis_broker(
+        ComponentSpec::new("conformance", "pubsub.redis").with_metadata("redisHost", &host),
+        move || {
+            let host = host.clone();
+            Box::pin(async move {
+                let client = ::redis::Client::open(format!("redis://{host}/")).expect("client");
+                let conn = client.get_multiplexed_async_connection().await;
+                RedisCleanup::Node(conn.expect("redis must be reachable"))
+            })
+        },
+    )
+    .await
+}
+
+/// `pubsub.redis` on the Redis Cluster: each topic is one stream, so one hash slot.
+async fn redis_cluster() -> Broker {
+    let seeds = crate::common::redis_cluster();
+    redis_broker(
+        ComponentSpec::new("conformance", "pubsub.redis")
+            .with_metadata("redisHost", &seeds)
+            .with_metadata("redisType", "cluster"),
+        move || {
+            let nodes: Vec<String> = seeds.split(',').map(|n| format!("redis://{n}/")).collect();
+            Box::pin(async move {
+                let client = ::redis::cluster::ClusterClient::new(nodes).expect("cluster client");
+                let conn = client.get_async_connection().await;
+                RedisCleanup::Cluster(conn.expect("the redis cluster must be reachable"))
+            })
+        },
+    )
+    .await
+}
+
+enum RedisCleanup {
+    Node(::redis::aio::MultiplexedConnection),
+    Cluster(::redis::cluster_async::ClusterConnection),
+}
+
+async fn redis_broker(
+    spec: ComponentSpec,
+    connect: impl Fn() -> BoxFuture<'static, RedisCleanup> + Send + Sync + 'static,
+) -> Broker {
+    let spec = spec.with_metadata("maxMessageBytes", SUITE_MAX_MESSAGE_BYTES.to_string());
+    let pubsub = instance(spec).await;
+    let closing = Arc::clone(&pubsub);
+    Broker {
+        pubsub,
+        carries_metadata: true,
+        max_message_bytes: SUITE_MAX_MESSAGE_BYTES,
+        cleanup: Box::new(move |names| {
+            let closing = Arc::clone(&closing);
+            let conn = connect();
+            Box::pin(async move {
+                // Closed first, so that no subscription recreates a stream being deleted.
+                closing.close().await;
+                let mut conn = conn.await;
+                for topic in &names.topics {
+                    let mut del = ::redis::cmd("DEL");
+                    del.arg(topic);
+                    let deleted: ::redis::RedisResult<i64> = match &mut conn {
+                        RedisCleanup::Node(c) => del.query_async(c).await,
+                        RedisCleanup::Cluster(c) => del.query_async(c).await,
+                    };
+                    deleted.unwrap_or_else(|e| panic!("deleting stream {topic}: {e}"));
+                }
+            })
+        }),
     }
 }
 
@@ -451,4 +528,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory);
+suite!(in_memory, redis, redis_cluster);
