@@ -47,6 +47,9 @@ const FAULT_AT: usize = 3_000;
 const APP_OUTAGE: Duration = Duration::from_secs(2);
 /// How many publishes must have failed before a stopped broker or Plinth is started again.
 const MIN_REJECTED: usize = 50;
+/// How long a stopped broker or Plinth stays down at least: long enough for connections to
+/// notice, reconnects to back off and subscriptions to be reopened.
+const MIN_OUTAGE: Duration = Duration::from_millis(1500);
 /// The bound on delivering everything accepted, once publishing is over.
 const DRAIN: Duration = Duration::from_secs(120);
 
