@@ -245,7 +245,10 @@ async fn run(broker: Broker, fault: Fault) {
             wait_until(
                 "publishes failing while the broker is down",
                 Duration::from_secs(60),
-                || lock(&book).rejected() >= before + MIN_REJECTED,
+                || {
+                    lock(&book).rejected() >= before + MIN_REJECTED
+                        && started_at.elapsed() >= MIN_OUTAGE
+                },
             )
             .await;
             broker.start_again().await;
@@ -257,7 +260,10 @@ async fn run(broker: Broker, fault: Fault) {
             wait_until(
                 "publishes failing while Plinth is down",
                 Duration::from_secs(60),
-                || lock(&book).rejected() >= before + MIN_REJECTED,
+                || {
+                    lock(&book).rejected() >= before + MIN_REJECTED
+                        && started_at.elapsed() >= MIN_OUTAGE
+                },
             )
             .await;
             plinth = start_via(&the_app, proxy.port(), &plinth_args);
