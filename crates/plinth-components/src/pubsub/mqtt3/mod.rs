@@ -240,6 +240,9 @@ impl Mqtt3PubSub {
     /// A component from its spec; nothing connects yet.
     pub fn new(spec: &ComponentSpec) -> Result<Self> {
         let config = Arc::new(Config::from_spec(spec)?);
+        if config.clean_session {
+            tracing::warn!(pubsub = %config.name, "cleanSession is true: subscriptions and unacknowledged messages are lost whenever a session disconnects (not durable, not at least once across disconnects)");
+        }
         let base = match &config.client_id {
             Some(id) => id.clone(),
             None => format!("{}-{}", config.app_id, hostname()),

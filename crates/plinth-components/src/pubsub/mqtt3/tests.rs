@@ -560,6 +560,48 @@ async fn local_subscriptions_share_a_session_and_a_nack_goes_to_the_other() {
 }
 
 #[tokio::test]
+async fn a_delivery_outlives_its_subscription_and_unsent_messages_go_back() {
+    let spec = spec_for(&broker_url());
+    let c = connected(&spec).await;
+    let (topic, group) = (fresh("t"), fresh("g"));
+    let mut sub = subscribe(&c, &topic, &group, 1).await;
+    publish(&c, &topic, "a").await;
+    publish(&c, &topic, "b").await;
+    let a = recv(&mut sub, "a").await;
+    assert_eq!(text(&a), "a");
+    // "b" reached the session but was never handed out.
+    drop(sub);
+    a.ack()
+        .await
+        .expect("a delivery settles after its subscription is gone");
+    let mut sub = subscribe(&c, &topic, &group, 1).await;
+    assert_eq!(take(&mut sub, "b, from the broker again").await, "b");
+    assert!(quiet(&mut sub).await.is_none(), "the acked one stays acked");
+    drop(sub);
+    forget(&[&c], &[(&spec, &group, &topic)]).await;
+}
+
+#[tokio::test]
+async fn nack_after_redelivers_no_sooner_than_the_delay() {
+    let spec = spec_for(&broker_url());
+    let c = connected(&spec).await;
+    let (topic, group) = (fresh("t"), fresh("g"));
+    let mut sub = subscribe(&c, &topic, &group, 2).await;
+    publish(&c, &topic, "later").await;
+    let d = recv(&mut sub, "first").await;
+    let delay = Duration::from_millis(400);
+    let started = Instant::now();
+    let nack = tokio::spawn(d.nack_after(delay));
+    let again = recv(&mut sub, "after the delay").await;
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert_eq!(text(&again), "later");
+    nack.await.expect("joined").expect("nack_after");
+    again.ack().await.expect("ack");
+    drop(sub);
+    forget(&[&c], &[(&spec, &group, &topic)]).await;
+}
+
+#[tokio::test]
 async fn close_ends_subscriptions_and_refuses_publishing() {
     let spec = spec_for(&broker_url());
     let c = connected(&spec).await;
