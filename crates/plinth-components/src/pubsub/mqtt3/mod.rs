@@ -69,6 +69,13 @@ pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
 
 /// The first and the largest wait between connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Whether a connection that ended had been up long enough to start the next backoff from
+/// the beginning: one that comes up and is dropped again at once (a client id taken over by
+/// another process, a broker that refuses after connecting) keeps backing off.
+fn stayed_up(up_since: Option<std::time::Instant>) -> bool {
+    up_since.is_some_and(|at| at.elapsed() >= BACKOFF.1)
+}
+
 /// Requests (publishes, acks, subscribes) queued for one connection's event loop.
 const REQUEST_CAPACITY: usize = 256;
 /// Unsettled messages one session holds at most: MQTT's packet ids (1 to 65535) bound the
@@ -110,6 +117,15 @@ impl Config {
         match &self.client_id {
             Some(id) => id.clone(),
             None => format!("{group}-{}", hostname()),
+        }
+    }
+
+    /// The publishing connection's client id: `clientID`, or `{appId}-{hostname}`, then
+    /// `-pub-` and `random`, so that two processes never take over each other's publisher.
+    fn publisher_id(&self, random: &str) -> String {
+        match &self.client_id {
+            Some(id) => format!("{id}-pub-{random}"),
+            None => format!("{}-{}-pub-{random}", self.app_id, hostname()),
         }
     }
 
@@ -243,15 +259,8 @@ impl Mqtt3PubSub {
         if config.clean_session {
             tracing::warn!(pubsub = %config.name, "cleanSession is true: subscriptions and unacknowledged messages are lost whenever a session disconnects (not durable, not at least once across disconnects)");
         }
-        let base = match &config.client_id {
-            Some(id) => id.clone(),
-            None => format!("{}-{}", config.app_id, hostname()),
-        };
-        // Random, so that two processes never take over each other's publisher.
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        let publisher_id = format!("{base}-pub-{}", &random[..12]);
         Ok(Self {
-            publisher: Publisher::new(Arc::clone(&config), publisher_id),
+            publisher: Publisher::new(Arc::clone(&config)),
             config,
             sessions: Mutex::default(),
             closed: AtomicBool::new(false),

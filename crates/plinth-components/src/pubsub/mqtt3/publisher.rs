@@ -7,7 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use plinth_core::{Error, ErrorKind, Result};
@@ -15,7 +16,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BACKOFF, Config, Link, REQUEST_CAPACITY, wait_up};
+use super::{BACKOFF, Config, Link, REQUEST_CAPACITY, stayed_up, wait_up};
 use crate::util::{Background, lock};
 
 /// The filter `ping` unsubscribes from: nobody subscribes to it, so the round trip changes
@@ -72,7 +73,7 @@ impl Waiters {
             .chain(self.by_pkid.drain().map(|(_, w)| w));
         for waiter in all {
             let _ = waiter.tx.send(Err(Error::unavailable(format!(
-                "{reason}; the message may or may not have reached the broker"
+                "{reason}, before the broker answered (a publish may still have reached it)"
             ))));
         }
     }
@@ -97,7 +98,10 @@ struct Shared {
 /// The publishing connection of one component.
 pub(super) struct Publisher {
     config: Arc<Config>,
-    client_id: String,
+    /// Fixed on `start` (it names the host, which is read then, not in the factory).
+    client_id: OnceLock<String>,
+    /// The random part of the client id.
+    random: String,
     shared: Arc<Shared>,
     /// Requests waiting for an answer, at most the event loop's queue capacity.
     slots: Semaphore,
@@ -122,11 +126,13 @@ enum Kind {
 }
 
 impl Publisher {
-    pub(super) fn new(config: Arc<Config>, client_id: String) -> Self {
+    pub(super) fn new(config: Arc<Config>) -> Self {
         let (link, _) = watch::channel(Link::Connecting(0));
+        let random = uuid::Uuid::new_v4().simple().to_string();
         Self {
             config,
-            client_id,
+            client_id: OnceLock::new(),
+            random: random.chars().take(12).collect(),
             shared: Arc::new(Shared {
                 state: Mutex::default(),
                 link,
@@ -140,9 +146,12 @@ impl Publisher {
 
     /// Start the connection task, once.
     pub(super) fn start(&self) {
+        let client_id = self
+            .client_id
+            .get_or_init(|| self.config.publisher_id(&self.random));
         let (config, client_id, shared, cancel) = (
             Arc::clone(&self.config),
-            self.client_id.clone(),
+            client_id.clone(),
             Arc::clone(&self.shared),
             self.cancel.clone(),
         );
@@ -293,10 +302,10 @@ async fn run(
             state.publishes.fail_all(&reason);
             state.pings.fail_all(&reason);
         }
-        let Some((was_up, kind, reason)) = ended else {
+        let Some((up_since, kind, reason)) = ended else {
             return;
         };
-        if was_up {
+        if stayed_up(up_since) {
             backoff = BACKOFF.0;
         }
         tracing::warn!(pubsub = %config.name, client_id = %client_id, error = %reason, retry_in_ms = backoff.as_millis() as u64, "mqtt publishing connection lost");
@@ -310,15 +319,16 @@ async fn run(
     }
 }
 
-/// Poll one connection until it fails; returns whether it was up, and why it ended.
+/// Poll one connection until it fails; returns since when it was up, if it was, and why it
+/// ended.
 async fn drive(
     config: &Config,
     shared: &Shared,
     client: &AsyncClient,
     eventloop: &mut EventLoop,
     attempt: u64,
-) -> (bool, ErrorKind, String) {
-    let mut up = false;
+) -> (Option<Instant>, ErrorKind, String) {
+    let mut up = None;
     loop {
         let event = match eventloop.poll().await {
             Ok(event) => event,
@@ -330,7 +340,7 @@ async fn drive(
         let mut state = lock(&shared.state);
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
-                up = true;
+                up = Some(Instant::now());
                 state.client = Some(client.clone());
                 drop(state);
                 tracing::debug!(pubsub = %config.name, "mqtt publishing connection up");

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use plinth_core::component::pubsub::{Acknowledger, Delivery, Message, Subscription};
@@ -19,7 +20,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, Sub
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BACKOFF, Config, Link, MAX_UNSETTLED, wait_up};
+use super::{BACKOFF, Config, Link, MAX_UNSETTLED, stayed_up, wait_up};
 use crate::util::lock;
 
 /// A message received and not yet acknowledged.
@@ -89,7 +90,8 @@ enum End {
     Refused(ErrorKind, String),
     /// The connection failed; reconnect.
     Lost {
-        was_up: bool,
+        /// When it was subscribed, if it was.
+        up_since: Option<Instant>,
         kind: ErrorKind,
         reason: String,
     },
@@ -308,14 +310,14 @@ impl Session {
                     break;
                 }
                 End::Lost {
-                    was_up,
+                    up_since,
                     kind,
                     reason,
                 } => {
                     if self.stopping.is_cancelled() {
                         break;
                     }
-                    if was_up {
+                    if stayed_up(up_since) {
                         backoff = BACKOFF.0;
                     }
                     tracing::warn!(pubsub = %name, client_id = %self.client_id, error = %reason, retry_in_ms = backoff.as_millis() as u64, "mqtt session connection lost");
@@ -341,14 +343,14 @@ impl Session {
 
     /// Poll one connection: subscribe on every CONNACK, queue messages, until it ends.
     async fn drive(&self, client: &AsyncClient, eventloop: &mut EventLoop, attempt: u64) -> End {
-        let mut up = false;
+        let mut up = None;
         loop {
             let event = match eventloop.poll().await {
                 Ok(event) => event,
                 Err(err) => {
                     let (kind, reason) = self.config.describe(&err);
                     return End::Lost {
-                        was_up: up,
+                        up_since: up,
                         kind,
                         reason,
                     };
@@ -370,7 +372,7 @@ impl Session {
                         .is_err()
                     {
                         return End::Lost {
-                            was_up: up,
+                            up_since: up,
                             kind: ErrorKind::Unavailable,
                             reason: "the connection closed before SUBSCRIBE".into(),
                         };
@@ -379,7 +381,7 @@ impl Session {
                 }
                 Event::Incoming(Packet::SubAck(ack)) => match ack.return_codes.first() {
                     Some(SubscribeReasonCode::Success(QoS::AtLeastOnce | QoS::ExactlyOnce)) => {
-                        up = true;
+                        up = Some(Instant::now());
                         tracing::info!(pubsub = %self.config.name, client_id = %self.client_id, filter = %self.filter, "mqtt session subscribed");
                         self.link.send_replace(Link::Up(attempt));
                     }
@@ -409,7 +411,7 @@ impl Session {
                         continue;
                     };
                     return End::Lost {
-                        was_up: up,
+                        up_since: up,
                         kind: ErrorKind::Unavailable,
                         reason,
                     };

@@ -602,6 +602,41 @@ async fn nack_after_redelivers_no_sooner_than_the_delay() {
 }
 
 #[tokio::test]
+async fn consumer_id_is_the_group_of_every_subscription() {
+    let group = fresh("shared");
+    // No clientID: the session's client id derives from the group and the host name.
+    let spec = ComponentSpec::new("mqtt", TYPE_NAME)
+        .with_metadata(URL, broker_url())
+        .with_metadata("consumerID", group.as_str());
+    let c = connected(&spec).await;
+    let topic = fresh("t");
+    let mut one = subscribe(&c, &topic, "app-a", 1).await;
+    let mut two = subscribe(&c, &topic, "app-b", 1).await;
+    let session = {
+        let sessions = lock(&c.sessions);
+        assert_eq!(sessions.len(), 1, "both joined the consumerID group");
+        sessions
+            .get(&(group.clone(), topic.clone()))
+            .cloned()
+            .expect("keyed by consumerID")
+    };
+    let base = format!("{group}-{}", hostname());
+    assert!(
+        format!("{session:?}").contains(&session_client_id(&base, &group, &topic)),
+        "{session:?}"
+    );
+    publish(&c, &topic, "x").await;
+    let got = tokio::select! {
+        d = recv(&mut one, "one") => d,
+        d = recv(&mut two, "two") => d,
+    };
+    got.ack().await.expect("ack");
+    assert!(quiet(&mut one).await.is_none() && quiet(&mut two).await.is_none());
+    drop((one, two));
+    forget(&[&c], &[(&spec, "any group: consumerID wins", &topic)]).await;
+}
+
+#[tokio::test]
 async fn close_ends_subscriptions_and_refuses_publishing() {
     let spec = spec_for(&broker_url());
     let c = connected(&spec).await;
