@@ -3,3 +3,4 @@
 mod common;
 pub mod memory;
 pub mod redis;
+pub mod mqtt3;

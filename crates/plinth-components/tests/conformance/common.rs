@@ -27,6 +27,12 @@ pub(crate) fn redis_host() -> String {
     std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
 }
 
+/// The MQTT broker `pubsub.mqtt3` uses: Mosquitto at tcp://127.0.0.1:1883, or the URL in
+/// `PLINTH_TEST_MQTT`.
+pub(crate) fn mqtt_url() -> String {
+    std::env::var("PLINTH_TEST_MQTT").unwrap_or_else(|_| "tcp://127.0.0.1:1883".into())
+}
+
 /// The PostgreSQL database `test`, or the connection string in `PLINTH_TEST_POSTGRES`.
 pub(crate) fn postgres_url() -> String {
     std::env::var("PLINTH_TEST_POSTGRES")

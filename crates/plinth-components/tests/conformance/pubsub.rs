@@ -19,7 +19,7 @@ use plinth_core::component::pubsub::{
 };
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 
-use crate::common::{build, redis_host};
+use crate::common::{build, mqtt_url, redis_host};
 
 /// The bound on every wait for a delivery that should come.
 const WAIT: Duration = Duration::from_secs(15);
@@ -147,6 +147,35 @@ async fn redis_broker(
                         RedisCleanup::Cluster(c) => del.query_async(c).await,
                     };
                     deleted.unwrap_or_else(|e| panic!("deleting stream {topic}: {e}"));
+/// `pubsub.mqtt3` on the machine's Mosquitto, with a client id of its own. MQTT 3.1.1
+/// carries no content type or metadata. Cleanup closes the component (its sessions
+/// disconnect and stay away) and removes the persistent session of every (group, topic).
+async fn mqtt3() -> Broker {
+    let spec = ComponentSpec::new("conformance", "pubsub.mqtt3")
+        .with_metadata("url", mqtt_url())
+        .with_metadata(
+            "clientID",
+            format!("plinth-conf-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .with_metadata("maxMessageBytes", (1024 * 1024).to_string());
+    let pubsub = instance(spec.clone()).await;
+    let component = Arc::clone(&pubsub);
+    Broker {
+        pubsub,
+        carries_metadata: false,
+        max_message_bytes: 1024 * 1024,
+        cleanup: Box::new(move |names| {
+            let (spec, component) = (spec.clone(), Arc::clone(&component));
+            Box::pin(async move {
+                component.close().await;
+                for topic in &names.topics {
+                    for group in &names.groups {
+                        plinth_components::pubsub::mqtt3::remove_session(&spec, group, topic)
+                            .await
+                            .unwrap_or_else(|e| {
+                                panic!("removing the session of {group}/{topic}: {e}")
+                            });
+                    }
                 }
             })
         }),
@@ -528,4 +557,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster);
+suite!(in_memory, redis, redis_cluster, mqtt3);
