@@ -147,6 +147,12 @@ async fn redis_broker(
                         RedisCleanup::Cluster(c) => del.query_async(c).await,
                     };
                     deleted.unwrap_or_else(|e| panic!("deleting stream {topic}: {e}"));
+                }
+            })
+        }),
+    }
+}
+
 /// `pubsub.mqtt3` on the machine's Mosquitto, with a client id of its own. MQTT 3.1.1
 /// carries no content type or metadata. Cleanup closes the component (its sessions
 /// disconnect and stay away) and removes the persistent session of every (group, topic).
