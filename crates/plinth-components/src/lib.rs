@@ -1,5 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL and S3, and
-//! etcd behind the `etcd` feature.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3 and
+//! RabbitMQ, and etcd behind the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -29,7 +29,7 @@ mod util;
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
-/// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `file.s3`, `secretstores.local.env`,
+/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.rabbitmq`, `file.local`, `file.s3`, `secretstores.local.env`,
 /// `secretstores.local.file`, `bindings.http`, `bindings.cron`; and with the `etcd` feature
 /// `configuration.etcd`, `lock.etcd`, `sequencer.etcd`).
 pub fn register_all(registry: &mut Registry) {
@@ -58,6 +58,7 @@ pub fn register_all(registry: &mut Registry) {
             configuration::postgres::factory,
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
+        .register(pubsub::rabbitmq::TYPE_NAME, pubsub::rabbitmq::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
         .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
@@ -83,7 +84,7 @@ mod tests {
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
         let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
-        assert_eq!(types.len(), 21 + etcd);
+        assert_eq!(types.len(), 22 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -111,6 +112,7 @@ mod tests {
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",
+            "pubsub.rabbitmq",
             #[cfg(feature = "etcd")]
             "configuration.etcd",
             #[cfg(feature = "etcd")]

@@ -2,3 +2,4 @@
 
 mod common;
 pub mod memory;
+pub mod rabbitmq;
