@@ -49,6 +49,8 @@ use super::common::{check_publish, check_subscribe};
 use crate::util::lock;
 
 mod config;
+#[cfg(test)]
+mod tests;
 
 /// The type name this component registers under.
 pub const TYPE_NAME: &str = "pubsub.rabbitmq";
@@ -279,10 +281,10 @@ impl Inner {
             let left = at.saturating_duration_since(Instant::now());
             if !left.is_zero() {
                 return Err(Error::unavailable(format!(
-                    "{} is not connected: the last attempt failed ({}); the next one is in {}ms",
+                    "{} is not connected; the next attempt is in {}ms (the last one failed: {})",
                     self.describe(),
+                    left.as_millis(),
                     retry.last_error,
-                    left.as_millis()
                 )));
             }
         }
@@ -302,7 +304,12 @@ impl Inner {
                     .saturating_mul(1 << retry.failures.saturating_sub(1).min(16))
                     .min(self.config.reconnect_wait);
                 retry.not_before = Some(Instant::now() + wait);
-                retry.last_error = err.message().to_owned();
+                let prefix = format!("{}: ", self.describe());
+                retry.last_error = err
+                    .message()
+                    .strip_prefix(&prefix)
+                    .unwrap_or(err.message())
+                    .to_owned();
                 tracing::warn!(pubsub = %self.name, error = %err, retry_in_ms = wait.as_millis() as u64, "connecting to rabbitmq failed");
                 Err(err)
             }
