@@ -640,35 +640,76 @@ impl Inner {
         properties: BasicProperties,
     ) -> Result<()> {
         let channel = self.channel(link, &link.publisher, true).await?;
-        let confirm = self
-            .call(
-                "publishing",
-                channel.basic_publish(
-                    short("topic", &req.topic)?,
-                    routing_key,
-                    BasicPublishOptions::default(),
-                    &req.data,
-                    properties,
-                ),
-            )
-            .await?;
-        match self
-            .call("waiting for the publisher confirm", confirm)
-            .await?
-        {
-            Confirmation::Ack(_) => Ok(()),
-            Confirmation::Nack(_) => Err(Error::unavailable(format!(
+        let exchange = short("topic", &req.topic)?;
+        let (data, timeout, publisher) = (req.data.clone(), self.config.timeout, channel.clone());
+        // In a task of its own, so that a caller giving up half-way never drops lapin's
+        // pending confirm (the client keeps an abandoned one until the channel closes).
+        let sent = tokio::spawn(async move {
+            let publish = publisher.basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions::default(),
+                &data,
+                properties,
+            );
+            let confirm = match tokio::time::timeout(timeout, publish).await {
+                Ok(Ok(confirm)) => confirm,
+                Ok(Err(err)) => return Sent::Failed("publishing", err),
+                Err(_) => return Sent::TimedOut("publishing"),
+            };
+            match tokio::time::timeout(timeout, confirm).await {
+                Ok(Ok(Confirmation::Ack(_))) => Sent::Acked,
+                Ok(Ok(Confirmation::Nack(_))) => Sent::Nacked,
+                Ok(Ok(Confirmation::NotRequested)) => Sent::Unconfirmed,
+                Ok(Err(err)) => Sent::Failed("waiting for the publisher confirm", err),
+                Err(_) => Sent::TimedOut("waiting for the publisher confirm"),
+            }
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the publishing task failed: {e}")))?;
+        match sent {
+            Sent::Acked => Ok(()),
+            Sent::Nacked => Err(Error::unavailable(format!(
                 "{}: the broker did not accept the message for topic {:?} (it nacked the \
                  publish: a queue bound to the topic is full and rejects publishes, or the \
                  broker could not store it)",
                 self.describe(),
                 req.topic
             ))),
-            Confirmation::NotRequested => Err(Error::internal(
+            Sent::Unconfirmed => Err(Error::internal(
                 "the publishing channel is not in confirm mode",
             )),
+            Sent::Failed(what, err) => Err(self.error(what, &err)),
+            Sent::TimedOut(what) => {
+                // A fresh channel next time; closing this one also releases the confirms
+                // it still waits for.
+                let stale = {
+                    let mut slot = link.publisher.lock().await;
+                    match slot.as_ref() {
+                        Some(current) if current.id() == channel.id() => slot.take(),
+                        _ => None,
+                    }
+                };
+                if let Some(stale) = stale {
+                    let _ = tokio::time::timeout(timeout, stale.close(200, "timeout".into())).await;
+                }
+                Err(Error::unavailable(format!(
+                    "{}: {what}: no answer within {timeout:?}",
+                    self.describe()
+                )))
+            }
         }
     }
+}
+
+/// How a publish on the confirm channel went.
+enum Sent {
+    Acked,
+    Nacked,
+    /// The channel was not in confirm mode.
+    Unconfirmed,
+    Failed(&'static str, lapin::Error),
+    TimedOut(&'static str),
 }
 
 #[async_trait]

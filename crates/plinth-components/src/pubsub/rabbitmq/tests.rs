@@ -928,12 +928,33 @@ async fn an_unreachable_broker_fails_fast() {
 }
 
 /// A TCP proxy in front of the broker that can cut every connection and turn new ones
-/// away (accepting and closing them at once), then let them through again.
+/// away (accepting and closing them at once), then let them through again; or freeze the
+/// connections (they stay open, nothing passes) and thaw them.
 struct Proxy {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
+    frozen: tokio::sync::watch::Sender<bool>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Copy one direction, holding the bytes while the proxy is frozen.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -941,16 +962,25 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let open = Arc::new(AtomicBool::new(true));
+        let (frozen, _) = tokio::sync::watch::channel(false);
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let (open2, connections2) = (Arc::clone(&open), Arc::clone(&connections));
+        let (open2, frozen2, connections2) =
+            (Arc::clone(&open), frozen.clone(), Arc::clone(&connections));
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !open2.load(Ordering::SeqCst) {
                     continue;
                 }
+                let frozen = frozen2.subscribe();
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::select! {
+                        _ = pipe(in_read, out_write, frozen.clone()) => {}
+                        _ = pipe(out_read, in_write, frozen) => {}
                     }
                 });
                 lock(&connections2).push(relay.abort_handle());
@@ -959,9 +989,18 @@ impl Proxy {
         Self {
             addr,
             open,
+            frozen,
             connections,
             task,
         }
+    }
+
+    /// The test broker's URI with the proxy's address.
+    fn url(&self) -> String {
+        let mut uri: AMQPUri = url().parse().expect("uri");
+        uri.authority.host = self.addr.ip().to_string();
+        uri.authority.port = self.addr.port();
+        uri.to_string()
     }
 
     fn cut(&self) {
@@ -974,6 +1013,10 @@ impl Proxy {
     fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
 }
 
 impl Drop for Proxy {
@@ -984,16 +1027,60 @@ impl Drop for Proxy {
 }
 
 #[tokio::test]
+async fn a_broker_that_stops_answering_times_out() {
+    let mut created = Created::default();
+    let topic = created.topic();
+    let (group, queue) = created.group(&topic);
+    let proxy = Proxy::start(upstream()).await;
+    let spec = ComponentSpec::new("rabbit", TYPE_NAME)
+        .with_metadata("connectionString", proxy.url())
+        .with_metadata("timeout", "300ms");
+    let pubsub = build(&spec);
+    pubsub.init().await.expect("init through the proxy");
+    let mut sub = subscribe(&pubsub, &topic, &group, 1).await;
+    publish(&pubsub, &topic, "one").await;
+    let d = recv(&mut sub, "one").await;
+    proxy.freeze(true);
+    let started = Instant::now();
+    let err = pubsub
+        .publish(message(&topic, "two"))
+        .await
+        .expect_err("no confirm comes");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("within"), "{err}");
+    assert!(pubsub.ping().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The connection outlives the freeze (shorter than the heartbeat timeout): what was
+    // held still settles, and publishing works again on a fresh channel.
+    proxy.freeze(false);
+    d.ack().await.expect("ack after the thaw");
+    publish(&pubsub, &topic, "three").await;
+    let mut got = Vec::new();
+    for n in 0..2 {
+        let d = recv(&mut sub, &format!("message {n} after the thaw")).await;
+        got.push(text(&d));
+        d.ack().await.expect("ack");
+    }
+    // "two" timed out, but its frames were sent and reached the broker after the thaw: a
+    // publish that failed with UNAVAILABLE may still have been taken (at least once).
+    assert_eq!(got, ["two", "three"]);
+    let (_connection, channel) = raw().await;
+    assert_eq!(ready(&channel, &queue).await, 0);
+    pubsub.close().await;
+}
+
+#[tokio::test]
 async fn recovers_after_the_connection_is_cut() {
     let mut created = Created::default();
     let topic = created.topic();
     let (group, _) = created.group(&topic);
     let proxy = Proxy::start(upstream()).await;
-    let mut uri: AMQPUri = url().parse().expect("uri");
-    uri.authority.host = proxy.addr.ip().to_string();
-    uri.authority.port = proxy.addr.port();
     let spec = ComponentSpec::new("rabbit", TYPE_NAME)
-        .with_metadata("connectionString", uri.to_string())
+        .with_metadata("connectionString", proxy.url())
         .with_metadata("reconnectWaitSeconds", "1");
     let pubsub = build(&spec);
     pubsub.init().await.expect("init through the proxy");
@@ -1117,4 +1204,27 @@ async fn refusals_keep_their_meaning() {
     assert!(err.message().contains(&fanout), "{err}");
     publish(&b, &other, "z").await;
     publish(&b, &other, "z").await;
+}
+
+#[tokio::test]
+async fn a_deleted_exchange_is_declared_again() {
+    let mut created = Created::default();
+    let topic = created.topic();
+    let (group, queue) = created.group(&topic);
+    let pubsub = broker(&[]).await;
+    publish(&pubsub, &topic, "first").await;
+    let (_connection, channel) = raw().await;
+    channel
+        .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete the exchange behind the component's back");
+    // The component had it cached; the broker refuses the publish, the component declares
+    // the exchange again and publishes once more.
+    publish(&pubsub, &topic, "second").await;
+    let mut sub = subscribe(&pubsub, &topic, &group, 1).await;
+    publish(&pubsub, &topic, "third").await;
+    let d = recv(&mut sub, "third").await;
+    assert_eq!(text(&d), "third");
+    d.ack().await.expect("ack");
+    assert_eq!(ready(&channel, &queue).await, 0);
 }
