@@ -80,7 +80,12 @@ impl fmt::Debug for RabbitMqPubSub {
         f.debug_struct("RabbitMqPubSub")
             .field("name", &self.inner.name)
             .field("config", &self.inner.config)
-            .field("connected", &self.inner.live_link().is_some())
+            .field(
+                "connected",
+                &lock(&self.inner.current)
+                    .as_ref()
+                    .is_some_and(|l| l.alive()),
+            )
             .field("closed", &self.inner.shutdown.is_cancelled())
             .finish()
     }
@@ -255,6 +260,7 @@ impl Inner {
         match current.as_ref() {
             Some(link) if link.alive() => Some(Arc::clone(link)),
             Some(_) => {
+                tracing::warn!(pubsub = %self.name, broker = %self.describe(), "the rabbitmq connection was lost; reconnecting when next used");
                 // Dropping it releases the dead connection's resources.
                 *current = None;
                 None
@@ -290,9 +296,20 @@ impl Inner {
         }
         match self.connect().await {
             Ok(connection) => {
-                if retry.failures > 0 {
-                    tracing::info!(pubsub = %self.name, broker = %self.describe(), "reconnected to rabbitmq");
+                if self.shutdown.is_cancelled() {
+                    // Closed while connecting.
+                    let _ = self
+                        .call(
+                            "closing the connection",
+                            connection.close(200, "closing".into()),
+                        )
+                        .await;
+                    return Err(Error::unavailable(format!(
+                        "pubsub {:?} is closed",
+                        self.name
+                    )));
                 }
+                tracing::info!(pubsub = %self.name, broker = %self.describe(), "connected to rabbitmq");
                 *retry = Retry::default();
                 let link = Arc::new(Link::new(connection));
                 *lock(&self.current) = Some(Arc::clone(&link));
@@ -836,9 +853,16 @@ impl PubSub for RabbitMqPubSub {
         let channel = inner
             .call("opening a channel", link.connection.create_channel())
             .await?;
-        inner
+        if let Err(err) = inner
             .declare_queue(&channel, &req.topic, &queue, &options)
-            .await?;
+            .await
+        {
+            if err.kind() == ErrorKind::NotFound {
+                // The exchange was deleted since it was declared: declare it next time.
+                lock(&link.exchanges).remove(&req.topic);
+            }
+            return Err(err);
+        }
         inner
             .call(
                 "setting the prefetch",

@@ -1221,6 +1221,19 @@ async fn a_deleted_exchange_is_declared_again() {
     // The component had it cached; the broker refuses the publish, the component declares
     // the exchange again and publishes once more.
     publish(&pubsub, &topic, "second").await;
+    channel
+        .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete it again");
+    // A subscription fails to bind to the missing exchange; the next one declares it.
+    let req = SubscribeRequest {
+        topic: topic.clone(),
+        group: group.clone(),
+        max_in_flight: 1,
+        metadata: Metadata::new(),
+    };
+    let err = pubsub.subscribe(req).await.expect_err("no exchange");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let mut sub = subscribe(&pubsub, &topic, &group, 1).await;
     publish(&pubsub, &topic, "third").await;
     let d = recv(&mut sub, "third").await;
