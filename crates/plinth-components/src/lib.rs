@@ -1,5 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3 and MQTT,
-//! and etcd behind the `etcd` feature.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3, RabbitMQ
+//! and MQTT, and etcd behind the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -29,8 +29,8 @@ mod util;
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
-/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.mqtt3`, `pubsub.redis`, `file.local`,
-/// `file.s3`, `secretstores.local.env`,
+/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.mqtt3`, `pubsub.rabbitmq`,
+/// `pubsub.redis`, `file.local`, `file.s3`, `secretstores.local.env`,
 /// `secretstores.local.file`, `bindings.http`, `bindings.cron`; and with the `etcd` feature
 /// `configuration.etcd`, `lock.etcd`, `sequencer.etcd`).
 pub fn register_all(registry: &mut Registry) {
@@ -61,6 +61,7 @@ pub fn register_all(registry: &mut Registry) {
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
         .register(pubsub::redis::TYPE_NAME, pubsub::redis::factory)
         .register(pubsub::mqtt3::TYPE_NAME, pubsub::mqtt3::factory)
+        .register(pubsub::rabbitmq::TYPE_NAME, pubsub::rabbitmq::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
         .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
@@ -86,7 +87,7 @@ mod tests {
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
         let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
-        assert_eq!(types.len(), 23 + etcd);
+        assert_eq!(types.len(), 24 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -116,6 +117,7 @@ mod tests {
             "secretstores.local.file",
             "bindings.http",
             "bindings.cron",
+            "pubsub.rabbitmq",
             #[cfg(feature = "etcd")]
             "configuration.etcd",
             #[cfg(feature = "etcd")]

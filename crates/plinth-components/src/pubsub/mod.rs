@@ -2,5 +2,6 @@
 
 mod common;
 pub mod memory;
-pub mod redis;
 pub mod mqtt3;
+pub mod rabbitmq;
+pub mod redis;

@@ -39,6 +39,13 @@ pub(crate) fn postgres_url() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
 }
 
+/// The RabbitMQ every `pubsub.rabbitmq` suite uses, as an AMQP URI: the vhost `/` of
+/// 127.0.0.1:5672 as guest, or `PLINTH_TEST_RABBITMQ`.
+pub(crate) fn rabbitmq_url() -> String {
+    std::env::var("PLINTH_TEST_RABBITMQ")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 /// The MariaDB/MySQL database `test`, user root, as a Go DSN, or the DSN in
 /// `PLINTH_TEST_MYSQL`.
 pub(crate) fn mysql_url() -> String {

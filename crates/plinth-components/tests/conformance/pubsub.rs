@@ -19,7 +19,7 @@ use plinth_core::component::pubsub::{
 };
 use plinth_core::{ComponentSpec, ErrorKind, Metadata};
 
-use crate::common::{build, mqtt_url, redis_host};
+use crate::common::{build, mqtt_url, rabbitmq_url, redis_host};
 
 /// The bound on every wait for a delivery that should come.
 const WAIT: Duration = Duration::from_secs(15);
@@ -186,6 +186,44 @@ async fn mqtt3() -> Broker {
             })
         }),
     }
+}
+
+/// RabbitMQ at [`rabbitmq_url`], limited to 1 MiB messages so that `bad_input` checks the
+/// limit. The cleanup deletes the `{group}-{topic}` queues and the topics' exchanges.
+async fn rabbitmq() -> Broker {
+    const MAX: usize = 1024 * 1024;
+    let url = rabbitmq_url();
+    let spec = ComponentSpec::new("conformance", "pubsub.rabbitmq")
+        .with_metadata("connectionString", url.clone())
+        .with_metadata("maxMessageBytes", MAX.to_string());
+    Broker {
+        pubsub: instance(spec).await,
+        carries_metadata: true,
+        max_message_bytes: MAX,
+        cleanup: Box::new(move |names| Box::pin(rabbitmq_cleanup(url.clone(), names))),
+    }
+}
+
+async fn rabbitmq_cleanup(url: String, names: Names) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {url} for the cleanup: {e}"));
+    let channel = connection.create_channel().await.expect("channel");
+    for topic in &names.topics {
+        for group in &names.groups {
+            let queue = format!("{group}-{topic}");
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("deleting queue {queue}: {e}"));
+        }
+        channel
+            .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting exchange {topic}: {e}"));
+    }
+    let _ = connection.close(200, "OK".into()).await;
 }
 
 pub(crate) async fn instance(spec: ComponentSpec) -> Arc<dyn PubSub> {
@@ -563,4 +601,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster, mqtt3);
+suite!(in_memory, redis, redis_cluster, rabbitmq, mqtt3);
