@@ -248,6 +248,10 @@ impl PrivateBroker {
                     dir.display()
                 );
                 let path = write(dir, "mosquitto.conf", &conf);
+                // Started as root, Mosquitto drops to its own user, which must be able to
+                // write its persistence file here (or it persists nothing, silently).
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
                 let mut cmd = Command::new("mosquitto");
                 cmd.arg("-c").arg(path);
                 cmd

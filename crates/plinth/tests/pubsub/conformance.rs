@@ -29,6 +29,8 @@ const QUIET: Duration = Duration::from_millis(800);
 /// One case's names and config, and what to remove from the broker at the end.
 struct Case {
     broker: Broker,
+    /// Component metadata beyond the connection.
+    extra: Vec<(String, String)>,
     resources: PathBuf,
     topics: Vec<String>,
     app_ids: Vec<String>,
@@ -42,6 +44,10 @@ impl Case {
     fn with(broker: Broker, extra: &[(&str, &str)]) -> Self {
         Self {
             broker,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             resources: resources(broker, &broker.shared_address(), extra),
             topics: Vec::new(),
             app_ids: Vec::new(),
@@ -80,11 +86,13 @@ impl Case {
         match self.broker {
             Broker::Mqtt => {
                 let client = unique("client");
-                resources(
-                    self.broker,
-                    &self.broker.shared_address(),
-                    &[("clientID", client.as_str())],
-                )
+                let mut extra: Vec<(&str, &str)> = self
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                extra.push(("clientID", client.as_str()));
+                resources(self.broker, &self.broker.shared_address(), &extra)
             }
             _ => self.resources.clone(),
         }

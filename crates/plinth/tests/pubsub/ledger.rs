@@ -202,6 +202,12 @@ async fn run(broker: Broker, fault: Fault) {
     let client_id = unique("ledger-client");
     if broker == Broker::Mqtt {
         extra.push(("clientID", client_id.as_str()));
+        if fault == Fault::BrokerDown {
+            // Mosquitto 2.0 does not persist shared subscriptions: across its restart only a
+            // plain subscription keeps what is published before the session reconnects (see
+            // docs/components/pubsub.mqtt3.md).
+            extra.push(("sharedSubscription", "false"));
+        }
     }
     write_component(&resources, broker, &address, &extra);
     let resources_arg = resources.to_string_lossy().into_owned();

@@ -37,6 +37,12 @@ pub const CLIENT_ID: &str = "clientID";
 pub const TIMEOUT: &str = "timeout";
 /// Component metadata (Plinth): the MQTT keep-alive interval.
 pub const KEEP_ALIVE: &str = "keepAlive";
+/// Component metadata (Plinth): subscribe with shared subscriptions,
+/// `$share/{group}/{topic}` (default `true`), so that the replicas of an app compete for
+/// messages. `false` subscribes to the plain topic: every subscriber gets every message
+/// (run one replica per app id), but the subscription survives a restart of a broker that
+/// does not persist shared subscriptions (Mosquitto 2.0 does not).
+pub const SHARED_SUBSCRIPTION: &str = "sharedSubscription";
 
 /// The largest remaining length of an MQTT packet (the protocol's own ceiling).
 pub const MQTT_MAX_PACKET: usize = 268_435_455;
@@ -87,6 +93,8 @@ pub(crate) struct Config {
     /// `clientID`: the base of the client ids; by default derived from the group and the
     /// host name.
     pub(crate) client_id: Option<String>,
+    /// `sharedSubscription`: subscribe to `$share/{group}/{topic}` rather than the topic.
+    pub(crate) shared: bool,
     pub(crate) max_message_bytes: usize,
     pub(crate) timeout: Duration,
     pub(crate) keep_alive: Duration,
@@ -112,6 +120,7 @@ impl fmt::Debug for Config {
             .field("clean_session", &self.clean_session)
             .field("consumer_id", &self.consumer_id)
             .field("client_id", &self.client_id)
+            .field("shared", &self.shared)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("timeout", &self.timeout)
             .field("keep_alive", &self.keep_alive)
@@ -149,6 +158,7 @@ impl Config {
             }
         }
         let retain = spec.bool_or(RETAIN, false)?;
+        let shared = spec.bool_or(SHARED_SUBSCRIPTION, true)?;
         let clean_session = spec.bool_or(CLEAN_SESSION, false)?;
         let consumer_id = consumer_id(spec);
         if let Some(group) = &consumer_id {
@@ -215,6 +225,7 @@ impl Config {
             tls_material,
             retain,
             clean_session,
+            shared,
             consumer_id,
             client_id,
             max_message_bytes,

@@ -108,11 +108,16 @@ impl Session {
         predecessor: Option<CancellationToken>,
     ) -> Arc<Self> {
         let (link, _) = watch::channel(Link::Connecting(0));
+        let filter = if config.shared {
+            format!("$share/{group}/{topic}")
+        } else {
+            topic.to_owned()
+        };
         let session = Arc::new(Self {
             config,
             client_id,
             topic: topic.to_owned(),
-            filter: format!("$share/{group}/{topic}"),
+            filter,
             state: Mutex::new(State {
                 subscribers: 1,
                 ..State::default()

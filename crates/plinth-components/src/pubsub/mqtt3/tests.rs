@@ -149,6 +149,10 @@ fn metadata_defaults() {
     assert_eq!(config.timeout, DEFAULT_TIMEOUT);
     assert_eq!(config.keep_alive, DEFAULT_KEEP_ALIVE);
     assert!(config.credentials.is_none());
+    assert!(config.shared, "shared subscriptions by default");
+    let plain = parse(&[(SHARED_SUBSCRIPTION, "false")]).expect("plain subscriptions");
+    assert!(!plain.shared);
+    assert!(parse(&[(SHARED_SUBSCRIPTION, "sometimes")]).is_err());
 
     let tls = parse(&[(URL, "mqtts://user:pw@[::1]/")]).expect("TLS without caCert");
     assert_eq!(
