@@ -1,5 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL and S3, and
-//! etcd behind the `etcd` feature.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3 and NATS
+//! JetStream, and etcd behind the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -29,9 +29,10 @@ mod util;
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
-/// `configuration.postgresql`, `pubsub.in-memory`, `file.local`, `file.s3`, `secretstores.local.env`,
-/// `secretstores.local.file`, `bindings.http`, `bindings.cron`; and with the `etcd` feature
-/// `configuration.etcd`, `lock.etcd`, `sequencer.etcd`).
+/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.jetstream`, `file.local`,
+/// `file.s3`, `secretstores.local.env`, `secretstores.local.file`, `bindings.http`,
+/// `bindings.cron`; and with the `etcd` feature `configuration.etcd`, `lock.etcd`,
+/// `sequencer.etcd`).
 pub fn register_all(registry: &mut Registry) {
     registry
         .register(state::memory::TYPE_NAME, state::memory::factory)
@@ -58,6 +59,7 @@ pub fn register_all(registry: &mut Registry) {
             configuration::postgres::factory,
         )
         .register(pubsub::memory::TYPE_NAME, pubsub::memory::factory)
+        .register(pubsub::jetstream::TYPE_NAME, pubsub::jetstream::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
         .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
@@ -83,7 +85,7 @@ mod tests {
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
         let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
-        assert_eq!(types.len(), 21 + etcd);
+        assert_eq!(types.len(), 22 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -107,6 +109,7 @@ mod tests {
             "lock.postgresql",
             "sequencer.postgresql",
             "configuration.postgresql",
+            "pubsub.jetstream",
             "file.s3",
             "secretstores.local.file",
             "bindings.http",

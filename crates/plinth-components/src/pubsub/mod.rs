@@ -1,4 +1,5 @@
 //! Pub/sub brokers.
 
 mod common;
+pub mod jetstream;
 pub mod memory;
