@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{self, AckPolicy, IntoConsumerConfig};
@@ -48,6 +49,8 @@ use tokio_util::sync::CancellationToken;
 use super::common::{check_publish, check_subscribe};
 use crate::util::lock;
 
+#[cfg(test)]
+mod auth_tests;
 mod config;
 mod names;
 mod pull;
@@ -65,6 +68,10 @@ pub const TYPE_NAME: &str = "pubsub.jetstream";
 const CLOUDEVENT_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// How many topic → stream lookups are remembered; past it the cache starts over.
 const MAX_CACHED_TOPICS: usize = 10_000;
+/// The first and the last wait before publishing again when no stream answered (about
+/// 300 ms in all).
+const NO_STREAM_RETRY: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_millis(160));
 
 /// Build a `pubsub.jetstream` broker from its metadata (no I/O; `init` connects).
 pub fn factory(spec: &ComponentSpec) -> Result<Instance> {
@@ -295,6 +302,7 @@ async fn connect(component: &str, config: &Config) -> Result<Conn> {
             .tls_client_config(tls_config(tls).await?)
             .require_tls(true);
     }
+    let uses_tls = config.tls.is_some() || config.servers.iter().any(|s| s.tls_required());
     let client =
         match tokio::time::timeout(config.timeout, options.connect(config.servers.clone())).await {
             Err(_) => {
@@ -309,9 +317,9 @@ async fn connect(component: &str, config: &Config) -> Result<Conn> {
                     Kind::AuthorizationViolation | Kind::Authentication => Error::unauthenticated(
                         format!("{at} refused the credentials (token, jwt/seedKey or URL user)"),
                     ),
-                    Kind::Tls => Error::unavailable(format!(
-                        "{at}: the TLS handshake failed ({err}); check the URL scheme, caCert and \
-                     the server's certificate"
+                    _ if uses_tls => Error::unavailable(format!(
+                        "{at} is not reachable over TLS: {err} (check caCert, tls_client_cert, \
+                         tls_client_key and the server's certificate)"
                     )),
                     _ => Error::unavailable(format!("{at} is not reachable: {err}")),
                 });
@@ -776,20 +784,25 @@ impl PubSub for JetStreamPubSub {
         }
         let headers = header_map(headers)?;
         self.stream_for(&conn, &req.topic).await?;
-        match self.publish_once(&conn, &req, headers.clone()).await {
-            Ok(()) => Ok(()),
-            Err(PublishFailure::Other(err)) => Err(err),
-            Err(PublishFailure::NoStream) => {
-                // The stream went away since it was looked up: look (or create) again, once.
-                self.forget_stream(&req.topic);
-                self.stream_for(&conn, &req.topic).await?;
-                match self.publish_once(&conn, &req, headers).await {
-                    Ok(()) => Ok(()),
-                    Err(PublishFailure::Other(err)) => Err(err),
-                    Err(PublishFailure::NoStream) => Err(Error::unavailable(format!(
+        let mut retry_in = NO_STREAM_RETRY.0;
+        loop {
+            match self.publish_once(&conn, &req, headers.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(PublishFailure::Other(err)) => return Err(err),
+                Err(PublishFailure::NoStream) if retry_in <= NO_STREAM_RETRY.1 => {
+                    // The stream went away since it was looked up, or another process has
+                    // only just created it and it does not take messages yet: look again
+                    // (creating it if needed) and retry shortly.
+                    self.forget_stream(&req.topic);
+                    tokio::time::sleep(retry_in).await;
+                    retry_in *= 2;
+                    self.stream_for(&conn, &req.topic).await?;
+                }
+                Err(PublishFailure::NoStream) => {
+                    return Err(Error::unavailable(format!(
                         "publishing to topic {:?}: no JetStream stream answered at {}",
                         req.topic, conn.at
-                    ))),
+                    )));
                 }
             }
         }
