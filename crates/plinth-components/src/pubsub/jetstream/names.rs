@@ -234,11 +234,8 @@ mod tests {
         }
         assert_ne!(consumer_name("a.b", "t"), consumer_name("a_b", "t"));
         assert_ne!(consumer_name("a", "b.t"), consumer_name("a.b", "t"));
-        // The documented layout: the FNV-1a 64 of "orders", first 8 hex digits.
-        assert_eq!(
-            short_hash(&["orders"]),
-            format!("{:08x}", fnv1a(&["orders"]) >> 32)
-        );
+        // The documented layout (docs/components/pubsub.jetstream.md).
+        assert_eq!(stream_name("orders.new"), "plinth-orders_new-e6369d83");
     }
 
     #[test]

@@ -58,6 +58,9 @@ enum End {
     ConsumerGone(String),
     /// Something went wrong: wait, then pull again.
     Failed(String),
+    /// The server ended the request early without a message: wait (quietly), so a server
+    /// that keeps doing so is not asked in a hot loop.
+    Early,
 }
 
 impl Puller {
@@ -87,6 +90,14 @@ impl Puller {
             match self.pull(&tx, permits).await {
                 End::Done => backoff = RETRY_BACKOFF.0,
                 End::Stopped => return,
+                End::Early => {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF.1);
+                }
                 End::ConsumerGone(why) => {
                     tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, consumer = %self.consumer, reason = %why, "the consumer is gone; ending the subscription");
                     return;
@@ -155,12 +166,21 @@ impl Puller {
             Ok(Err(err)) => return End::Failed(format!("sending the pull request: {err}")),
             Err(_) => return End::Failed("sending the pull request timed out".into()),
         }
+        let started = tokio::time::Instant::now();
         let lost = tokio::time::sleep(PULL_EXPIRES + PULL_GRACE);
         tokio::pin!(lost);
         let mut received = 0;
         // Set once the receiver is gone: from then on every message is given back.
         let mut draining = false;
-        let finished = |draining: bool| if draining { End::Stopped } else { End::Done };
+        let finished = |draining: bool, received: usize| {
+            if draining {
+                End::Stopped
+            } else if received == 0 && started.elapsed() < PULL_EXPIRES / 2 {
+                End::Early
+            } else {
+                End::Done
+            }
+        };
         while received < wanted {
             let message = tokio::select! {
                 biased;
@@ -169,7 +189,7 @@ impl Puller {
                     draining = true;
                     continue;
                 }
-                _ = &mut lost => return finished(draining),
+                _ = &mut lost => return finished(draining, received),
                 message = replies.next() => message,
             };
             let Some(message) = message else {
@@ -179,7 +199,9 @@ impl Puller {
                 None | Some(StatusCode::OK) => {}
                 Some(StatusCode::IDLE_HEARTBEAT) => continue,
                 // The request expired, or (no_wait) there was nothing: pull again.
-                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => return finished(draining),
+                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
+                    return finished(draining, received);
+                }
                 Some(StatusCode::NO_RESPONDERS) => {
                     return End::ConsumerGone("no responders for the consumer".into());
                 }
@@ -209,7 +231,7 @@ impl Puller {
                 draining = true;
             }
         }
-        finished(draining)
+        finished(draining, received)
     }
 
     /// NAK a message that was never handed out.

@@ -659,22 +659,46 @@ async fn a_dropped_subscription_gives_back_what_it_had_not_handed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stream_creation_is_safe() {
     let mut streams = Streams(Vec::new());
-    let (a, b) = (broker(spec()).await, broker(spec()).await);
+    // Three components, as three processes would be: two publish, one subscribes, all at
+    // once to a topic no stream captures yet.
+    let (a, b, c) = (
+        broker(spec()).await,
+        broker(spec()).await,
+        broker(spec()).await,
+    );
     let js = admin().await;
     for _ in 0..5 {
         let topic = streams.topic("race");
-        let (ra, rb) = tokio::join!(
+        let g = group("g");
+        let (ra, rb, sub) = tokio::join!(
             a.publish(message(&topic, "from a")),
-            b.publish(message(&topic, "from b"))
+            b.publish(message(&topic, "from b")),
+            c.subscribe(SubscribeRequest {
+                topic: topic.clone(),
+                group: g.clone(),
+                max_in_flight: 4,
+                metadata: Metadata::new(),
+            })
         );
         ra.expect("a publishes");
         rb.expect("b publishes");
+        let mut sub = sub.expect("c subscribes");
         assert_eq!(
             js.stream_by_subject(topic.clone())
                 .await
                 .expect("one stream"),
             stream_name(&topic)
         );
+        publish(&a, &topic, "after").await;
+        // The two racing messages may predate the group (interest retention keeps nothing
+        // for no one); the one after must arrive.
+        let mut got = Vec::new();
+        while got.last().map(String::as_str) != Some("after") {
+            let delivery = recv(&mut sub, "after the race").await;
+            got.push(text(&delivery));
+            delivery.ack().await.expect("ack");
+        }
+        assert!(got.len() <= 3, "{got:?}");
     }
 }
 
@@ -794,6 +818,30 @@ async fn a_named_stream_is_created_and_extended_per_topic() {
         .await
         .expect_err("not captured");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_ends_the_subscription_and_subscribing_again_recreates_it() {
+    let mut streams = Streams(Vec::new());
+    let topic = streams.topic("deleted");
+    let broker = broker(spec()).await;
+    let g = group("g");
+    let mut sub = subscribe(&broker, &topic, &g, 2).await;
+    let js = admin().await;
+    js.delete_consumer_from_stream(consumer_name(&g, &topic), stream_name(&topic))
+        .await
+        .expect("delete the consumer");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), sub.receiver.recv())
+            .await
+            .expect("the subscription ends")
+            .is_none()
+    );
+    let mut again = subscribe(&broker, &topic, &g, 2).await;
+    publish(&broker, &topic, "again").await;
+    let delivery = recv(&mut again, "after subscribing again").await;
+    assert_eq!(text(&delivery), "again");
+    delivery.ack().await.expect("ack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
