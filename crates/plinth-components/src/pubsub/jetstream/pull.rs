@@ -23,6 +23,8 @@ pub(super) const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// How long past its expiry a pull request is given before it counts as lost (the
 /// connection dropped and the server's end-of-request status never came).
 const PULL_GRACE: Duration = Duration::from_secs(2);
+/// How often a subscription waiting for the connection looks at its state again.
+const STATE_RECHECK: Duration = Duration::from_secs(1);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 256;
 /// The first and the largest wait after a failed pull.
@@ -128,6 +130,9 @@ impl Puller {
                     // The client is gone for good (closed).
                     return false;
                 },
+                // The client hands events over with `try_send`, so one may be lost: look
+                // at the state again now and then rather than wait for an event for ever.
+                _ = tokio::time::sleep(STATE_RECHECK) => {}
             }
         }
     }
