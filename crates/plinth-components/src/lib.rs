@@ -1,5 +1,5 @@
-//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3, RabbitMQ
-//! and MQTT, and etcd behind the `etcd` feature.
+//! Plinth's components: in-memory and local backends, Redis, PostgreSQL, MySQL, S3, NATS
+//! JetStream, RabbitMQ and MQTT, and etcd behind the `etcd` feature.
 //!
 //! One directory per component, with the same files in each: `mod.rs` holds the component
 //! and its factory, `config.rs` parses its metadata, `tests.rs` holds its unit tests.
@@ -29,7 +29,7 @@ mod util;
 /// `state.mysql`, `state.postgresql`, `state.redis`, `lock.in-memory`, `lock.redis`,
 /// `lock.postgresql`, `sequencer.in-memory`, `sequencer.mysql`, `sequencer.redis`,
 /// `sequencer.postgresql`, `configuration.in-memory`, `configuration.redis`,
-/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.mqtt3`, `pubsub.rabbitmq`,
+/// `configuration.postgresql`, `pubsub.in-memory`, `pubsub.jetstream`, `pubsub.mqtt3`, `pubsub.rabbitmq`,
 /// `pubsub.redis`, `file.local`, `file.s3`, `secretstores.local.env`,
 /// `secretstores.local.file`, `bindings.http`, `bindings.cron`; and with the `etcd` feature
 /// `configuration.etcd`, `lock.etcd`, `sequencer.etcd`).
@@ -62,6 +62,7 @@ pub fn register_all(registry: &mut Registry) {
         .register(pubsub::redis::TYPE_NAME, pubsub::redis::factory)
         .register(pubsub::mqtt3::TYPE_NAME, pubsub::mqtt3::factory)
         .register(pubsub::rabbitmq::TYPE_NAME, pubsub::rabbitmq::factory)
+        .register(pubsub::jetstream::TYPE_NAME, pubsub::jetstream::factory)
         .register(file::local::TYPE_NAME, file::local::factory)
         .register(file::s3::TYPE_NAME, file::s3::factory)
         .register(secrets::env::TYPE_NAME, secrets::env::factory)
@@ -87,7 +88,7 @@ mod tests {
         register_all(&mut registry);
         let types: Vec<_> = registry.types().collect();
         let etcd = if cfg!(feature = "etcd") { 3 } else { 0 };
-        assert_eq!(types.len(), 24 + etcd);
+        assert_eq!(types.len(), 25 + etcd);
         for (type_name, kind) in [
             ("state.in-memory", "state"),
             ("lock.in-memory", "lock"),
@@ -113,6 +114,7 @@ mod tests {
             "sequencer.postgresql",
             "configuration.postgresql",
             "pubsub.mqtt3",
+            "pubsub.jetstream",
             "file.s3",
             "secretstores.local.file",
             "bindings.http",

@@ -1,6 +1,7 @@
 //! Pub/sub brokers.
 
 mod common;
+pub mod jetstream;
 pub mod memory;
 pub mod mqtt3;
 pub mod rabbitmq;

@@ -226,6 +226,41 @@ async fn rabbitmq_cleanup(url: String, names: Names) {
     let _ = connection.close(200, "OK".into()).await;
 }
 
+/// The NATS server (with JetStream) `pubsub.jetstream` uses: `nats://127.0.0.1:4222`, or
+/// `PLINTH_TEST_NATS`.
+fn nats_url() -> String {
+    std::env::var("PLINTH_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// `pubsub.jetstream` with a 1 MiB message limit. Its cleanup deletes the stream Plinth
+/// created for each of the case's topics, and with it the groups' consumers.
+async fn jetstream() -> Broker {
+    const MAX: usize = 1024 * 1024;
+    let url = nats_url();
+    let spec = ComponentSpec::new("conformance", "pubsub.jetstream")
+        .with_metadata("natsURL", url.clone())
+        .with_metadata("maxMessageBytes", MAX.to_string());
+    Broker {
+        pubsub: instance(spec).await,
+        carries_metadata: true,
+        max_message_bytes: MAX,
+        cleanup: Box::new(move |names: Names| {
+            let url = url.clone();
+            Box::pin(async move {
+                let client = async_nats::connect(url.as_str()).await.unwrap_or_else(|e| {
+                    panic!("NATS at {url} (PLINTH_TEST_NATS), for cleanup: {e}")
+                });
+                let js = async_nats::jetstream::new(client);
+                for topic in &names.topics {
+                    let stream = plinth_components::pubsub::jetstream::stream_name(topic);
+                    // A case that never published to a topic has no stream for it.
+                    let _ = js.delete_stream(stream).await;
+                }
+            })
+        }),
+    }
+}
+
 pub(crate) async fn instance(spec: ComponentSpec) -> Arc<dyn PubSub> {
     match build(spec).await {
         Instance::PubSub(pubsub) => pubsub,
@@ -601,4 +636,4 @@ macro_rules! suite {
     };
 }
 
-suite!(in_memory, redis, redis_cluster, rabbitmq, mqtt3);
+suite!(in_memory, redis, redis_cluster, jetstream, rabbitmq, mqtt3);
