@@ -313,11 +313,17 @@ impl Drop for PrivateBroker {
 
 /// Remove what a case created on the machine's `broker` for `topics` and the consumer
 /// groups `groups` (the app ids): Redis streams, JetStream streams (with their consumers),
-/// RabbitMQ exchanges and queues. Only names carrying the case's uuids are touched.
-pub(crate) async fn cleanup(broker: Broker, topics: &[String], groups: &[String]) {
+/// RabbitMQ exchanges and queues, and the persistent MQTT sessions of the component client
+/// ids `mqtt_clients`. Only names carrying the case's uuids are touched.
+pub(crate) async fn cleanup(
+    broker: Broker,
+    topics: &[String],
+    groups: &[String],
+    mqtt_clients: &[String],
+) {
     let address = broker.shared_address();
     match broker {
-        Broker::InMemory | Broker::Mqtt => {}
+        Broker::InMemory => {}
         Broker::Redis => {
             let client = redis::Client::open(format!("redis://{address}")).expect("redis url");
             let mut conn = client
@@ -334,15 +340,10 @@ pub(crate) async fn cleanup(broker: Broker, topics: &[String], groups: &[String]
                 .expect("NATS for cleanup");
             let js = async_nats::jetstream::new(client);
             for topic in topics {
-                if let Ok(name) = js.stream_by_subject(topic.as_str()).await {
-                    // Only a stream that holds nothing but this case's topic.
-                    if let Ok(mut stream) = js.get_stream(&name).await
-                        && let Ok(info) = stream.info().await
-                        && info.config.subjects == [topic.clone()]
-                    {
-                        let _ = js.delete_stream(&name).await;
-                    }
-                }
+                // The stream pubsub.jetstream created for the topic; a topic never published
+                // to has none.
+                let stream = plinth_components::pubsub::jetstream::stream_name(topic);
+                let _ = js.delete_stream(stream).await;
             }
         }
         Broker::RabbitMq => {
@@ -355,16 +356,9 @@ pub(crate) async fn cleanup(broker: Broker, topics: &[String], groups: &[String]
             let channel = conn.create_channel().await.expect("channel");
             for topic in topics {
                 for group in groups {
-                    for queue in [format!("{group}-{topic}"), format!("dlq-{group}-{topic}")] {
-                        let _ = channel
-                            .queue_delete(queue.as_str().into(), Default::default())
-                            .await;
-                    }
+                    let queue = format!("{group}-{topic}");
                     let _ = channel
-                        .exchange_delete(
-                            format!("dlx-{group}-{topic}").as_str().into(),
-                            Default::default(),
-                        )
+                        .queue_delete(queue.as_str().into(), Default::default())
                         .await;
                 }
                 let _ = channel
@@ -372,6 +366,23 @@ pub(crate) async fn cleanup(broker: Broker, topics: &[String], groups: &[String]
                     .await;
             }
             let _ = conn.close(0, "done".into()).await;
+        }
+        Broker::Mqtt => {
+            let url = Broker::Mqtt.connection(&address);
+            for client in mqtt_clients {
+                let mut spec = plinth_core::ComponentSpec::new(PUBSUB, Broker::Mqtt.type_name())
+                    .with_metadata("clientID", client.as_str());
+                for (k, v) in &url {
+                    spec = spec.with_metadata(k.as_str(), v.as_str());
+                }
+                for topic in topics {
+                    for group in groups {
+                        let _ =
+                            plinth_components::pubsub::mqtt3::remove_session(&spec, group, topic)
+                                .await;
+                    }
+                }
+            }
         }
     }
 }

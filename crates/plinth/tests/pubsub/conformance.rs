@@ -34,6 +34,8 @@ struct Case {
     resources: PathBuf,
     topics: Vec<String>,
     app_ids: Vec<String>,
+    /// The MQTT client ids given to the processes (each has its own sessions).
+    mqtt_clients: std::sync::Mutex<Vec<String>>,
 }
 
 impl Case {
@@ -51,6 +53,7 @@ impl Case {
             resources: resources(broker, &broker.shared_address(), extra),
             topics: Vec::new(),
             app_ids: Vec::new(),
+            mqtt_clients: Default::default(),
         }
     }
 
@@ -86,6 +89,10 @@ impl Case {
         match self.broker {
             Broker::Mqtt => {
                 let client = unique("client");
+                self.mqtt_clients
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(client.clone());
                 let mut extra: Vec<(&str, &str)> = self
                     .extra
                     .iter()
@@ -99,7 +106,12 @@ impl Case {
     }
 
     async fn done(self) {
-        cleanup(self.broker, &self.topics, &self.app_ids).await;
+        let clients = self
+            .mqtt_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        cleanup(self.broker, &self.topics, &self.app_ids, &clients).await;
         let _ = std::fs::remove_dir_all(&self.resources);
     }
 }
@@ -142,7 +154,7 @@ async fn failed_events_are_redelivered(broker: Broker) {
     let mut case = Case::new(broker);
     let topic = case.topic("retry");
     let app_id = case.app_id("app");
-    let fails = |i: usize| i < 2 || i % 5 == 0;
+    let fails = |i: usize| i < 2 || i.is_multiple_of(5);
     let handler = reply(move |d| {
         let i: usize = String::from_utf8_lossy(&d.event.data)
             .trim_start_matches('r')

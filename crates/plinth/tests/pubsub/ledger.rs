@@ -54,18 +54,18 @@ const MIN_OUTAGE: Duration = Duration::from_millis(1500);
 const DRAIN: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    AppDown,
-    BrokerDown,
-    PlinthDown,
+enum Outage {
+    App,
+    Broker,
+    Plinth,
 }
 
-impl Fault {
+impl Outage {
     fn name(self) -> &'static str {
         match self {
-            Fault::AppDown => "app-down",
-            Fault::BrokerDown => "broker-down",
-            Fault::PlinthDown => "plinth-down",
+            Outage::App => "app-down",
+            Outage::Broker => "broker-down",
+            Outage::Plinth => "plinth-down",
         }
     }
 }
@@ -188,7 +188,7 @@ fn recovery_settings(broker: Broker) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-async fn run(broker: Broker, fault: Fault) {
+async fn run(broker: Broker, fault: Outage) {
     let private = match broker {
         Broker::InMemory => None,
         b => Some(PrivateBroker::start(b).await),
@@ -202,7 +202,7 @@ async fn run(broker: Broker, fault: Fault) {
     let client_id = unique("ledger-client");
     if broker == Broker::Mqtt {
         extra.push(("clientID", client_id.as_str()));
-        if fault == Fault::BrokerDown {
+        if fault == Outage::Broker {
             // Mosquitto 2.0 does not persist shared subscriptions: across its restart only a
             // plain subscription keeps what is published before the session reconnects (see
             // docs/components/pubsub.mqtt3.md).
@@ -239,12 +239,12 @@ async fn run(broker: Broker, fault: Fault) {
     let mut private = private;
     let started_at = Instant::now();
     match fault {
-        Fault::AppDown => {
+        Outage::App => {
             proxy.cut();
             tokio::time::sleep(APP_OUTAGE).await;
             proxy.restore().await;
         }
-        Fault::BrokerDown => {
+        Outage::Broker => {
             let broker = private.as_mut().expect("a private broker");
             let before = lock(&book).rejected();
             broker.stop().await;
@@ -259,7 +259,7 @@ async fn run(broker: Broker, fault: Fault) {
             .await;
             broker.start_again().await;
         }
-        Fault::PlinthDown => {
+        Outage::Plinth => {
             let old_pid = plinth.pid();
             let before = lock(&book).rejected();
             drop(plinth);
@@ -290,7 +290,8 @@ async fn run(broker: Broker, fault: Fault) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let book = lock(&book);
+    // Everything is delivered or given up on: take the ledger out of its lock.
+    let book = std::mem::take(&mut *lock(&book));
     let accepted = book.accepted();
     let missing = book.missing();
     let duplicated = book.delivered.values().filter(|n| **n > 1).count();
@@ -340,11 +341,11 @@ async fn run(broker: Broker, fault: Fault) {
         missing.len(),
         &missing[..missing.len().min(20)]
     );
-    if fault != Fault::AppDown {
+    if fault != Outage::App {
         assert!(
             unavailable >= MIN_REJECTED,
             "publishes must fail with UNAVAILABLE while the {} is down: {report}",
-            if fault == Fault::BrokerDown {
+            if fault == Outage::Broker {
                 "broker"
             } else {
                 "Plinth"
@@ -362,10 +363,9 @@ async fn run(broker: Broker, fault: Fault) {
             "deliveries failed while the app was away: {report}"
         );
     }
-    drop(book);
     drop(plinth);
     if private.is_none() {
-        cleanup(broker, &[topic], &[app_id]).await;
+        cleanup(broker, &[topic], &[app_id], &[]).await;
     }
     let _ = std::fs::remove_dir_all(&resources);
 }
@@ -384,12 +384,12 @@ macro_rules! ledger {
     };
 }
 
-ledger!(in_memory => Broker::InMemory, app_down => Fault::AppDown);
+ledger!(in_memory => Broker::InMemory, app_down => Outage::App);
 ledger!(redis => Broker::Redis,
-    app_down => Fault::AppDown, broker_down => Fault::BrokerDown, plinth_down => Fault::PlinthDown);
+    app_down => Outage::App, broker_down => Outage::Broker, plinth_down => Outage::Plinth);
 ledger!(jetstream => Broker::JetStream,
-    app_down => Fault::AppDown, broker_down => Fault::BrokerDown, plinth_down => Fault::PlinthDown);
+    app_down => Outage::App, broker_down => Outage::Broker, plinth_down => Outage::Plinth);
 ledger!(rabbitmq => Broker::RabbitMq,
-    app_down => Fault::AppDown, broker_down => Fault::BrokerDown, plinth_down => Fault::PlinthDown);
+    app_down => Outage::App, broker_down => Outage::Broker, plinth_down => Outage::Plinth);
 ledger!(mqtt => Broker::Mqtt,
-    app_down => Fault::AppDown, broker_down => Fault::BrokerDown, plinth_down => Fault::PlinthDown);
+    app_down => Outage::App, broker_down => Outage::Broker, plinth_down => Outage::Plinth);
