@@ -248,8 +248,8 @@ async fn topics_stay_independent(broker: Broker) {
     case.done().await;
 }
 
-/// Closing a streaming subscription stops delivery; what is published meanwhile waits for
-/// the app id's next subscription.
+/// Closing a streaming subscription stops delivery; what is published meanwhile, and what
+/// the stream held unanswered when it closed, wait for the app id's next subscription.
 async fn unsubscribe_stops_delivery(broker: Broker) {
     let mut case = Case::new(broker);
     let topic = case.topic("unsub");
@@ -265,9 +265,12 @@ async fn unsubscribe_stops_delivery(broker: Broker) {
         stream.answer(&e.id, Status::Success).await;
     }
     wait_outcome(&plinth, &topic, "success", 3).await;
+    publish(&mut c, &topic, b"u3", "text/plain").await;
+    let held = stream.next_event().await;
+    assert_eq!(held.data, b"u3");
     drop(stream);
     plinth.wait_log("\"unsubscribed\"", WAIT);
-    for i in 3..7 {
+    for i in 4..8 {
         publish(&mut c, &topic, format!("u{i}").as_bytes(), "text/plain").await;
     }
     tokio::time::sleep(QUIET).await;
@@ -278,17 +281,17 @@ async fn unsubscribe_stops_delivery(broker: Broker) {
     );
     let mut stream = EventStream::open(&plinth, &topic, &[]).await;
     let mut seen = BTreeSet::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let e = stream.next_event().await;
         seen.insert(String::from_utf8_lossy(&e.data).into_owned());
         stream.answer(&e.id, Status::Success).await;
     }
-    let want: BTreeSet<String> = (3..7).map(|i| format!("u{i}")).collect();
+    let want: BTreeSet<String> = (3..8).map(|i| format!("u{i}")).collect();
     assert_eq!(
         seen, want,
-        "published while unsubscribed, delivered on return"
+        "held when the stream closed, and published while unsubscribed: delivered on return"
     );
-    wait_outcome(&plinth, &topic, "success", 7).await;
+    wait_outcome(&plinth, &topic, "success", 8).await;
     case.done().await;
 }
 
