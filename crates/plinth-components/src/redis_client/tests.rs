@@ -1,45 +1,11 @@
 //! The shared connection against the real Redis: reconnection, metadata.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use plinth_testkit::FaultProxy;
+use tokio::net::TcpListener;
 
 use super::*;
-
-/// A TCP proxy to the test Redis that can cut every connection and stop listening.
-struct Proxy {
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(addr: SocketAddr) -> Self {
-        let upstream = std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into());
-        let listener = TcpListener::bind(addr).await.expect("bind proxy");
-        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let inner = Arc::clone(&tasks);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                inner.lock().expect("tasks").push(conn);
-            }
-        });
-        tasks.lock().expect("tasks").push(accept);
-        Self { tasks }
-    }
-
-    fn cut(&self) {
-        for task in self.tasks.lock().expect("tasks").drain(..) {
-            task.abort();
-        }
-    }
-}
 
 async fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -48,10 +14,10 @@ async fn free_addr() -> SocketAddr {
 
 #[tokio::test]
 async fn reconnects_after_redis_comes_back() {
-    let addr = free_addr().await;
-    let proxy = Proxy::start(addr).await;
+    let upstream = std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let proxy = FaultProxy::start(upstream).await;
     let spec = ComponentSpec::new("s", "state.redis")
-        .with_metadata("redisHost", addr.to_string())
+        .with_metadata("redisHost", proxy.addr().to_string())
         .with_metadata("timeout", "1s")
         .with_metadata("dialTimeout", "1s");
     let conn = RedisConn::new(RedisSettings::from_spec(&spec).expect("settings"));
@@ -63,13 +29,12 @@ async fn reconnects_after_redis_comes_back() {
     assert_eq!(err.kind(), plinth_core::ErrorKind::Unavailable, "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 
-    let proxy = Proxy::start(addr).await;
+    proxy.restore().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while conn.ping().await.is_err() {
         assert!(std::time::Instant::now() < deadline, "never reconnected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    proxy.cut();
 }
 
 #[test]

@@ -1,9 +1,7 @@
 //! TLS against a private, TLS-only `redis-server` this module starts: a throwaway CA and
-//! server and client certificates made with the `openssl` command line at test time (no
-//! certificate-generation crate to build for tests alone; `openssl` comes with the
-//! TLS-enabled `redis-server` these tests need anyway).
+//! server and client certificates from [`plinth_testkit::TestPki`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,91 +10,7 @@ use plinth_core::ErrorKind;
 use plinth_core::component::Instance;
 use plinth_core::component::state::{GetRequest, SetRequest, TransactionOp};
 use plinth_core::{ComponentSpec, Metadata};
-
-/// Run `openssl` with `args` in `dir`, panicking with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command line must be installed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed CA named `name`.
-fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN=plinth test CA {name}"),
-            "-keyout",
-            &format!("{name}-ca.key"),
-            "-out",
-            &format!("{name}-ca.crt"),
-        ],
-    );
-}
-
-/// A certificate for `name`, signed by the CA `ca_name`, with subject alternative names
-/// `san`.
-fn signed(dir: &Path, ca_name: &str, name: &str, san: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName={san}\n"),
-    )
-    .expect("write extensions");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "1",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca_name}-ca.crt"),
-            "-CAkey",
-            &format!("{ca_name}-ca.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-}
+use plinth_testkit::{CertFiles, TestPki};
 
 /// A private TLS-only Redis that requires client certificates, with its certificates; the
 /// server is killed and its directory removed on drop.
@@ -104,16 +18,14 @@ struct TlsRedis {
     child: Child,
     dir: PathBuf,
     port: u16,
+    pki: TestPki,
 }
 
 impl TlsRedis {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("plinth-redis-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        ca(&dir, "good");
-        ca(&dir, "other");
-        signed(&dir, "good", "server", "DNS:localhost,IP:127.0.0.1");
-        signed(&dir, "good", "client", "DNS:client");
+        let pki = TestPki::new();
         // A free port: bound, read, released; redis-server takes it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -131,24 +43,24 @@ impl TlsRedis {
                 "no",
             ])
             .args(["--tls-port", &port.to_string()])
-            .args([
-                "--tls-cert-file",
-                "server.crt",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args([
-                "--tls-ca-cert-file",
-                "good-ca.crt",
-                "--tls-auth-clients",
-                "yes",
-            ])
+            .arg("--tls-cert-file")
+            .arg(&pki.server.cert)
+            .arg("--tls-key-file")
+            .arg(&pki.server.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&pki.ca.cert)
+            .args(["--tls-auth-clients", "yes"])
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian's redis-server, built with TLS) must be installed");
-        let server = Self { child, dir, port };
+        let server = Self {
+            child,
+            dir,
+            port,
+            pki,
+        };
         // Ready when the port accepts connections.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -161,19 +73,15 @@ impl TlsRedis {
         server
     }
 
-    fn pem(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).expect("read pem")
-    }
-
-    /// A spec of `type_name` for this server, trusting `ca` and presenting the client
-    /// certificate.
-    fn spec(&self, type_name: &str, ca: &str) -> ComponentSpec {
+    /// A spec of `type_name` for this server, trusting `ca` (`self.pki.ca` or
+    /// `self.pki.other_ca`) and presenting the client certificate.
+    fn spec(&self, type_name: &str, ca: &CertFiles) -> ComponentSpec {
         ComponentSpec::new("tls", type_name)
             .with_metadata("redisHost", format!("127.0.0.1:{}", self.port))
             .with_metadata("enableTLS", "true")
-            .with_metadata("caCert", self.pem(&format!("{ca}-ca.crt")))
-            .with_metadata("clientCert", self.pem("client.crt"))
-            .with_metadata("clientKey", self.pem("client.key"))
+            .with_metadata("caCert", &ca.cert_pem)
+            .with_metadata("clientCert", &self.pki.client.cert_pem)
+            .with_metadata("clientKey", &self.pki.client.key_pem)
             .with_metadata("dialTimeout", "2s")
             .with_metadata("timeout", "2s")
     }
@@ -204,7 +112,7 @@ async fn state_lock_and_sequencer_work_over_mutual_tls() {
     let server = TlsRedis::start();
     let p = format!("tls-{}||", uuid::Uuid::new_v4());
 
-    let Instance::State(state) = built(server.spec("state.redis", "good")).await else {
+    let Instance::State(state) = built(server.spec("state.redis", &server.pki.ca)).await else {
         panic!("not a state store");
     };
     let (a, b) = (format!("{p}a"), format!("{p}b"));
@@ -242,7 +150,7 @@ async fn state_lock_and_sequencer_work_over_mutual_tls() {
         .expect("bulk get");
     assert!(items.iter().all(|i| i.value.is_some()), "{items:?}");
 
-    let Instance::Lock(lock) = built(server.spec("lock.redis", "good")).await else {
+    let Instance::Lock(lock) = built(server.spec("lock.redis", &server.pki.ca)).await else {
         panic!("not a lock store");
     };
     let resource = format!("{p}lock");
@@ -259,7 +167,9 @@ async fn state_lock_and_sequencer_work_over_mutual_tls() {
     );
     lock.unlock(&resource, "me").await.expect("unlock");
 
-    let Instance::Sequencer(sequencer) = built(server.spec("sequencer.redis", "good")).await else {
+    let Instance::Sequencer(sequencer) =
+        built(server.spec("sequencer.redis", &server.pki.ca)).await
+    else {
         panic!("not a sequencer");
     };
     let key = format!("{p}seq");
@@ -274,7 +184,7 @@ async fn a_server_certificate_from_another_ca_is_unavailable_naming_tls() {
     let mut registry = plinth_core::registry::Registry::new();
     crate::register_all(&mut registry);
     let instance = registry
-        .build(&server.spec("state.redis", "other"))
+        .build(&server.spec("state.redis", &server.pki.other_ca))
         .expect("the metadata is valid");
     let err = instance
         .component()
@@ -309,7 +219,7 @@ fn tls_metadata_is_checked() {
 async fn insecure_skip_tls_verify_accepts_an_untrusted_server() {
     let server = TlsRedis::start();
     let spec = server
-        .spec("sequencer.redis", "other")
+        .spec("sequencer.redis", &server.pki.other_ca)
         .with_metadata("insecureSkipTLSVerify", "true");
     let Instance::Sequencer(sequencer) = built(spec).await else {
         panic!("not a sequencer");

@@ -2,11 +2,8 @@
 //! when it is missing. Every test works under a `keyPrefixPath` of its own (a fresh uuid) and
 //! deletes it at the end.
 
-use std::sync::Mutex;
-
 use plinth_core::ErrorKind;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use plinth_testkit::FaultProxy;
 
 use super::*;
 use crate::etcd_conn::testing;
@@ -147,67 +144,19 @@ async fn a_watch_reports_writes_and_deletes_of_any_writer() {
     testing::cleanup(&prefix).await;
 }
 
-/// A TCP proxy to the test etcd whose connections can be cut.
-struct Proxy {
-    addr: String,
-    accept: JoinHandle<()>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let upstream = testing::endpoint();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let inner = Arc::clone(&conns);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                inner.lock().expect("conns").push(conn);
-            }
-        });
-        Self {
-            addr,
-            accept,
-            conns,
-        }
-    }
-
-    /// Cut every open connection; new ones are still accepted.
-    fn cut(&self) -> usize {
-        let conns: Vec<_> = self.conns.lock().expect("conns").drain(..).collect();
-        for conn in &conns {
-            conn.abort();
-        }
-        conns.len()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test]
 async fn a_watch_resumes_after_a_broken_connection_without_losing_changes() {
     let prefix = testing::prefix();
-    let proxy = Proxy::start().await;
-    let store = store_at(&proxy.addr, &prefix).await;
+    let proxy = FaultProxy::start(testing::endpoint()).await;
+    let store = store_at(&proxy.addr().to_string(), &prefix).await;
     let mut rx = store.watch().await.expect("watch");
     store
         .set(APP, vec![item("k", "before")])
         .await
         .expect("set");
     assert_eq!(next(&mut rx).await.items[0].content, "before");
-    assert!(proxy.cut() > 0, "the store talks through the proxy");
+    // Every connection closed; new ones are still accepted.
+    assert!(proxy.reset() > 0, "the store talks through the proxy");
     // Written while the watch is down, through another connection.
     let mut raw = testing::raw().await;
     raw.put(format!("{prefix}{APP}/g/l/k"), "during", None)

@@ -1,98 +1,15 @@
 //! Credentials and TLS against private `nats-server`s these tests start (the shared server
 //! has neither): one requiring a token, one TLS-only requiring client certificates from a
-//! throwaway CA made with the `openssl` command line at test time.
+//! throwaway CA ([`plinth_testkit::TestPki`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plinth_core::{ErrorKind, Metadata};
+use plinth_testkit::TestPki;
 
 use super::*;
-
-/// Run `openssl` with `args` in `dir`, panicking with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command line must be installed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed CA `<name>-ca.crt` / `<name>-ca.key`.
-fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN=plinth test CA {name}"),
-            "-keyout",
-            &format!("{name}-ca.key"),
-            "-out",
-            &format!("{name}-ca.crt"),
-        ],
-    );
-}
-
-/// `<name>.crt` / `<name>.key`, signed by the CA `ca_name`, for `san`.
-fn signed(dir: &Path, ca_name: &str, name: &str, san: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName={san}\n"),
-    )
-    .expect("write extensions");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "1",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca_name}-ca.crt"),
-            "-CAkey",
-            &format!("{ca_name}-ca.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-}
 
 /// A private nats-server with JetStream in a directory of its own; killed and removed on
 /// drop.
@@ -103,11 +20,10 @@ struct PrivateNats {
 }
 
 impl PrivateNats {
-    /// Start one with `args` after `setup` prepared its directory.
-    fn start(setup: impl FnOnce(&Path), args: &[&str]) -> Self {
+    /// Start one with `args`.
+    fn start(args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("plinth-nats-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        setup(&dir);
         // A free port: bound, read, released; nats-server takes it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -139,14 +55,6 @@ impl PrivateNats {
             std::thread::sleep(Duration::from_millis(20));
         }
         server
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).expect("read a test file")
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
     }
 }
 
@@ -201,7 +109,7 @@ const TOKEN: &str = "s3cr3t-t0ken";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_authenticates_and_a_wrong_one_is_unauthenticated() {
-    let server = PrivateNats::start(|_| {}, &["--auth", TOKEN]);
+    let server = PrivateNats::start(&["--auth", TOKEN]);
     let url = format!("nats://127.0.0.1:{}", server.port);
 
     let broker = built(&spec(url.clone()).with_metadata("token", TOKEN));
@@ -225,40 +133,30 @@ async fn a_token_authenticates_and_a_wrong_one_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_with_a_private_ca() {
-    let server = PrivateNats::start(
-        |dir| {
-            ca(dir, "good");
-            ca(dir, "other");
-            signed(dir, "good", "server", "DNS:localhost,IP:127.0.0.1");
-            signed(dir, "good", "client", "DNS:client");
-        },
-        &[
-            "--tls",
-            "--tlscert",
-            "server.crt",
-            "--tlskey",
-            "server.key",
-            "--tlsverify",
-            "--tlscacert",
-            "good-ca.crt",
-        ],
-    );
+    let pki = TestPki::new();
+    let path = |path: &Path| path.display().to_string();
+    let server = PrivateNats::start(&[
+        "--tls",
+        "--tlscert",
+        &path(&pki.server.cert),
+        "--tlskey",
+        &path(&pki.server.key),
+        "--tlsverify",
+        "--tlscacert",
+        &path(&pki.ca.cert),
+    ]);
     let url = format!("tls://127.0.0.1:{}", server.port);
     // The CA and the key inline (PEM), the certificate as a file path (as Dapr passes it).
     let good = spec(url.clone())
-        .with_metadata("caCert", server.file("good-ca.crt"))
-        .with_metadata("tls_client_cert", server.path("client.crt"))
-        .with_metadata("tls_client_key", server.file("client.key"));
+        .with_metadata("caCert", &pki.ca.cert_pem)
+        .with_metadata("tls_client_cert", path(&pki.client.cert))
+        .with_metadata("tls_client_key", &pki.client.key_pem);
     let broker = built(&good);
     broker.init().await.expect("connects over mutual TLS");
     round_trip(&broker).await;
     broker.close().await;
 
-    let untrusted = built(
-        &good
-            .clone()
-            .with_metadata("caCert", server.file("other-ca.crt")),
-    );
+    let untrusted = built(&good.clone().with_metadata("caCert", &pki.other_ca.cert_pem));
     let err = untrusted
         .init()
         .await

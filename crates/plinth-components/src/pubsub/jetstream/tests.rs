@@ -4,15 +4,12 @@
 //! pass or fail; nothing else on the server is touched.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plinth_core::component::pubsub::Delivery;
 use plinth_core::{ErrorKind, Metadata};
-use tokio::net::{TcpListener, TcpStream};
+use plinth_testkit::FaultProxy;
 
 use super::*;
 
@@ -905,68 +902,6 @@ async fn an_unreachable_broker_fails_fast_with_unavailable() {
     assert_eq!(kind_of(&sub), Some(ErrorKind::Unavailable));
 }
 
-/// A TCP proxy in front of NATS that can cut every connection and refuse new ones.
-struct Proxy {
-    addr: SocketAddr,
-    refusing: Arc<AtomicBool>,
-    /// Bumped on every cut; each connection ends when it changes.
-    generation: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let refusing = Arc::new(AtomicBool::new(false));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let (flag, gen_tx) = (Arc::clone(&refusing), generation.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if flag.load(Ordering::SeqCst) {
-                    continue; // dropped: refused
-                }
-                let mut cut = gen_tx.subscribe();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            refusing,
-            generation,
-            task,
-        }
-    }
-
-    fn cut(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    fn allow(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.generation.send_modify(|g| *g += 1);
-    }
-}
-
 /// Wait until the component's client reports `connected`.
 async fn connection_is(broker: &JetStreamPubSub, connected: bool) {
     let conn = broker.conn().expect("initialised");
@@ -987,9 +922,9 @@ async fn connection_is(broker: &JetStreamPubSub, connected: bool) {
 async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
     let mut streams = Streams(Vec::new());
     let topic = streams.topic("recover");
-    let proxy = Proxy::start(nats_addr()).await;
+    let proxy = FaultProxy::start(nats_addr()).await;
     let s = ComponentSpec::new("js-proxy", TYPE_NAME)
-        .with_metadata("natsURL", format!("nats://{}", proxy.addr))
+        .with_metadata("natsURL", format!("nats://{}", proxy.addr()))
         .with_metadata("timeout", "2s");
     let broker = broker(s).await;
     let mut sub = subscribe(&broker, &topic, &group("g"), 2).await;
@@ -1020,7 +955,7 @@ async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
         "the subscription delivered or ended while cut off"
     );
 
-    proxy.allow();
+    proxy.restore().await;
     connection_is(&broker, true).await;
     broker.ping().await.expect("ping after the reconnect");
     publish(&broker, &topic, "after").await;

@@ -1,19 +1,19 @@
 //! Against the machine's Mosquitto (`PLINTH_TEST_MQTT`, by default tcp://127.0.0.1:1883),
 //! which other tests share: every topic, group and client id holds a fresh uuid, and every
 //! test removes the persistent sessions it created. Tests that restart a broker or need TLS
-//! start a private `mosquitto` of their own in a temporary directory. A TCP proxy written
-//! here cuts and restores connections.
+//! start a private `mosquitto` of their own in a temporary directory. A
+//! [`plinth_testkit::FaultProxy`] cuts and restores connections.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use bytes::Bytes;
 use plinth_core::component::pubsub::Delivery;
 use plinth_core::{ErrorKind, Metadata};
-use tokio::net::{TcpListener, TcpStream};
+use plinth_testkit::{CertFiles, FaultProxy, TestPki};
 
 use super::*;
 
@@ -664,54 +664,6 @@ async fn close_ends_subscriptions_and_refuses_publishing() {
 
 // ---- connection loss ---------------------------------------------------------------------
 
-/// A TCP proxy that can cut every connection and refuse new ones, then allow them again.
-struct Proxy {
-    addr: SocketAddr,
-    open: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (open, _) = tokio::sync::watch::channel(true);
-        let watch = open.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut state = watch.subscribe();
-                if !*state.borrow_and_update() {
-                    continue; // refused: dropped at once
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = state.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, open, task }
-    }
-
-    fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    fn allow(&self) {
-        self.open.send_replace(true);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Wait until the session of (group, topic) noticed that its connection is gone.
 async fn session_down(c: &Mqtt3PubSub, group: &str, topic: &str) {
     let session = lock(&c.sessions)
@@ -740,8 +692,8 @@ async fn upstream() -> SocketAddr {
 
 #[tokio::test]
 async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
-    let proxy = Proxy::start(upstream().await).await;
-    let spec = spec_for(&format!("tcp://{}", proxy.addr)).with_metadata(TIMEOUT, "3s");
+    let proxy = FaultProxy::start(upstream().await.to_string()).await;
+    let spec = spec_for(&format!("tcp://{}", proxy.addr())).with_metadata(TIMEOUT, "3s");
     let c = connected(&spec).await;
     let (topic, group) = (fresh("t"), fresh("g"));
     let mut sub = subscribe(&c, &topic, &group, 4).await;
@@ -777,7 +729,7 @@ async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
         .expect_err("the connection it came on is gone");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 
-    proxy.allow();
+    proxy.restore().await;
     // init waits for the publishing connection to come back.
     c.init().await.expect("reconnected");
     publish(&c, &topic, "after").await;
@@ -861,10 +813,6 @@ impl PrivateBroker {
             let _ = child.wait();
         }
     }
-
-    fn pem(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).expect("read pem")
-    }
 }
 
 impl Drop for PrivateBroker {
@@ -911,110 +859,26 @@ async fn a_session_survives_a_broker_restart() {
     // The private broker goes away with its sessions.
 }
 
-/// Run `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command line must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA `{name}-ca.crt` and, signed by the CA `ca`, certificates `{leaf}.crt` with `san`.
-fn certificates(dir: &Path) {
-    for name in ["good", "other"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                &format!("/CN=plinth test CA {name}"),
-                "-keyout",
-                &format!("{name}-ca.key"),
-                "-out",
-                &format!("{name}-ca.crt"),
-            ],
-        );
-    }
-    for (leaf, san) in [("server", "IP:127.0.0.1"), ("client", "DNS:client")] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                &format!("/CN={leaf}"),
-                "-keyout",
-                &format!("{leaf}.key"),
-                "-out",
-                &format!("{leaf}.csr"),
-            ],
-        );
-        std::fs::write(
-            dir.join(format!("{leaf}.ext")),
-            format!("subjectAltName={san}\n"),
-        )
-        .expect("write extensions");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-in",
-                &format!("{leaf}.csr"),
-                "-CA",
-                "good-ca.crt",
-                "-CAkey",
-                "good-ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                &format!("{leaf}.ext"),
-                "-out",
-                &format!("{leaf}.crt"),
-            ],
-        );
-    }
-}
-
 #[tokio::test]
 async fn mutual_tls_with_a_private_broker() {
-    let dir = PrivateBroker::dir();
-    certificates(&dir);
+    let pki = TestPki::new();
     let broker = PrivateBroker::start(
-        dir.clone(),
+        PrivateBroker::dir(),
         &format!(
-            "cafile {0}/good-ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n\
-             require_certificate true\n",
-            dir.display()
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            pki.ca.cert.display(),
+            pki.server.cert.display(),
+            pki.server.key.display()
         ),
     );
-    let tls_spec = |ca: &str| {
+    let tls_spec = |ca: &CertFiles| {
         spec_for(&format!("mqtts://127.0.0.1:{}", broker.port))
-            .with_metadata(CA_CERT, broker.pem(&format!("{ca}-ca.crt")))
-            .with_metadata(CLIENT_CERT, broker.pem("client.crt"))
-            .with_metadata(CLIENT_KEY, broker.pem("client.key"))
+            .with_metadata(CA_CERT, &ca.cert_pem)
+            .with_metadata(CLIENT_CERT, &pki.client.cert_pem)
+            .with_metadata(CLIENT_KEY, &pki.client.key_pem)
             .with_metadata(TIMEOUT, "3s")
     };
-    let spec = tls_spec("good");
+    let spec = tls_spec(&pki.ca);
     let c = connected(&spec).await;
     let (topic, group) = (fresh("t"), fresh("g"));
     let mut sub = subscribe(&c, &topic, &group, 1).await;
@@ -1024,13 +888,13 @@ async fn mutual_tls_with_a_private_broker() {
     c.close().await;
 
     // A server certificate from a CA the component does not trust.
-    let untrusting = Mqtt3PubSub::new(&tls_spec("other")).expect("valid metadata");
+    let untrusting = Mqtt3PubSub::new(&tls_spec(&pki.other_ca)).expect("valid metadata");
     let err = untrusting.init().await.expect_err("untrusted server");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.message().contains("TLS"), "{err}");
     // Without a client certificate the broker refuses the handshake.
     let anonymous = spec_for(&format!("mqtts://127.0.0.1:{}", broker.port))
-        .with_metadata(CA_CERT, broker.pem("good-ca.crt"));
+        .with_metadata(CA_CERT, &pki.ca.cert_pem);
     let anonymous = Mqtt3PubSub::new(&anonymous).expect("valid metadata");
     assert_eq!(kind(anonymous.init().await), ErrorKind::Unavailable);
 }

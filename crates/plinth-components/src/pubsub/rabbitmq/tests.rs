@@ -3,8 +3,6 @@
 //! exchange and queue a test creates has a fresh uuid in its name and is deleted when the
 //! test ends, even when it fails.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lapin::options::{
@@ -12,7 +10,8 @@ use lapin::options::{
 };
 use lapin::uri::AMQPUri;
 use plinth_core::ErrorKind;
-use tokio::net::{TcpListener, TcpStream};
+use plinth_testkit::FaultProxy;
+use tokio::net::TcpListener;
 
 use super::*;
 
@@ -24,11 +23,10 @@ fn url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-fn upstream() -> SocketAddr {
+/// `host:port` of the test broker, for a proxy.
+fn upstream() -> String {
     let uri: AMQPUri = url().parse().expect("PLINTH_TEST_RABBITMQ is an AMQP URI");
     format!("{}:{}", uri.authority.host, uri.authority.port)
-        .parse()
-        .expect("PLINTH_TEST_RABBITMQ names an IP address and port")
 }
 
 fn spec(extra: &[(&str, &str)]) -> ComponentSpec {
@@ -927,103 +925,12 @@ async fn an_unreachable_broker_fails_fast() {
     );
 }
 
-/// A TCP proxy in front of the broker that can cut every connection and turn new ones
-/// away (accepting and closing them at once), then let them through again; or freeze the
-/// connections (they stay open, nothing passes) and thaw them.
-struct Proxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    frozen: tokio::sync::watch::Sender<bool>,
-    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Copy one direction, holding the bytes while the proxy is frozen.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let open = Arc::new(AtomicBool::new(true));
-        let (frozen, _) = tokio::sync::watch::channel(false);
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (open2, frozen2, connections2) =
-            (Arc::clone(&open), frozen.clone(), Arc::clone(&connections));
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let frozen = frozen2.subscribe();
-                let relay = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (in_read, in_write) = inbound.into_split();
-                    let (out_read, out_write) = outbound.into_split();
-                    tokio::select! {
-                        _ = pipe(in_read, out_write, frozen.clone()) => {}
-                        _ = pipe(out_read, in_write, frozen) => {}
-                    }
-                });
-                lock(&connections2).push(relay.abort_handle());
-            }
-        });
-        Self {
-            addr,
-            open,
-            frozen,
-            connections,
-            task,
-        }
-    }
-
-    /// The test broker's URI with the proxy's address.
-    fn url(&self) -> String {
-        let mut uri: AMQPUri = url().parse().expect("uri");
-        uri.authority.host = self.addr.ip().to_string();
-        uri.authority.port = self.addr.port();
-        uri.to_string()
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for relay in lock(&self.connections).drain(..) {
-            relay.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-
-    fn freeze(&self, frozen: bool) {
-        self.frozen.send_replace(frozen);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.task.abort();
-    }
+/// The test broker's URI with the address of `proxy` in front of it.
+fn url_via(proxy: &FaultProxy) -> String {
+    let mut uri: AMQPUri = url().parse().expect("uri");
+    uri.authority.host = proxy.addr().ip().to_string();
+    uri.authority.port = proxy.port();
+    uri.to_string()
 }
 
 #[tokio::test]
@@ -1031,16 +938,16 @@ async fn a_broker_that_stops_answering_times_out() {
     let mut created = Created::default();
     let topic = created.topic();
     let (group, queue) = created.group(&topic);
-    let proxy = Proxy::start(upstream()).await;
+    let proxy = FaultProxy::start(upstream()).await;
     let spec = ComponentSpec::new("rabbit", TYPE_NAME)
-        .with_metadata("connectionString", proxy.url())
+        .with_metadata("connectionString", url_via(&proxy))
         .with_metadata("timeout", "300ms");
     let pubsub = build(&spec);
     pubsub.init().await.expect("init through the proxy");
     let mut sub = subscribe(&pubsub, &topic, &group, 1).await;
     publish(&pubsub, &topic, "one").await;
     let d = recv(&mut sub, "one").await;
-    proxy.freeze(true);
+    proxy.freeze();
     let started = Instant::now();
     let err = pubsub
         .publish(message(&topic, "two"))
@@ -1056,7 +963,7 @@ async fn a_broker_that_stops_answering_times_out() {
     );
     // The connection outlives the freeze (shorter than the heartbeat timeout): what was
     // held still settles, and publishing works again on a fresh channel.
-    proxy.freeze(false);
+    proxy.thaw();
     d.ack().await.expect("ack after the thaw");
     publish(&pubsub, &topic, "three").await;
     let mut got = Vec::new();
@@ -1078,9 +985,9 @@ async fn recovers_after_the_connection_is_cut() {
     let mut created = Created::default();
     let topic = created.topic();
     let (group, _) = created.group(&topic);
-    let proxy = Proxy::start(upstream()).await;
+    let proxy = FaultProxy::start(upstream()).await;
     let spec = ComponentSpec::new("rabbit", TYPE_NAME)
-        .with_metadata("connectionString", proxy.url())
+        .with_metadata("connectionString", url_via(&proxy))
         .with_metadata("reconnectWaitSeconds", "1");
     let pubsub = build(&spec);
     pubsub.init().await.expect("init through the proxy");
@@ -1128,7 +1035,7 @@ async fn recovers_after_the_connection_is_cut() {
             .is_err()
     );
 
-    proxy.restore();
+    proxy.restore().await;
     // The component reconnects by itself once its backoff (at most 1s here) is over; no
     // signal says when the broker is back, so publish until it works.
     let deadline = Instant::now() + WAIT;
@@ -1157,15 +1064,10 @@ async fn recovers_after_the_connection_is_cut() {
 
 #[tokio::test]
 async fn a_silent_broker_times_out() {
-    // Accepts connections and never answers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    // Accepts connections and never answers: a frozen proxy.
+    let proxy = FaultProxy::start(upstream()).await;
+    proxy.freeze();
+    let port = proxy.port();
     let spec = ComponentSpec::new("rabbit", TYPE_NAME)
         .with_metadata("connectionString", format!("amqp://u:p@127.0.0.1:{port}/"))
         .with_metadata("dialTimeout", "500ms");
@@ -1179,7 +1081,6 @@ async fn a_silent_broker_times_out() {
         "took {:?}",
         started.elapsed()
     );
-    hold.abort();
 }
 
 #[tokio::test]

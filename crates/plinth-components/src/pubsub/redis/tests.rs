@@ -2,13 +2,11 @@
 //! naming it, when it is missing. Every stream is named with a fresh uuid and deleted
 //! afterwards; nothing else on the Redis is touched.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use plinth_core::ErrorKind;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use plinth_testkit::FaultProxy;
+use tokio::net::TcpListener;
 
 use super::config::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PROCESSING_TIMEOUT, DEFAULT_REDELIVER_INTERVAL,
@@ -740,64 +738,6 @@ async fn close_ends_subscriptions_and_refuses_work() {
 
 // ---- failures ----
 
-/// A TCP proxy to the test Redis that can cut every connection and refuse new ones.
-struct Proxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let upstream = redis_host();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let open = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (open2, connections2) = (Arc::clone(&open), Arc::clone(&connections));
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !open2.load(Ordering::SeqCst) {
-                    continue; // dropped: refused
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                lock(&connections2).push(task);
-            }
-        });
-        Self {
-            addr,
-            open,
-            connections,
-            accept,
-        }
-    }
-
-    /// Cut every connection and refuse new ones.
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for task in lock(&self.connections).drain(..) {
-            task.abort();
-        }
-    }
-
-    fn allow(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_redis_fails_fast_with_unavailable() {
     let addr = {
@@ -841,9 +781,9 @@ async fn an_unreachable_redis_fails_fast_with_unavailable() {
 async fn publish_and_subscriptions_recover_after_the_connection_is_cut() {
     let mut streams = Streams::new();
     let topic = streams.topic("cut");
-    let proxy = Proxy::start().await;
+    let proxy = FaultProxy::start(redis_host()).await;
     let broker = component_at(
-        &proxy.addr.to_string(),
+        &proxy.addr().to_string(),
         &[("dialTimeout", "1s"), ("timeout", "1s")],
     )
     .await;
@@ -868,7 +808,7 @@ async fn publish_and_subscriptions_recover_after_the_connection_is_cut() {
     let err = broker.ping().await.expect_err("cut off");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 
-    proxy.allow();
+    proxy.restore().await;
     let deadline = Instant::now() + WAIT;
     while let Err(e) = broker.publish(message_to(&topic, "after")).await {
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
