@@ -428,7 +428,7 @@ async fn direct_client(
                 .get_or_create_stream(stream::Config {
                     name: topic.clone(),
                     subjects: vec![topic.clone()],
-                    retention: stream::RetentionPolicy::Interest,
+                    retention: stream::RetentionPolicy::Limits,
                     storage: stream::StorageType::File,
                     ..Default::default()
                 })

@@ -307,6 +307,13 @@ async fn run(broker: Broker, fault: Outage) {
         }
     }
     let unavailable = rejected.get("Unavailable").copied().unwrap_or(0);
+    // Sequence numbers go out in order, so the first and last rejected one place the outage.
+    let rejected_seqs = book
+        .published
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(seq, _)| *seq);
+    let rejected_span = (rejected_seqs.clone().min(), rejected_seqs.max());
     let report = serde_json::json!({
         "broker": broker.type_name(),
         "fault": fault.name(),
@@ -319,8 +326,15 @@ async fn run(broker: Broker, fault: Outage) {
         "rejected_by_code": rejected,
         "rejected_but_delivered": rejected_delivered,
         "outage_ms": outage.as_millis() as u64,
+        "rejected_span": rejected_span,
+        "lost_first": &missing[..missing.len().min(20)],
     });
     eprintln!("ledger: {report}");
+    if !missing.is_empty()
+        && let Some(broker) = &private
+    {
+        eprintln!("the private broker's log:\n{}", broker.log_tail());
+    }
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pubsub-ledger.jsonl");
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)

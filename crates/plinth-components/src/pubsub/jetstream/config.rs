@@ -158,6 +158,8 @@ pub(crate) struct Config {
     pub(crate) memory_storage: bool,
     /// `maxAge`, `maxMsgs`, `maxBytes` of created streams.
     pub(crate) limits: StreamLimits,
+    /// `retention` of created streams: `limits` or `interest`.
+    pub(crate) retention: &'static str,
     /// The JetStream API prefix, from `domain` or `apiPrefix`.
     pub(crate) api_prefix: String,
     /// `maxMessageBytes`; `usize::MAX` when unset (the server's `max_payload` applies).
@@ -564,6 +566,14 @@ impl Config {
             replicas: replicas.max(1),
             memory_storage: spec.bool_or("memoryStorage", false)?,
             limits,
+            // Limits by default: nats-server 2.9 drops messages of an interest-retention
+            // stream that were delivered and not yet acknowledged when the server shut down
+            // (seen in Plinth's broker-restart ledger test; never with limits).
+            retention: spec.choice_or(
+                "retention",
+                "limits",
+                &[("limits", "limits"), ("interest", "interest")],
+            )?,
             api_prefix: api_prefix(spec)?,
             max_message_bytes: max_message_bytes(spec, usize::MAX)?,
             timeout,

@@ -2,8 +2,8 @@
 //!
 //! Data layout: a topic is a NATS subject. Its messages are kept in a stream: `streamName`
 //! when set, else the stream whose subjects capture the topic, else one Plinth creates
-//! ([`stream_name`]: `plinth-<topic>-<hash>`, subjects `[topic]`, interest retention, so a
-//! message is removed once every consumer group has acknowledged it). Each consumer group
+//! ([`stream_name`]: `plinth-<topic>-<hash>`, subjects `[topic]`, limits retention unless
+//! `retention: interest`; see the component's docs for why). Each consumer group
 //! (the app id, or `consumerID`; `durableName` replaces it in the name) has one durable
 //! pull consumer per topic ([`consumer_name`]: `<group>-<topic>-<hash>`, filter subject =
 //! topic, explicit acks); every subscription of the group, in this process or another,
@@ -426,7 +426,7 @@ impl JetStreamPubSub {
             "name": name,
             "description": format!("created by Plinth (pubsub.jetstream) for topic {topic}"),
             "subjects": [topic],
-            "retention": "interest",
+            "retention": self.config.retention,
             "storage": if self.config.memory_storage { "memory" } else { "file" },
             "num_replicas": self.config.replicas,
             "discard": "new",

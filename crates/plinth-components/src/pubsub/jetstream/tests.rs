@@ -501,7 +501,7 @@ async fn groups_map_to_durable_consumers_and_each_gets_everything() {
     assert_eq!(info.config.subjects, vec![topic.clone()]);
     assert_eq!(
         info.config.retention,
-        jetstream::stream::RetentionPolicy::Interest
+        jetstream::stream::RetentionPolicy::Limits
     );
     assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
     for g in [&a, &b] {
@@ -515,8 +515,9 @@ async fn groups_map_to_durable_consumers_and_each_gets_everything() {
         assert_eq!(consumer.config.ack_wait, Duration::from_secs(30));
         assert!(consumer.config.deliver_subject.is_none(), "a pull consumer");
     }
-    // Interest retention: acknowledged by both groups, so nothing is kept.
-    assert_eq!(stream.info().await.expect("stream info").state.messages, 0);
+    // Limits retention: acknowledged by both groups, and still kept (for groups to come).
+    let state = stream.info().await.expect("stream info").state.clone();
+    assert!(state.messages > 0, "{state:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,8 +688,8 @@ async fn concurrent_stream_creation_is_safe() {
             stream_name(&topic)
         );
         publish(&a, &topic, "after").await;
-        // The two racing messages may predate the group (interest retention keeps nothing
-        // for no one); the one after must arrive.
+        // The two racing messages arrive too (limits retention keeps them for groups to
+        // come); the one after must arrive.
         let mut got = Vec::new();
         while got.last().map(String::as_str) != Some("after") {
             let delivery = recv(&mut sub, "after the race").await;
