@@ -60,9 +60,18 @@ struct ComponentBody {
     /// A failing component does not block readiness.
     #[serde(default)]
     ignore_errors: bool,
-    /// Name/value pairs.
-    #[serde(default)]
+    /// Name/value pairs. `metadata:` with nothing under it (YAML null) is an empty list,
+    /// as Dapr and Kubernetes read it.
+    #[serde(default, deserialize_with = "null_as_empty")]
     metadata: Vec<MetadataItem>,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,6 +114,27 @@ spec:
 }
 
 #[test]
+fn metadata_with_nothing_under_it_is_empty() {
+    let dir = tempdir("null-metadata");
+    write(
+        &dir,
+        "c.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n",
+    );
+    let sources = Sources {
+        resources: vec![dir.clone()],
+        ..Sources::default()
+    };
+    let loaded = load(&sources, "app").expect("metadata: null is an empty list");
+    let bus = loaded
+        .components
+        .iter()
+        .find(|c| c.spec.name == "bus")
+        .expect("the component");
+    assert!(bus.spec.metadata.is_empty());
+}
+
+#[test]
 fn errors_name_file_component_and_field() {
     let dir = tempdir("bad");
     let path = write(
