@@ -577,6 +577,9 @@ async fn direct_client(
                 .set_manual_acks(true)
                 .set_keep_alive(Duration::from_secs(30));
             let (sub, mut sub_loop) = AsyncClient::new(sub_opts, in_flight.max(10));
+            let mut network = sub_loop.network_options();
+            network.set_tcp_nodelay(true);
+            sub_loop.set_network_options(network.clone());
             sub.subscribe(format!("$share/{group}/{topic}"), QoS::AtLeastOnce)
                 .await?;
             let mut pub_opts = MqttOptions::new(format!("{group}-pub"), host, port);
@@ -585,6 +588,7 @@ async fn direct_client(
                 .set_keep_alive(Duration::from_secs(30))
                 .set_inflight(in_flight.clamp(1, u16::MAX as usize) as u16);
             let (publisher, mut pub_loop) = AsyncClient::new(pub_opts, in_flight.max(10));
+            pub_loop.set_network_options(network);
             let acker = sub.clone();
             let task = tokio::spawn(async move {
                 let publishing = async {

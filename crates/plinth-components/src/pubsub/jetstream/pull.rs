@@ -27,8 +27,18 @@ const PULL_GRACE: Duration = Duration::from_secs(2);
 const STATE_RECHECK: Duration = Duration::from_secs(1);
 /// The most messages one pull request asks for.
 const MAX_BATCH: usize = 256;
+/// The most pull requests one subscription has waiting on the server at once.
+const MAX_PULLS: usize = 4;
 /// The first and the largest wait after a failed pull.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Sleep until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What one subscription's task needs.
 pub(super) struct Puller {
@@ -68,49 +78,58 @@ enum End {
 impl Puller {
     /// Feed `tx` until its receiver is dropped, the component closes or the consumer is
     /// deleted. At most `in_flight`'s permits worth of messages are unsettled at once.
-    pub(super) async fn run(mut self, tx: mpsc::Sender<Delivery>, in_flight: Arc<Semaphore>) {
+    ///
+    /// Pull requests overlap: whenever permits are free while earlier requests wait, another
+    /// request asks for them. One request at a time would serialize the pulls whenever
+    /// permits come back one by one (a busy subscription), capping its rate at about one
+    /// request round trip per message.
+    pub(super) async fn run(self, tx: mpsc::Sender<Delivery>, in_flight: Arc<Semaphore>) {
+        let mut connected = self.connected.clone();
         let mut backoff = RETRY_BACKOFF.0;
+        let mut pulls = futures::stream::FuturesUnordered::new();
+        // After a failed or empty-handed request no new one starts before this; the requests
+        // already waiting keep being served meanwhile.
+        let mut paused_until: Option<tokio::time::Instant> = None;
         loop {
-            let first = tokio::select! {
-                _ = tx.closed() => return,
+            let may_pull = pulls.len() < MAX_PULLS && paused_until.is_none() && !tx.is_closed();
+            let end = tokio::select! {
+                _ = tx.closed(), if pulls.is_empty() => return,
                 _ = self.shutdown.cancelled() => return,
-                permit = Arc::clone(&in_flight).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let mut permits = vec![first];
-            while permits.len() < MAX_BATCH {
-                match Arc::clone(&in_flight).try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
+                _ = sleep_until(paused_until) => {
+                    paused_until = None;
+                    continue;
                 }
-            }
-            if !self.wait_connected(&tx).await {
-                return;
-            }
-            match self.pull(&tx, permits).await {
-                End::Done => backoff = RETRY_BACKOFF.0,
-                End::Stopped => return,
-                End::Early => {
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                permit = Arc::clone(&in_flight).acquire_owned(), if may_pull => {
+                    let Ok(first) = permit else { return };
+                    let mut permits = vec![first];
+                    while permits.len() < MAX_BATCH {
+                        match Arc::clone(&in_flight).try_acquire_owned() {
+                            Ok(permit) => permits.push(permit),
+                            Err(_) => break,
+                        }
                     }
-                    backoff = (backoff * 2).min(RETRY_BACKOFF.1);
+                    if !self.wait_connected(&tx, &mut connected).await {
+                        return;
+                    }
+                    pulls.push(self.pull(&tx, permits));
+                    continue;
                 }
+                Some(end) = pulls.next(), if !pulls.is_empty() => end,
+            };
+            match end {
+                End::Done => backoff = RETRY_BACKOFF.0,
+                // The receiver is gone: the other requests give back what they still bring.
+                End::Stopped if pulls.is_empty() => return,
+                End::Stopped => {}
                 End::ConsumerGone(why) => {
                     tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, consumer = %self.consumer, reason = %why, "the consumer is gone; ending the subscription");
                     return;
                 }
-                End::Failed(why) => {
-                    tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, consumer = %self.consumer, error = %why, retry_in_ms = backoff.as_millis() as u64, "pulling failed");
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                End::Early | End::Failed(_) => {
+                    if let End::Failed(why) = &end {
+                        tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, consumer = %self.consumer, error = %why, retry_in_ms = backoff.as_millis() as u64, "pulling failed");
                     }
+                    paused_until = Some(tokio::time::Instant::now() + backoff);
                     backoff = (backoff * 2).min(RETRY_BACKOFF.1);
                 }
             }
@@ -118,7 +137,11 @@ impl Puller {
     }
 
     /// Wait until the client is connected; false when the subscription should stop.
-    async fn wait_connected(&mut self, tx: &mpsc::Sender<Delivery>) -> bool {
+    async fn wait_connected(
+        &self,
+        tx: &mpsc::Sender<Delivery>,
+        connected: &mut watch::Receiver<bool>,
+    ) -> bool {
         loop {
             if self.client.connection_state() == async_nats::connection::State::Connected {
                 return true;
@@ -126,7 +149,7 @@ impl Puller {
             tokio::select! {
                 _ = tx.closed() => return false,
                 _ = self.shutdown.cancelled() => return false,
-                changed = self.connected.changed() => if changed.is_err() {
+                changed = connected.changed() => if changed.is_err() {
                     // The client is gone for good (closed).
                     return false;
                 },
