@@ -6,3 +6,5 @@ pub mod memory;
 pub mod mqtt3;
 pub mod rabbitmq;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plinth_core::{ErrorKind, Metadata};
+use plinth_core::ErrorKind;
 use plinth_testkit::TestPki;
 
 use super::*;
+use crate::pubsub::testing::{publish, recv_within, subscribe};
 
 /// A private nats-server with JetStream in a directory of its own; killed and removed on
 /// drop.
@@ -79,28 +80,11 @@ fn built(spec: &ComponentSpec) -> JetStreamPubSub {
 /// Publish one message and receive it: the connection works end to end.
 async fn round_trip(broker: &JetStreamPubSub) {
     let topic = format!("auth.{}", uuid::Uuid::new_v4().simple());
-    let mut sub = broker
-        .subscribe(SubscribeRequest {
-            topic: topic.clone(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
+    let mut sub = subscribe(broker, &topic, "g", 1).await;
+    publish(broker, &topic, "secured").await;
+    let delivery = recv_within(&mut sub, Duration::from_secs(10))
         .await
-        .expect("subscribe");
-    broker
-        .publish(PublishRequest {
-            topic,
-            data: "secured".into(),
-            content_type: "text/plain".into(),
-            metadata: Metadata::new(),
-        })
-        .await
-        .expect("publish");
-    let delivery = tokio::time::timeout(Duration::from_secs(10), sub.receiver.recv())
-        .await
-        .expect("a delivery")
-        .expect("open");
+        .expect("a delivery");
     assert_eq!(delivery.message.data, "secured");
     delivery.ack().await.expect("ack");
 }

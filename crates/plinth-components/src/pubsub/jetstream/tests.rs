@@ -7,11 +7,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use plinth_core::component::pubsub::Delivery;
 use plinth_core::{ErrorKind, Metadata};
 use plinth_testkit::FaultProxy;
 
 use super::*;
+use crate::pubsub::testing::{
+    assert_ends, assert_publish_fails_fast, assert_unreachable, closed_port, message, nothing_for,
+    publish, quiet, recv, recv_within, request, subscribe, text,
+};
 
 // ---------------------------------------------------------------------------------------
 // Metadata
@@ -363,53 +366,6 @@ impl Drop for Streams {
     }
 }
 
-fn message(topic: &str, data: impl Into<Bytes>) -> PublishRequest {
-    PublishRequest {
-        topic: topic.into(),
-        data: data.into(),
-        content_type: "text/plain".into(),
-        metadata: Metadata::new(),
-    }
-}
-
-async fn publish(broker: &JetStreamPubSub, topic: &str, data: &str) {
-    let data = data.to_owned();
-    if let Err(err) = broker.publish(message(topic, data)).await {
-        panic!("publish to {topic}: {err}");
-    }
-}
-
-async fn subscribe(broker: &JetStreamPubSub, topic: &str, group: &str, n: usize) -> Subscription {
-    let req = SubscribeRequest {
-        topic: topic.into(),
-        group: group.into(),
-        max_in_flight: n,
-        metadata: Metadata::new(),
-    };
-    match broker.subscribe(req).await {
-        Ok(sub) => sub,
-        Err(err) => panic!("subscribe to {topic}: {err}"),
-    }
-}
-
-async fn recv_within(sub: &mut Subscription, wait: Duration) -> Option<Delivery> {
-    tokio::time::timeout(wait, sub.receiver.recv())
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn recv(sub: &mut Subscription, what: &str) -> Delivery {
-    match recv_within(sub, Duration::from_secs(15)).await {
-        Some(delivery) => delivery,
-        None => panic!("{what}: nothing within 15s"),
-    }
-}
-
-fn text(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.message.data).into_owned()
-}
-
 fn kind_of<T: fmt::Debug>(result: &Result<T>) -> Option<ErrorKind> {
     result.as_ref().err().map(Error::kind)
 }
@@ -463,12 +419,7 @@ async fn messages_carry_content_type_metadata_and_an_id() {
     let delivery = recv(&mut sub, "the event").await;
     assert_eq!(delivery.message.id, id);
     delivery.ack().await.expect("ack");
-    assert!(
-        recv_within(&mut sub, Duration::from_millis(700))
-            .await
-            .is_none(),
-        "the duplicate was dropped"
-    );
+    assert!(quiet(&mut sub).await.is_none(), "the duplicate was dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,12 +622,7 @@ async fn concurrent_stream_creation_is_safe() {
         let (ra, rb, sub) = tokio::join!(
             a.publish(message(&topic, "from a")),
             b.publish(message(&topic, "from b")),
-            c.subscribe(SubscribeRequest {
-                topic: topic.clone(),
-                group: g.clone(),
-                max_in_flight: 4,
-                metadata: Metadata::new(),
-            })
+            c.subscribe(request(&topic, &g, 4))
         );
         ra.expect("a publishes");
         rb.expect("b publishes");
@@ -745,14 +691,7 @@ async fn topics_that_are_not_subjects_are_invalid_arguments() {
             .expect_err("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{topic}: {err}");
         assert!(err.message().contains(&format!("{topic:?}")), "{err}");
-        let sub = broker
-            .subscribe(SubscribeRequest {
-                topic: topic.into(),
-                group: "g".into(),
-                max_in_flight: 1,
-                metadata: Metadata::new(),
-            })
-            .await;
+        let sub = broker.subscribe(request(topic, "g", 1)).await;
         assert_eq!(kind_of(&sub), Some(ErrorKind::InvalidArgument), "{topic}");
     }
 }
@@ -768,14 +707,7 @@ async fn without_auto_creation_a_missing_stream_is_a_failed_precondition() {
         .expect_err("no stream");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
     assert!(err.message().contains(&topic), "{err}");
-    let sub = broker
-        .subscribe(SubscribeRequest {
-            topic: topic.clone(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
-        .await;
+    let sub = broker.subscribe(request(&topic, "g", 1)).await;
     assert_eq!(kind_of(&sub), Some(ErrorKind::FailedPrecondition));
     let js = admin().await;
     assert!(
@@ -829,12 +761,7 @@ async fn a_deleted_consumer_ends_the_subscription_and_subscribing_again_recreate
     js.delete_consumer_from_stream(consumer_name(&g, &topic), stream_name(&topic))
         .await
         .expect("delete the consumer");
-    assert!(
-        tokio::time::timeout(Duration::from_secs(15), sub.receiver.recv())
-            .await
-            .expect("the subscription ends")
-            .is_none()
-    );
+    assert_ends(&mut sub, Duration::from_secs(15), "the consumer deleted").await;
     let mut again = subscribe(&broker, &topic, &g, 2).await;
     publish(&broker, &topic, "again").await;
     let delivery = recv(&mut again, "after subscribing again").await;
@@ -849,25 +776,12 @@ async fn close_ends_subscriptions_and_refuses_publishing() {
     let broker = broker(spec()).await;
     let mut sub = subscribe(&broker, &topic, &group("g"), 1).await;
     broker.close().await;
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), sub.receiver.recv())
-            .await
-            .expect("ends at once")
-            .is_none()
-    );
+    assert_ends(&mut sub, Duration::from_secs(5), "closed").await;
     let err = broker
         .publish(message(&topic, "x"))
         .await
         .expect_err("closed");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -883,24 +797,8 @@ async fn an_unreachable_broker_fails_fast_with_unavailable() {
         .await
         .expect_err("not init");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let at = Instant::now();
-    let err = broker.init().await.expect_err("unreachable");
-    assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        err.message().contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
-    assert_eq!(kind_of(&broker.ping().await), Some(ErrorKind::Unavailable));
-    let sub = broker
-        .subscribe(SubscribeRequest {
-            topic: topic.into(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
-        .await;
-    assert_eq!(kind_of(&sub), Some(ErrorKind::Unavailable));
+    let server = format!("127.0.0.1:{port}");
+    assert_unreachable(&broker, &server, Duration::from_secs(3)).await;
 }
 
 /// Wait until the component's client reports `connected`.
@@ -936,23 +834,11 @@ async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
 
     proxy.cut();
     connection_is(&broker, false).await;
-    let at = Instant::now();
-    let err = broker
-        .publish(message(&topic, "during"))
-        .await
-        .expect_err("cut off");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        at.elapsed() < Duration::from_millis(500),
-        "fails fast: {:?}",
-        at.elapsed()
-    );
+    assert_publish_fails_fast(&broker, &topic, Duration::from_millis(500)).await;
     assert_eq!(kind_of(&broker.ping().await), Some(ErrorKind::Unavailable));
     // While cut off the subscription waits: it neither delivers nor ends.
     assert!(
-        tokio::time::timeout(Duration::from_secs(1), sub.receiver.recv())
-            .await
-            .is_err(),
+        nothing_for(&mut sub, Duration::from_secs(1)).await,
         "the subscription delivered or ended while cut off"
     );
 

@@ -10,17 +10,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use bytes::Bytes;
-use plinth_core::component::pubsub::Delivery;
 use plinth_core::{ErrorKind, Metadata};
 use plinth_testkit::{CertFiles, FaultProxy, TestPki};
 
 use super::*;
-
-/// The bound on every wait for something that should happen.
-const WAIT: Duration = Duration::from_secs(15);
-/// How long a test watches for a delivery that must not come.
-const QUIET: Duration = Duration::from_millis(700);
+use crate::pubsub::testing::{
+    WAIT, assert_ends, assert_publish_fails_fast, assert_unreachable, closed_port, message,
+    publish, quiet, recv, request, subscribe, text,
+};
 
 fn broker_url() -> String {
     std::env::var("PLINTH_TEST_MQTT").unwrap_or_else(|_| "tcp://127.0.0.1:1883".into())
@@ -38,8 +35,8 @@ fn spec_for(url: &str) -> ComponentSpec {
 
 /// A component built from `spec` and initialised; fails loudly naming the broker when it
 /// cannot be reached.
-async fn connected(spec: &ComponentSpec) -> Arc<Mqtt3PubSub> {
-    let component = Arc::new(Mqtt3PubSub::new(spec).expect("valid metadata"));
+async fn connected(spec: &ComponentSpec) -> Mqtt3PubSub {
+    let component = Mqtt3PubSub::new(spec).expect("valid metadata");
     if let Err(err) = component.init().await {
         panic!(
             "the MQTT broker at {} must be reachable (Mosquitto; set PLINTH_TEST_MQTT): {err}",
@@ -47,51 +44,6 @@ async fn connected(spec: &ComponentSpec) -> Arc<Mqtt3PubSub> {
         );
     }
     component
-}
-
-async fn publish(c: &Mqtt3PubSub, topic: &str, data: &str) {
-    c.publish(PublishRequest {
-        topic: topic.into(),
-        data: Bytes::from(data.to_owned()),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("publish to {topic}: {e}"));
-}
-
-async fn subscribe(
-    c: &Mqtt3PubSub,
-    topic: &str,
-    group: &str,
-    max_in_flight: usize,
-) -> Subscription {
-    c.subscribe(SubscribeRequest {
-        topic: topic.into(),
-        group: group.into(),
-        max_in_flight,
-        metadata: Metadata::new(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("subscribe to {topic} as {group}: {e}"))
-}
-
-async fn recv(sub: &mut Subscription, what: &str) -> Delivery {
-    match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => panic!("{what}: the subscription ended"),
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-async fn quiet(sub: &mut Subscription) -> Option<Delivery> {
-    tokio::time::timeout(QUIET, sub.receiver.recv())
-        .await
-        .ok()
-        .flatten()
-}
-
-fn text(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.message.data).into_owned()
 }
 
 async fn take(sub: &mut Subscription, what: &str) -> String {
@@ -296,35 +248,18 @@ fn session_client_ids_are_stable_and_distinct() {
 async fn topics_and_groups_mqtt_cannot_take_are_refused() {
     let c = Mqtt3PubSub::new(&spec_for("tcp://127.0.0.1:1")).expect("builds");
     for topic in ["a/+/b", "a/#", "$SYS/broker", "nul\0"] {
-        let err = c
-            .publish(PublishRequest {
-                topic: topic.into(),
-                data: "x".into(),
-                ..Default::default()
-            })
-            .await
-            .expect_err("refused");
+        let err = c.publish(message(topic, "x")).await.expect_err("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         assert!(err.message().contains(&format!("{topic:?}")), "{err}");
         let err = c
-            .subscribe(SubscribeRequest {
-                topic: topic.into(),
-                group: "g".into(),
-                max_in_flight: 1,
-                metadata: Metadata::new(),
-            })
+            .subscribe(request(topic, "g", 1))
             .await
             .expect_err("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     }
     for group in ["a/b", "a+", "#"] {
         let err = c
-            .subscribe(SubscribeRequest {
-                topic: "t".into(),
-                group: group.into(),
-                max_in_flight: 1,
-                metadata: Metadata::new(),
-            })
+            .subscribe(request("t", group, 1))
             .await
             .expect_err("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -349,40 +284,9 @@ async fn topics_and_groups_mqtt_cannot_take_are_refused() {
 
 #[tokio::test]
 async fn an_unreachable_broker_fails_fast_with_unavailable() {
-    // A port nobody listens on: bound, read, released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = closed_port();
     let c = Mqtt3PubSub::new(&spec_for(&format!("tcp://127.0.0.1:{port}"))).expect("builds");
-    let started = Instant::now();
-    let err = c.init().await.expect_err("nothing listens");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.message().contains(&port.to_string()), "{err}");
-    let err = c
-        .publish(PublishRequest {
-            topic: fresh("t"),
-            data: "x".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("not connected");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let sub = c
-        .subscribe(SubscribeRequest {
-            topic: fresh("t"),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
-        .await;
-    assert_eq!(kind(sub), ErrorKind::Unavailable);
-    assert_eq!(kind(c.ping().await), ErrorKind::Unavailable);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "failing took {:?}",
-        started.elapsed()
-    );
+    assert_unreachable(&c, &port.to_string(), Duration::from_secs(2)).await;
     // A second init fails fast too (it retries at once rather than waiting for a backoff).
     let again = Instant::now();
     assert_eq!(kind(c.init().await), ErrorKind::Unavailable);
@@ -647,16 +551,8 @@ async fn close_ends_subscriptions_and_refuses_publishing() {
     let (topic, group) = (fresh("t"), fresh("g"));
     let mut sub = subscribe(&c, &topic, &group, 1).await;
     c.close().await;
-    let ended = tokio::time::timeout(WAIT, sub.receiver.recv()).await;
-    assert!(matches!(ended, Ok(None)), "the subscription ends");
-    let err = c
-        .publish(PublishRequest {
-            topic: topic.clone(),
-            data: "x".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("closed");
+    assert_ends(&mut sub, WAIT, "closed").await;
+    let err = c.publish(message(&topic, "x")).await.expect_err("closed");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(kind(c.init().await), ErrorKind::Unavailable);
     forget(&[&c], &[(&spec, &group, &topic)]).await;
@@ -706,21 +602,7 @@ async fn publishing_and_subscriptions_recover_after_the_connection_is_cut() {
     session_down(&c, &group, &topic).await;
     // The first publish may meet the connection still closing; either way it fails, fast.
     for _ in 0..3 {
-        let started = Instant::now();
-        let err = c
-            .publish(PublishRequest {
-                topic: topic.clone(),
-                data: "during".into(),
-                ..Default::default()
-            })
-            .await
-            .expect_err("cut off");
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
+        assert_publish_fails_fast(&c, &topic, Duration::from_secs(1)).await;
     }
     assert_eq!(kind(c.ping().await), ErrorKind::Unavailable);
     let err = held

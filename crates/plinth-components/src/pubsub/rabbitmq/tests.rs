@@ -11,12 +11,12 @@ use lapin::options::{
 use lapin::uri::AMQPUri;
 use plinth_core::ErrorKind;
 use plinth_testkit::FaultProxy;
-use tokio::net::TcpListener;
 
 use super::*;
-
-/// The bound on every wait for something that should happen.
-const WAIT: Duration = Duration::from_secs(15);
+use crate::pubsub::testing::{
+    WAIT, assert_ends, assert_publish_fails_fast, assert_unreachable, closed_port, message,
+    nothing_for, publish, recv, request, subscribe, subscribe_with, text,
+};
 
 fn url() -> String {
     std::env::var("PLINTH_TEST_RABBITMQ")
@@ -136,56 +136,6 @@ impl Drop for Created {
             panic!("cleaning up the test's exchanges and queues failed");
         }
     }
-}
-
-fn message(topic: &str, data: &str) -> PublishRequest {
-    PublishRequest {
-        topic: topic.into(),
-        data: Bytes::from(data.to_owned()),
-        content_type: "text/plain".into(),
-        metadata: Metadata::new(),
-    }
-}
-
-async fn publish(pubsub: &RabbitMqPubSub, topic: &str, data: &str) {
-    if let Err(err) = pubsub.publish(message(topic, data)).await {
-        panic!("publish {data} to {topic}: {err}");
-    }
-}
-
-async fn subscribe(pubsub: &RabbitMqPubSub, topic: &str, group: &str, n: usize) -> Subscription {
-    subscribe_with(pubsub, topic, group, n, Metadata::new()).await
-}
-
-async fn subscribe_with(
-    pubsub: &RabbitMqPubSub,
-    topic: &str,
-    group: &str,
-    max_in_flight: usize,
-    metadata: Metadata,
-) -> Subscription {
-    let req = SubscribeRequest {
-        topic: topic.into(),
-        group: group.into(),
-        max_in_flight,
-        metadata,
-    };
-    pubsub
-        .subscribe(req)
-        .await
-        .unwrap_or_else(|e| panic!("subscribe to {topic} as {group}: {e}"))
-}
-
-async fn recv(sub: &mut Subscription, what: &str) -> Delivery {
-    match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => panic!("{what}: the subscription ended"),
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-fn text(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.message.data).into_owned()
 }
 
 /// Create the group's queue (and its dead-letter queue when configured) with a component
@@ -528,7 +478,7 @@ async fn concurrent_publishes_each_wait_for_their_confirm() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let (pubsub, topic) = (Arc::clone(&pubsub), topic.clone());
-            tokio::spawn(async move { pubsub.publish(message(&topic, &format!("c{i}"))).await })
+            tokio::spawn(async move { pubsub.publish(message(&topic, format!("c{i}"))).await })
         })
         .collect();
     for task in futures::future::join_all(tasks).await {
@@ -792,9 +742,7 @@ async fn a_dropped_subscription_gives_back_what_it_had_not_handed_out() {
     got.sort();
     assert_eq!(got, ["2", "3", "4", "5"]);
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), next.receiver.recv())
-            .await
-            .is_err(),
+        nothing_for(&mut next, Duration::from_millis(500)).await,
         "a message came twice"
     );
 }
@@ -834,24 +782,14 @@ async fn names_the_broker_cannot_take_are_invalid() {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         assert!(err.message().contains(topic), "names the topic: {err}");
         let err = pubsub
-            .subscribe(SubscribeRequest {
-                topic: topic.into(),
-                group: "g".into(),
-                max_in_flight: 1,
-                metadata: Metadata::new(),
-            })
+            .subscribe(request(topic, "g", 1))
             .await
             .expect_err("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     }
     // A queue name over the limit: the group and topic together.
     let err = pubsub
-        .subscribe(SubscribeRequest {
-            topic: "t".repeat(200),
-            group: "g".repeat(60),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
+        .subscribe(request(&"t".repeat(200), &"g".repeat(60), 1))
         .await
         .expect_err("refused");
     assert!(err.message().contains("queue"), "{err}");
@@ -884,45 +822,15 @@ async fn names_the_broker_cannot_take_are_invalid() {
 
 #[tokio::test]
 async fn an_unreachable_broker_fails_fast() {
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    let closed = closed_port();
     let secret = "pw-never-shown";
     let spec = ComponentSpec::new("rabbit", TYPE_NAME).with_metadata(
         "connectionString",
         format!("amqp://u:{secret}@127.0.0.1:{closed}/"),
     );
     let pubsub = build(&spec);
-    let started = Instant::now();
-    let err = pubsub.init().await.expect_err("nothing listens");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        err.message().contains(&closed.to_string()),
-        "names the broker: {err}"
-    );
+    let err = assert_unreachable(&pubsub, &closed.to_string(), Duration::from_secs(3)).await;
     assert!(!err.message().contains(secret), "{err}");
-    let err = pubsub
-        .publish(message("t", "x"))
-        .await
-        .expect_err("publish");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let err = pubsub
-        .subscribe(SubscribeRequest {
-            topic: "t".into(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
-        .await
-        .expect_err("subscribe");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(pubsub.ping().await.is_err());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 /// The test broker's URI with the address of `proxy` in front of it.
@@ -1001,39 +909,16 @@ async fn recovers_after_the_connection_is_cut() {
 
     proxy.cut();
     // The subscription ends (the building block would subscribe again)...
-    match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
-        Ok(None) => {}
-        other => panic!("the subscription did not end: {other:?}"),
-    }
+    assert_ends(&mut sub, WAIT, "cut off").await;
     // ...an ack on the lost channel fails without panicking...
     let err = held.ack().await.expect_err("the channel is gone");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     // ...and publishing fails fast.
     for _ in 0..3 {
-        let started = Instant::now();
-        let err = pubsub
-            .publish(message(&topic, "lost"))
-            .await
-            .expect_err("the broker is cut off");
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert_publish_fails_fast(&pubsub, &topic, Duration::from_secs(3)).await;
     }
     assert!(pubsub.ping().await.is_err());
-    assert!(
-        pubsub
-            .subscribe(SubscribeRequest {
-                topic: topic.clone(),
-                group: group.clone(),
-                max_in_flight: 4,
-                metadata: Metadata::new(),
-            })
-            .await
-            .is_err()
-    );
+    assert!(pubsub.subscribe(request(&topic, &group, 4)).await.is_err());
 
     proxy.restore().await;
     // The component reconnects by itself once its backoff (at most 1s here) is over; no
@@ -1127,12 +1012,7 @@ async fn a_deleted_exchange_is_declared_again() {
         .await
         .expect("delete it again");
     // A subscription fails to bind to the missing exchange; the next one declares it.
-    let req = SubscribeRequest {
-        topic: topic.clone(),
-        group: group.clone(),
-        max_in_flight: 1,
-        metadata: Metadata::new(),
-    };
+    let req = request(&topic, &group, 1);
     let err = pubsub.subscribe(req).await.expect_err("no exchange");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let mut sub = subscribe(&pubsub, &topic, &group, 1).await;

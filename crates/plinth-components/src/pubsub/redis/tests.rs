@@ -6,16 +6,16 @@ use std::time::Instant;
 
 use plinth_core::ErrorKind;
 use plinth_testkit::FaultProxy;
-use tokio::net::TcpListener;
 
 use super::config::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PROCESSING_TIMEOUT, DEFAULT_REDELIVER_INTERVAL,
     MIN_CONSUMER_EXPIRY,
 };
 use super::*;
-
-/// The bound on every wait for something that should happen.
-const WAIT: Duration = Duration::from_secs(15);
+use crate::pubsub::testing::{
+    WAIT, assert_ends, assert_publish_fails_fast, assert_unreachable, closed_port, message,
+    nothing_for, publish, recv, request, subscribe, text,
+};
 
 fn redis_host() -> String {
     std::env::var("REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
@@ -85,50 +85,46 @@ impl Drop for Streams {
     }
 }
 
-fn message_to(topic: &str, data: &str) -> PublishRequest {
-    PublishRequest {
-        topic: topic.into(),
-        data: Bytes::from(data.to_owned()),
-        content_type: "text/plain".into(),
-        metadata: Metadata::new(),
-    }
+/// `XGROUP CREATE topic group 0 MKSTREAM`: a group at the start of a stream, made if missing.
+async fn create_group(topic: &str, group: &str) {
+    let _: () = query(
+        ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(topic)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM"),
+    )
+    .await;
 }
 
-async fn publish(broker: &RedisPubSub, topic: &str, data: &str) {
-    broker
-        .publish(message_to(topic, data))
-        .await
-        .unwrap_or_else(|e| panic!("publish to {topic}: {e}"));
+/// `XGROUP CREATECONSUMER topic group consumer`: a consumer that holds nothing.
+async fn create_consumer(topic: &str, group: &str, consumer: &str) {
+    let _: i64 = query(
+        ::redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(topic)
+            .arg(group)
+            .arg(consumer),
+    )
+    .await;
 }
 
-async fn subscribe(broker: &RedisPubSub, topic: &str, group: &str, max: usize) -> Subscription {
-    broker
-        .subscribe(SubscribeRequest {
-            topic: topic.into(),
-            group: group.into(),
-            max_in_flight: max,
-            metadata: Metadata::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("subscribe to {topic}: {e}"))
-}
-
-async fn recv(sub: &mut Subscription, what: &str) -> Delivery {
-    match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => panic!("{what}: the subscription ended"),
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-async fn nothing_for(sub: &mut Subscription, wait: Duration) -> bool {
-    tokio::time::timeout(wait, sub.receiver.recv())
-        .await
-        .is_err()
-}
-
-fn text(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.message.data).into_owned()
+/// `XREADGROUP` of one new entry by `consumer` of `group`, as a Plinth that then dies would:
+/// the entry stays pending on it.
+async fn read_one(topic: &str, group: &str, consumer: &str) -> Value {
+    query(
+        ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(topic)
+            .arg(">"),
+    )
+    .await
 }
 
 /// `XPENDING topic group` summary: how many entries are pending.
@@ -405,18 +401,13 @@ async fn a_key_that_is_not_a_stream_is_refused_naming_the_topic() {
     let _: () = query(::redis::cmd("SET").arg(&topic).arg("not a stream")).await;
     let broker = component(&[]).await;
     let err = broker
-        .publish(message_to(&topic, "x"))
+        .publish(message(&topic, "x"))
         .await
         .expect_err("publish");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(err.message().contains(&topic), "{err}");
     let err = broker
-        .subscribe(SubscribeRequest {
-            topic: topic.clone(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
+        .subscribe(request(&topic, "g", 1))
         .await
         .expect_err("subscribe");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -430,8 +421,7 @@ async fn a_key_that_is_not_a_stream_is_refused_naming_the_topic() {
             .arg("not a stream any more"),
     )
     .await;
-    let ended = tokio::time::timeout(WAIT, sub.receiver.recv()).await;
-    assert!(matches!(ended, Ok(None)), "the subscription did not end");
+    assert_ends(&mut sub, WAIT, "the stream replaced").await;
     broker.close().await;
 }
 
@@ -442,29 +432,10 @@ async fn what_a_dead_consumer_left_pending_is_delivered_after_processing_timeout
     let mut streams = Streams::new();
     let topic = streams.topic("dead");
     let broker = component(&[("processingTimeout", "2s"), ("redeliverInterval", "200ms")]).await;
-    let _: () = query(
-        ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&topic)
-            .arg("g")
-            .arg("0")
-            .arg("MKSTREAM"),
-    )
-    .await;
+    create_group(&topic, "g").await;
     publish(&broker, &topic, "orphan").await;
     // A consumer reads it and dies: never acknowledged, never renewed.
-    let read: Value = query(
-        ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("crashed-plinth")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&topic)
-            .arg(">"),
-    )
-    .await;
+    let read = read_one(&topic, "g", "crashed-plinth").await;
     let read_at = Instant::now();
     assert_eq!(parse_read(read).expect("read").len(), 1);
     let mut sub = subscribe(&broker, &topic, "g", 4).await;
@@ -594,45 +565,12 @@ async fn only_empty_consumers_idle_long_enough_are_removed() {
     let mut streams = Streams::new();
     let topic = streams.topic("consumers");
     let broker = component(&[]).await;
-    let _: () = query(
-        ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&topic)
-            .arg("g")
-            .arg("0")
-            .arg("MKSTREAM"),
-    )
-    .await;
+    create_group(&topic, "g").await;
     publish(&broker, &topic, "kept pending").await;
-    let _: i64 = query(
-        ::redis::cmd("XGROUP")
-            .arg("CREATECONSUMER")
-            .arg(&topic)
-            .arg("g")
-            .arg("idle-empty"),
-    )
-    .await;
-    let _: Value = query(
-        ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("idle-busy")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&topic)
-            .arg(">"),
-    )
-    .await;
+    create_consumer(&topic, "g", "idle-empty").await;
+    read_one(&topic, "g", "idle-busy").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let _: i64 = query(
-        ::redis::cmd("XGROUP")
-            .arg("CREATECONSUMER")
-            .arg(&topic)
-            .arg("g")
-            .arg("fresh-empty"),
-    )
-    .await;
+    create_consumer(&topic, "g", "fresh-empty").await;
     let removed = broker
         .shared
         .remove_idle_consumers(&topic, "g", Duration::from_secs(1), None)
@@ -668,28 +606,9 @@ async fn trimming_bounds_streams_and_lost_pending_entries_are_counted() {
         ("redeliverInterval", "100ms"),
     ])
     .await;
-    let _: () = query(
-        ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&topic)
-            .arg("g")
-            .arg("0")
-            .arg("MKSTREAM"),
-    )
-    .await;
+    create_group(&topic, "g").await;
     publish(&broker, &topic, "first").await;
-    let _: Value = query(
-        ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("crashed")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&topic)
-            .arg(">"),
-    )
-    .await;
+    read_one(&topic, "g", "crashed").await;
     for i in 0..300 {
         publish(&broker, &topic, &i.to_string()).await;
     }
@@ -727,10 +646,9 @@ async fn close_ends_subscriptions_and_refuses_work() {
     let broker = component(&[]).await;
     let mut sub = subscribe(&broker, &topic, "g", 1).await;
     broker.close().await;
-    let ended = tokio::time::timeout(WAIT, sub.receiver.recv()).await;
-    assert!(matches!(ended, Ok(None)), "the subscription did not end");
+    assert_ends(&mut sub, WAIT, "closed").await;
     let err = broker
-        .publish(message_to(&topic, "x"))
+        .publish(message(&topic, "x"))
         .await
         .expect_err("closed");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -740,41 +658,11 @@ async fn close_ends_subscriptions_and_refuses_work() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_fast_with_unavailable() {
-    let addr = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        listener.local_addr().expect("addr")
-    };
-    let config = Config::from_spec(&spec(
-        &addr.to_string(),
-        &[("dialTimeout", "1s"), ("timeout", "1s")],
-    ))
-    .expect("config");
+    let addr = format!("127.0.0.1:{}", closed_port());
+    let config = Config::from_spec(&spec(&addr, &[("dialTimeout", "1s"), ("timeout", "1s")]))
+        .expect("config");
     let broker = RedisPubSub::new("pubsub", config);
-    let started = Instant::now();
-    let err = broker.init().await.expect_err("nothing listens");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.message().contains(&addr.to_string()), "{err}");
-    let err = broker
-        .publish(message_to("plinth-test-unreachable", "x"))
-        .await
-        .expect_err("publish");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let err = broker
-        .subscribe(SubscribeRequest {
-            topic: "plinth-test-unreachable".into(),
-            group: "g".into(),
-            max_in_flight: 1,
-            metadata: Metadata::new(),
-        })
-        .await
-        .expect_err("subscribe");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(broker.ping().await.is_err());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_unreachable(&broker, &addr, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]
@@ -794,23 +682,13 @@ async fn publish_and_subscriptions_recover_after_the_connection_is_cut() {
     d.ack().await.expect("ack");
 
     proxy.cut();
-    let started = Instant::now();
-    let err = broker
-        .publish(message_to(&topic, "during"))
-        .await
-        .expect_err("Redis is cut off");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_publish_fails_fast(&broker, &topic, Duration::from_secs(3)).await;
     let err = broker.ping().await.expect_err("cut off");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 
     proxy.restore().await;
     let deadline = Instant::now() + WAIT;
-    while let Err(e) = broker.publish(message_to(&topic, "after")).await {
+    while let Err(e) = broker.publish(message(&topic, "after")).await {
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
         assert!(Instant::now() < deadline, "publish never recovered: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
