@@ -39,6 +39,6 @@ pub use haproxy::HaproxySpec;
 pub use load::{ClosedLoop, Load, LoadOutcome, OpenLoop};
 pub use pin::Pinning;
 pub use procfs::{Proc, RssSampler};
-pub use session::{Phase, ProcessSeries, Report, Session};
+pub use session::{Phase, ProcessSeries, Report, Results, Session};
 pub use stats::{Comparison, Measurement, Series, Side, Spread, Summary};
 pub use sut::{Readiness, StopSignal, Sut, SutSpec};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cli::RunConfig;
 use crate::load::Load;
 use crate::pin::Pinning;
-use crate::session::ProcessSeries;
+use crate::session::{ProcessSeries, Report};
 use crate::stats::{Comparison, Measurement, Metric, Series, Side, Spread, Summary};
 
 /// Default directory for JSON results: `bench/results` in this crate.
@@ -323,6 +323,61 @@ pub fn header(
     }
     out.push('\n');
     out
+}
+
+/// What a benchmark's Markdown report says besides the figures of its [`Report`].
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    /// The title.
+    pub title: &'a str,
+    /// The run configuration.
+    pub run_cfg: &'a RunConfig,
+    /// Where the generator and the SUTs ran.
+    pub pinning: Pinning,
+    /// The benchmark's notes: a bullet each, after the [`header`]'s own.
+    pub notes: &'a [String],
+    /// The benchmark's own sections, between the [`load_tables`] and the targets.
+    pub sections: &'a [String],
+    /// The targets.
+    pub checks: &'a [Check],
+}
+
+/// The end of a benchmark: prints its Markdown report on stdout (the [`header`], the
+/// [`load_tables`], the benchmark's own sections and the [`targets_section`]), then writes
+/// `report` as JSON to `<dir>/<name>.json` and prints where.
+pub fn finish<C: Serialize, X: Serialize>(
+    report: &Report<C, X>,
+    text: &Text<'_>,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        header(
+            text.title,
+            text.run_cfg,
+            &report.baseline,
+            &report.candidate,
+            text.pinning,
+            &report.generator_cpus,
+            &report.summaries,
+            text.notes,
+        )
+    );
+    print!(
+        "{}",
+        load_tables(
+            &text.run_cfg.load_headings(),
+            &report.summaries,
+            &report.comparisons
+        )
+    );
+    for section in text.sections {
+        print!("{section}");
+    }
+    print!("{}", targets_section(text.checks, &report.summaries));
+    let path = write_json(dir, &report.name, report)?;
+    println!("JSON: {}", path.display());
+    Ok(())
 }
 
 /// The "Memory and startup" section: idle RSS, RSS under load (the maximum

@@ -2,14 +2,14 @@
 //! (warm-up, load, CPU and RSS sampling) and the results collected so far.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::load::{self, ClosedLoop, Load, OpenLoop};
 use crate::pin::Pinning;
 use crate::procfs::{self, CpuMeter, Proc, RssSampler, StealMeter};
-use crate::stats::{Comparison, Measurement, Series, Side, Summary};
+use crate::stats::{self, Comparison, Measurement, Series, Side, Summary};
 
 /// How often RSS is sampled during a measurement.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -55,6 +55,19 @@ impl Session {
     /// Every measurement so far, in the order taken.
     pub fn measurements(&self) -> &[Measurement] {
         &self.measurements
+    }
+
+    /// Every measurement so far, aggregated per scenario, load and side, and compared
+    /// candidate against baseline.
+    pub fn results(&self) -> Results {
+        let measurements = self.measurements.clone();
+        let summaries = stats::summarize(&measurements);
+        let comparisons = stats::compare(&measurements);
+        Results {
+            measurements,
+            summaries,
+            comparisons,
+        }
     }
 
     /// Warms up, then measures `call` under `phase` against the SUT process
@@ -143,6 +156,17 @@ impl Session {
     }
 }
 
+/// A session's measurements with what is computed from them.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// Every run, in the order measured.
+    pub measurements: Vec<Measurement>,
+    /// Runs aggregated per scenario, load and side.
+    pub summaries: Vec<Summary>,
+    /// Candidate against baseline, paired by run.
+    pub comparisons: Vec<Comparison>,
+}
+
 /// Everything a benchmark writes to its JSON result file.
 #[derive(Debug, Serialize)]
 pub struct Report<C: Serialize, X: Serialize> {
@@ -168,6 +192,38 @@ pub struct Report<C: Serialize, X: Serialize> {
     pub comparisons: Vec<Comparison>,
     /// Benchmark-specific extras (RSS series, target checks, ...).
     pub extra: X,
+}
+
+impl<C: Serialize, X: Serialize> Report<C, X> {
+    /// The report `name` of `results`, written now: `baseline` against `candidate`, with
+    /// the generator on `generator_cpus` and the SUTs pinned as `pinning` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        baseline: &str,
+        candidate: &str,
+        config: C,
+        generator_cpus: String,
+        pinning: Pinning,
+        results: Results,
+        extra: X,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            unix_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            baseline: baseline.to_owned(),
+            candidate: candidate.to_owned(),
+            config,
+            generator_cpus,
+            sut_core: pinning.sut_core(),
+            measurements: results.measurements,
+            summaries: results.summaries,
+            comparisons: results.comparisons,
+            extra,
+        }
+    }
 }
 
 /// Per-run series kept by most benchmarks next to the load measurements.

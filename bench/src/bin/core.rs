@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use clap::{Parser, ValueEnum};
@@ -355,68 +355,45 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let measurements = session.measurements().to_vec();
-    let summaries = stats::summarize(&measurements);
-    let comparisons = stats::compare(&measurements);
+    let results = session.results();
     let checks = checks(
         &cfg,
         &candidate.label,
         &baseline.label,
-        &comparisons,
+        &results.comparisons,
         &process,
     );
 
-    print!(
-        "{}",
-        report::header(
-            &format!("Plinth core: {} vs {}", candidate.label, baseline.label),
-            run_cfg,
-            &baseline.label,
-            &candidate.label,
-            pinning,
-            &generator_cpus,
-            &summaries,
-            &[],
-        )
-    );
-    print!(
-        "{}",
-        report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
-    );
-    print!(
-        "{}",
-        report::process_section(
-            run_cfg,
-            &baseline.label,
-            &candidate.label,
-            &process,
-            &rss_under_load
-        )
-    );
-    print!("{}", report::targets_section(&checks, &summaries));
-
-    let report = Report {
-        name: args.name.clone(),
-        unix_time: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        baseline: baseline.label.clone(),
-        candidate: candidate.label.clone(),
-        config: cfg,
-        generator_cpus,
-        sut_core: pinning.sut_core(),
-        measurements,
-        summaries,
-        comparisons,
-        extra: Extra {
-            process,
-            rss_under_load_kib: rss_under_load,
-            checks,
-        },
+    let extra = Extra {
+        process,
+        rss_under_load_kib: rss_under_load,
+        checks,
     };
-    let path = report::write_json(&args.common.results_dir(), &args.name, &report)?;
-    println!("JSON: {}", path.display());
-    Ok(())
+    let report = Report::new(
+        &args.name,
+        &baseline.label,
+        &candidate.label,
+        cfg,
+        generator_cpus,
+        pinning,
+        results,
+        extra,
+    );
+    let text = report::Text {
+        title: &format!("Plinth core: {} vs {}", candidate.label, baseline.label),
+        run_cfg: &report.config.run,
+        pinning,
+        notes: &[],
+        sections: &[report::process_section(
+            &report.config.run,
+            &report.baseline,
+            &report.candidate,
+            &report.extra.process,
+            &report.extra.rss_under_load_kib,
+        )],
+        checks: &report.extra.checks,
+    };
+    report::finish(&report, &text, &args.common.results_dir())
 }
 
 fn checks(

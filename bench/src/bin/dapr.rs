@@ -28,7 +28,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
@@ -796,10 +796,13 @@ fn main() -> anyhow::Result<()> {
         app.stop_or_warn();
     }
 
-    let measurements = session.measurements().to_vec();
-    let summaries = stats::summarize(&measurements);
-    let comparisons = stats::compare(&measurements);
-    let checks = checks(&cfg, &candidate_label, &baseline.label, &comparisons);
+    let results = session.results();
+    let checks = checks(
+        &cfg,
+        &candidate_label,
+        &baseline.label,
+        &results.comparisons,
+    );
 
     let haproxy_note = match cfg.haproxy_bin {
         Some(_) => format!(
@@ -824,60 +827,39 @@ fn main() -> anyhow::Result<()> {
             payload.value.len()
         ),
     ];
-    print!(
-        "{}",
-        report::header(
-            &format!(
-                "Plinth Dapr compatibility: {candidate_label} vs {}",
-                baseline.label
-            ),
-            run_cfg,
-            &baseline.label,
-            &candidate_label,
-            pinning,
-            &generator_cpus,
-            &summaries,
-            &notes,
-        )
-    );
-    print!(
-        "{}",
-        report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
-    );
-    print!(
-        "{}",
-        report::process_section(
-            run_cfg,
-            &baseline.label,
-            &candidate_label,
-            &process,
-            &rss_under_load
-        )
-    );
-    print!("{}", report::targets_section(&checks, &summaries));
-
-    let report = Report {
-        name: args.name.clone(),
-        unix_time: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        baseline: baseline.label.clone(),
-        candidate: candidate_label,
-        config: cfg,
-        generator_cpus,
-        sut_core: pinning.sut_core(),
-        measurements,
-        summaries,
-        comparisons,
-        extra: Extra {
-            process,
-            rss_under_load_kib: rss_under_load,
-            checks,
-        },
+    let extra = Extra {
+        process,
+        rss_under_load_kib: rss_under_load,
+        checks,
     };
-    let path = report::write_json(&args.common.results_dir(), &args.name, &report)?;
-    println!("JSON: {}", path.display());
-    Ok(())
+    let report = Report::new(
+        &args.name,
+        &baseline.label,
+        &candidate_label,
+        cfg,
+        generator_cpus,
+        pinning,
+        results,
+        extra,
+    );
+    let text = report::Text {
+        title: &format!(
+            "Plinth Dapr compatibility: {candidate_label} vs {}",
+            baseline.label
+        ),
+        run_cfg: &report.config.run,
+        pinning,
+        notes: &notes,
+        sections: &[report::process_section(
+            &report.config.run,
+            &report.baseline,
+            &report.candidate,
+            &report.extra.process,
+            &report.extra.rss_under_load_kib,
+        )],
+        checks: &report.extra.checks,
+    };
+    report::finish(&report, &text, &args.common.results_dir())
 }
 
 /// The targets: for the scenarios the bare server answers, against it; for

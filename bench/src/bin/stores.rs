@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
@@ -1211,11 +1211,9 @@ fn main() -> anyhow::Result<()> {
     let out = outcome?;
     cleaned?;
 
-    let measurements = session.measurements().to_vec();
-    let summaries = stats::summarize(&measurements);
-    let comparisons = stats::compare(&measurements);
-    let checks = checks(&cfg, &comparisons);
-    let added = stats::added_latency(&measurements);
+    let results = session.results();
+    let checks = checks(&cfg, &results.comparisons);
+    let added = stats::added_latency(&results.measurements);
     let mut notes = vec![
         format!(
             "Baseline `{DIRECT}`: a client in the benchmark process (on the generator's core) sending the \
@@ -1241,54 +1239,38 @@ fn main() -> anyhow::Result<()> {
             ),
         ),
     ];
-    notes.extend(saturation_notes(&cfg, &measurements));
+    notes.extend(saturation_notes(&cfg, &results.measurements));
 
-    print!(
-        "{}",
-        report::header(
-            &format!("Plinth with real backends: plinth vs {DIRECT}"),
-            run_cfg,
-            DIRECT,
-            "plinth",
-            pinning,
-            &generator_cpus,
-            &summaries,
-            &notes,
-        )
-    );
-    print!(
-        "{}",
-        report::load_tables(&run_cfg.load_headings(), &summaries, &comparisons)
-    );
-    print!(
-        "{}",
-        report::added_section(&added, "plinth", DIRECT, "scenario")
-    );
-    print!("{}", report::targets_section(&checks, &summaries));
-
-    let report = Report {
-        name: args.name.clone(),
-        unix_time: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        baseline: DIRECT.into(),
-        candidate: "plinth".into(),
-        config: cfg,
-        generator_cpus,
-        sut_core: pinning.sut_core(),
-        measurements,
-        summaries,
-        comparisons,
-        extra: Extra {
-            process: out.process,
-            added,
-            checks,
-            notes,
-        },
+    let extra = Extra {
+        process: out.process,
+        added,
+        checks,
+        notes,
     };
-    let path = report::write_json(&args.common.results_dir(), &args.name, &report)?;
-    println!("JSON: {}", path.display());
-    Ok(())
+    let report = Report::new(
+        &args.name,
+        DIRECT,
+        "plinth",
+        cfg,
+        generator_cpus,
+        pinning,
+        results,
+        extra,
+    );
+    let text = report::Text {
+        title: &format!("Plinth with real backends: plinth vs {DIRECT}"),
+        run_cfg: &report.config.run,
+        pinning,
+        notes: &report.extra.notes,
+        sections: &[report::added_section(
+            &report.extra.added,
+            "plinth",
+            DIRECT,
+            "scenario",
+        )],
+        checks: &report.extra.checks,
+    };
+    report::finish(&report, &text, &args.common.results_dir())
 }
 
 #[cfg(test)]
