@@ -380,6 +380,64 @@ pub fn finish<C: Serialize, X: Serialize>(
     Ok(())
 }
 
+/// The extras of a benchmark of Plinth against a client in the benchmark process that calls
+/// the backend itself (bench-stores, bench-pubsub): that client has no process of its own,
+/// so Plinth's cost shows as added latency rather than as ratios of processes.
+#[derive(Debug, Serialize)]
+pub struct DirectExtra {
+    /// Plinth's idle RSS and startup time per run (the direct client has no process of its
+    /// own: its side is "baseline" with no values).
+    pub process: ProcessSeries,
+    /// Added latency (Plinth − direct), µs, per scenario and load.
+    pub added: Vec<crate::stats::Added>,
+    /// The targets.
+    pub checks: Vec<Check>,
+    /// The benchmark's notes under the header.
+    pub notes: Vec<String>,
+}
+
+impl<C: Serialize> Report<C, DirectExtra> {
+    /// [`finish`] with the notes and targets of the extras, and the [`added_section`] (its
+    /// scenario column headed `scenario_heading`) as the benchmark's own section.
+    pub fn finish_direct(
+        &self,
+        title: &str,
+        run_cfg: &RunConfig,
+        pinning: Pinning,
+        scenario_heading: &str,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        let added = added_section(
+            &self.extra.added,
+            &self.candidate,
+            &self.baseline,
+            scenario_heading,
+        );
+        let text = Text {
+            title,
+            run_cfg,
+            pinning,
+            notes: &self.extra.notes,
+            sections: &[added],
+            checks: &self.extra.checks,
+        };
+        finish(self, &text, dir)
+    }
+}
+
+/// `Plinth idle RSS <median>, startup <median> ms.`: the candidate's process figures, for a
+/// note.
+pub fn plinth_process_note(process: &ProcessSeries) -> String {
+    format!(
+        "Plinth idle RSS {}, startup {} ms.",
+        opt_spread(
+            process.idle_rss_kib.spread(Side::Candidate).as_ref(),
+            megabytes
+        ),
+        opt_spread(process.startup_ms.spread(Side::Candidate).as_ref(), num),
+    )
+}
+
 /// The "Memory and startup" section: idle RSS, RSS under load (the maximum
 /// during the high-rate runs) and spawn-to-ready time per side, with ratios.
 pub fn process_section(

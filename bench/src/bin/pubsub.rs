@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
-use plinth_bench::report::{self, Check};
+use plinth_bench::report::{self, Check, DirectExtra};
 use plinth_bench::stats::{self, Comparison, Side};
 use plinth_bench::{
     Candidate, CommonArgs, Proc, ProcessSeries, Report, RunConfig, Session, Sut, SutSpec, pin,
@@ -147,15 +147,6 @@ struct Config {
     in_flight: usize,
     /// Every topic, group and session of this invocation starts with it.
     prefix: String,
-}
-
-/// Benchmark-specific part of the JSON result.
-#[derive(Debug, Serialize)]
-struct Extra {
-    process: ProcessSeries,
-    added: Vec<stats::Added>,
-    checks: Vec<Check>,
-    notes: Vec<String>,
 }
 
 /// Names of one invocation.
@@ -1120,20 +1111,12 @@ fn main() -> anyhow::Result<()> {
             args.in_flight
         ),
         format!(
-            "Payload {} bytes; through Plinth it travels inside a CloudEvent envelope. Plinth idle RSS {}, \
-             startup {} ms.",
+            "Payload {} bytes; through Plinth it travels inside a CloudEvent envelope. {}",
             args.payload_size,
-            report::opt_spread(
-                out.process.idle_rss_kib.spread(Side::Candidate).as_ref(),
-                report::megabytes
-            ),
-            report::opt_spread(
-                out.process.startup_ms.spread(Side::Candidate).as_ref(),
-                report::num
-            ),
+            report::plinth_process_note(&out.process),
         ),
     ];
-    let extra = Extra {
+    let extra = DirectExtra {
         process: out.process,
         added,
         checks,
@@ -1149,20 +1132,13 @@ fn main() -> anyhow::Result<()> {
         results,
         extra,
     );
-    let text = report::Text {
-        title: &format!("Pub/sub publish→deliver: plinth vs {DIRECT}"),
-        run_cfg: &report.config.run,
+    report.finish_direct(
+        &format!("Pub/sub publish→deliver: plinth vs {DIRECT}"),
+        &report.config.run,
         pinning,
-        notes: &report.extra.notes,
-        sections: &[report::added_section(
-            &report.extra.added,
-            "plinth",
-            DIRECT,
-            "broker",
-        )],
-        checks: &report.extra.checks,
-    };
-    report::finish(&report, &text, &args.common.results_dir())
+        "broker",
+        &args.common.results_dir(),
+    )
 }
 
 #[cfg(test)]

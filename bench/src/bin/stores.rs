@@ -32,7 +32,7 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use plinth_bench::load::Load;
-use plinth_bench::report::{self, Check};
+use plinth_bench::report::{self, Check, DirectExtra};
 use plinth_bench::stats::{self, Comparison, Measurement, Side};
 use plinth_bench::{
     Candidate, CommonArgs, Phase, Proc, ProcessSeries, Report, RunConfig, Session, Sut, SutSpec,
@@ -181,18 +181,6 @@ struct Config {
     key_prefix: String,
     /// The bench-only PostgreSQL tables (state, metadata).
     pg_tables: (String, String),
-}
-
-/// Benchmark-specific part of the JSON result.
-#[derive(Debug, Serialize)]
-struct Extra {
-    /// Plinth's idle RSS and startup time per run (the direct client has no process of its
-    /// own: its side is "baseline" with no values).
-    process: ProcessSeries,
-    /// Added latency (Plinth − direct), µs, per scenario and load.
-    added: Vec<stats::Added>,
-    checks: Vec<Check>,
-    notes: Vec<String>,
 }
 
 /// Names shared by both sides and by the cleanup.
@@ -1227,21 +1215,13 @@ fn main() -> anyhow::Result<()> {
             .to_owned(),
         format!(
             "TryLock+Unlock is one pair per call (two gRPC calls through Plinth; SET NX PX and the unlock \
-             script directly), on a fresh resource each time; GetNextId is STRONG (INCR). Plinth idle RSS {}, \
-             startup {} ms.",
-            report::opt_spread(
-                out.process.idle_rss_kib.spread(Side::Candidate).as_ref(),
-                report::megabytes
-            ),
-            report::opt_spread(
-                out.process.startup_ms.spread(Side::Candidate).as_ref(),
-                report::num
-            ),
+             script directly), on a fresh resource each time; GetNextId is STRONG (INCR). {}",
+            report::plinth_process_note(&out.process),
         ),
     ];
     notes.extend(saturation_notes(&cfg, &results.measurements));
 
-    let extra = Extra {
+    let extra = DirectExtra {
         process: out.process,
         added,
         checks,
@@ -1257,20 +1237,13 @@ fn main() -> anyhow::Result<()> {
         results,
         extra,
     );
-    let text = report::Text {
-        title: &format!("Plinth with real backends: plinth vs {DIRECT}"),
-        run_cfg: &report.config.run,
+    report.finish_direct(
+        &format!("Plinth with real backends: plinth vs {DIRECT}"),
+        &report.config.run,
         pinning,
-        notes: &report.extra.notes,
-        sections: &[report::added_section(
-            &report.extra.added,
-            "plinth",
-            DIRECT,
-            "scenario",
-        )],
-        checks: &report.extra.checks,
-    };
-    report::finish(&report, &text, &args.common.results_dir())
+        "scenario",
+        &args.common.results_dir(),
+    )
 }
 
 #[cfg(test)]
