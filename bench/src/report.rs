@@ -425,6 +425,49 @@ impl<C: Serialize> Report<C, DirectExtra> {
     }
 }
 
+/// The extras of a benchmark of two processes (bench-core, bench-dapr): their memory and
+/// startup side by side.
+#[derive(Debug, Serialize)]
+pub struct ProcessExtra {
+    /// Idle RSS and startup time per run and side.
+    pub process: ProcessSeries,
+    /// Per run, the largest RSS sampled during the high-rate runs (of the scenarios the
+    /// benchmark compares the two processes on), KiB.
+    pub rss_under_load_kib: Series,
+    /// The targets.
+    pub checks: Vec<Check>,
+}
+
+impl<C: Serialize> Report<C, ProcessExtra> {
+    /// [`finish`] with the benchmark's `notes`, the targets of the extras, and the
+    /// [`process_section`] as the benchmark's own section.
+    pub fn finish_process(
+        &self,
+        title: &str,
+        run_cfg: &RunConfig,
+        pinning: Pinning,
+        notes: &[String],
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        let process = process_section(
+            run_cfg,
+            &self.baseline,
+            &self.candidate,
+            &self.extra.process,
+            &self.extra.rss_under_load_kib,
+        );
+        let text = Text {
+            title,
+            run_cfg,
+            pinning,
+            notes,
+            sections: &[process],
+            checks: &self.extra.checks,
+        };
+        finish(self, &text, dir)
+    }
+}
+
 /// `Plinth idle RSS <median>, startup <median> ms.`: the candidate's process figures, for a
 /// note.
 pub fn plinth_process_note(process: &ProcessSeries) -> String {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use clap::{Parser, ValueEnum};
-use plinth_bench::report::{self, Check};
+use plinth_bench::report::{self, Check, ProcessExtra};
 use plinth_bench::stats::{self, Series, Side};
 use plinth_bench::{
     Candidate, CommonArgs, Proc, ProcessSeries, Readiness, Report, RunConfig, Session, StopSignal,
@@ -99,15 +99,6 @@ impl Config {
             value_size: args.value_size,
         })
     }
-}
-
-/// Benchmark-specific part of the JSON result.
-#[derive(Debug, Serialize)]
-struct Extra {
-    process: ProcessSeries,
-    /// Per run, the largest RSS sampled during the high-rate runs, KiB.
-    rss_under_load_kib: Series,
-    checks: Vec<Check>,
 }
 
 /// The request each scenario sends; cloned per call so both sides pay the
@@ -364,7 +355,7 @@ fn main() -> anyhow::Result<()> {
         &process,
     );
 
-    let extra = Extra {
+    let extra = ProcessExtra {
         process,
         rss_under_load_kib: rss_under_load,
         checks,
@@ -379,21 +370,13 @@ fn main() -> anyhow::Result<()> {
         results,
         extra,
     );
-    let text = report::Text {
-        title: &format!("Plinth core: {} vs {}", candidate.label, baseline.label),
-        run_cfg: &report.config.run,
+    report.finish_process(
+        &format!("Plinth core: {} vs {}", candidate.label, baseline.label),
+        &report.config.run,
         pinning,
-        notes: &[],
-        sections: &[report::process_section(
-            &report.config.run,
-            &report.baseline,
-            &report.candidate,
-            &report.extra.process,
-            &report.extra.rss_under_load_kib,
-        )],
-        checks: &report.extra.checks,
-    };
-    report::finish(&report, &text, &args.common.results_dir())
+        &[],
+        &args.common.results_dir(),
+    )
 }
 
 fn checks(

@@ -40,7 +40,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use plinth_bench::report::{self, Check};
+use plinth_bench::report::{self, Check, ProcessExtra};
 use plinth_bench::stats::{self, Series, Side};
 use plinth_bench::{
     Candidate, CommonArgs, HaproxySpec, Pinning, Proc, ProcessSeries, Readiness, Report, RunConfig,
@@ -182,17 +182,6 @@ impl Config {
             haproxy_bin,
         })
     }
-}
-
-/// Benchmark-specific part of the JSON result.
-#[derive(Debug, Serialize)]
-struct Extra {
-    process: ProcessSeries,
-    /// Per run, the largest RSS sampled during the high-rate runs of the
-    /// scenarios served by the bare server and the candidate themselves
-    /// (not Invoke, whose baseline is the app), KiB.
-    rss_under_load_kib: Series,
-    checks: Vec<Check>,
 }
 
 /// A JSON document of exactly `size` bytes: the value saved, published and
@@ -827,8 +816,10 @@ fn main() -> anyhow::Result<()> {
             payload.value.len()
         ),
     ];
-    let extra = Extra {
+    let extra = ProcessExtra {
         process,
+        // Of the scenarios served by the bare server and the candidate themselves (not
+        // Invoke, whose baseline is the app).
         rss_under_load_kib: rss_under_load,
         checks,
     };
@@ -842,24 +833,16 @@ fn main() -> anyhow::Result<()> {
         results,
         extra,
     );
-    let text = report::Text {
-        title: &format!(
+    report.finish_process(
+        &format!(
             "Plinth Dapr compatibility: {candidate_label} vs {}",
             baseline.label
         ),
-        run_cfg: &report.config.run,
+        &report.config.run,
         pinning,
-        notes: &notes,
-        sections: &[report::process_section(
-            &report.config.run,
-            &report.baseline,
-            &report.candidate,
-            &report.extra.process,
-            &report.extra.rss_under_load_kib,
-        )],
-        checks: &report.extra.checks,
-    };
-    report::finish(&report, &text, &args.common.results_dir())
+        &notes,
+        &args.common.results_dir(),
+    )
 }
 
 /// The targets: for the scenarios the bare server answers, against it; for
