@@ -1,10 +1,11 @@
-//! The service-invocation building block: calls to the local app from any front door.
-//! Remote targets (other sidecars) come with the mesh; until then only the app Plinth serves
-//! is reachable.
+//! The service-invocation building block: calls to the local app, and to the WebAssembly
+//! functions hosted in this process, from any front door. Remote targets (other sidecars)
+//! come with the mesh; until then only the app Plinth serves and its functions are reachable.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use plinth_core::{Error, Result};
 use tokio::sync::Semaphore;
 
@@ -27,6 +28,19 @@ pub mod headers {
     pub const CALLEE_APP_ID: &str = "dapr-callee-app-id";
 }
 
+/// The functions hosted in this process, as invocation targets. A function's id takes
+/// precedence over every other app id: a target that names a function never leaves the
+/// process.
+#[async_trait]
+pub trait LocalFunctions: Send + Sync + std::fmt::Debug {
+    /// Whether a function with this id is installed.
+    fn contains(&self, id: &str) -> bool;
+    /// Call function `id` with `req`, on behalf of `caller` (an app id). `Ok` whatever
+    /// status the function answered; an error when it could not run to the end (not found,
+    /// a limit, a trap).
+    async fn call(&self, id: &str, caller: &str, req: InvokeRequest) -> Result<InvokeResponse>;
+}
+
 /// The invocation API every front door calls.
 #[derive(Debug, Clone)]
 pub struct InvokeApi {
@@ -34,6 +48,7 @@ pub struct InvokeApi {
     namespace: Arc<str>,
     app: Arc<AppSlot>,
     concurrency: Option<Arc<Semaphore>>,
+    functions: Arc<OnceLock<Arc<dyn LocalFunctions>>>,
 }
 
 impl InvokeApi {
@@ -50,7 +65,18 @@ impl InvokeApi {
             namespace: namespace.into(),
             app,
             concurrency,
+            functions: Arc::default(),
         }
+    }
+
+    /// Route invocations of function ids to `functions` (set once, by the function host).
+    pub fn set_functions(&self, functions: Arc<dyn LocalFunctions>) {
+        let _ = self.functions.set(functions);
+    }
+
+    /// The function host, when one is set.
+    pub fn functions(&self) -> Option<&Arc<dyn LocalFunctions>> {
+        self.functions.get()
     }
 
     /// Whether `target` names the local app: its id, or `id.namespace`.
@@ -63,9 +89,25 @@ impl InvokeApi {
 
     /// Invoke `req.method` on app `target`. The app's answer comes back whatever its status;
     /// an error means the call did not reach the app or did not finish.
-    pub async fn invoke(&self, target: &str, mut req: InvokeRequest) -> Result<InvokeResponse> {
+    pub async fn invoke(&self, target: &str, req: InvokeRequest) -> Result<InvokeResponse> {
+        self.invoke_as(target, &self.app_id.clone(), req).await
+    }
+
+    /// [`invoke`](Self::invoke) on behalf of `caller`: a function calling out gives its own
+    /// app id, which the callee sees as the caller.
+    pub async fn invoke_as(
+        &self,
+        target: &str,
+        caller: &str,
+        mut req: InvokeRequest,
+    ) -> Result<InvokeResponse> {
         if target.is_empty() {
             return Err(Error::invalid_argument("the target app id is empty"));
+        }
+        if let Some(functions) = self.functions.get()
+            && functions.contains(target)
+        {
+            return functions.call(target, caller, req).await;
         }
         if !self.is_local(target) {
             return Err(Error::unavailable(format!(
@@ -96,7 +138,7 @@ impl InvokeApi {
         req.headers
             .retain(|(k, _)| k != headers::CALLER_APP_ID && k != headers::CALLEE_APP_ID);
         req.headers
-            .push((headers::CALLER_APP_ID.into(), self.app_id.to_string()));
+            .push((headers::CALLER_APP_ID.into(), caller.to_string()));
         req.headers
             .push((headers::CALLEE_APP_ID.into(), self.app_id.to_string()));
         let _permit = match &self.concurrency {

@@ -1,0 +1,92 @@
+//! A function's configuration: its limits and what it is granted.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The limits of one function. Each has a default; a function's config may lower or raise it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Limits {
+    /// The linear-memory cap per instance, in bytes (every memory of the instance counted
+    /// together). Growing past it fails inside the guest, which usually traps.
+    pub memory_bytes: u64,
+    /// The execution-time budget of one request, in milliseconds of wall time spent inside
+    /// the guest (epoch-based: time spent in host calls is not counted).
+    pub cpu_ms: u64,
+    /// The wall-clock timeout of one request, in milliseconds, host calls included.
+    pub timeout_ms: u64,
+    /// The most requests this function serves at once; more wait for a slot until the
+    /// timeout, then fail with RESOURCE_EXHAUSTED.
+    pub max_concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            cpu_ms: 1_000,
+            timeout_ms: 10_000,
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The execution-time budget.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_millis(self.cpu_ms)
+    }
+
+    /// The wall-clock timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Check the limits make sense, naming the field that does not.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.memory_bytes < 64 << 10 {
+            return Err("limits.memoryBytes must be at least 65536 (one wasm page)".into());
+        }
+        if self.cpu_ms == 0 {
+            return Err("limits.cpuMs must be above 0".into());
+        }
+        if self.timeout_ms == 0 {
+            return Err("limits.timeoutMs must be above 0".into());
+        }
+        if self.max_concurrency == 0 {
+            return Err("limits.maxConcurrency must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a function may reach beyond the Runtime ABI. Nothing by default: no filesystem, no
+/// network, no environment variables and no secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Grants {
+    /// Environment variables: `NAME=value`, or `NAME` to pass the host's value on.
+    pub env: Vec<String>,
+    /// Host directories, as `host-path:guest-path`, read-only unless suffixed `:rw`.
+    pub dirs: Vec<String>,
+    /// Outbound network (WASI sockets). Off by default.
+    pub network: bool,
+    /// The secret stores the function may read through the secrets import.
+    pub secret_stores: Vec<String>,
+}
+
+/// Everything about one function but its code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FunctionConfig {
+    /// The app id its state keys, locks and publishes go under, and that callees see as the
+    /// caller. The host's app id when absent.
+    pub app_id: Option<String>,
+    /// Its limits.
+    pub limits: Limits,
+    /// What it is granted.
+    pub grants: Grants,
+    /// Opaque configuration handed to a proxy-wasm module's `proxy_on_configure`.
+    pub plugin_config: Option<String>,
+}

@@ -1,0 +1,5 @@
+//! The installed functions. (Being written.)
+
+/// The installed functions.
+#[derive(Debug, Default)]
+pub struct FunctionRegistry {}
