@@ -36,6 +36,9 @@ for service in scripts/services/*.sh; do
 done
 shopt -u nullglob
 
+step "functions: the guest SDK, examples and fixtures (guest/) to WebAssembly"
+scripts/build-functions.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

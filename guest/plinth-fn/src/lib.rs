@@ -1,0 +1,1 @@
+//! Write Plinth functions in Rust. (Being written.)
