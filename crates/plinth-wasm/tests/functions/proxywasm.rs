@@ -1,0 +1,1 @@
+//! Layotto proxy-wasm modules.
