@@ -1,8 +1,8 @@
 //! Plinth's front doors. Each translates a wire protocol onto the building blocks in
 //! `plinth-runtime` and back, and holds no building-block logic: Layotto's gRPC API
 //! (`spec.proto.runtime.v1`), Dapr's gRPC API (`dapr.proto.runtime.v1`), Dapr's HTTP API
-//! (`/v1.0`), the Layotto app callback Plinth calls, and the admin listener (actuator,
-//! metrics). Errors become gRPC and
+//! (`/v1.0`), the Layotto app callback Plinth calls, the admin listener (actuator,
+//! metrics, function management) and the functions' HTTP ingress. Errors become gRPC and
 //! HTTP statuses in one place, [`status`].
 
 pub mod admin;
@@ -12,6 +12,7 @@ pub mod config_subscriptions;
 pub mod dapr;
 pub mod dapr_http;
 mod event_stream;
+pub mod functions;
 mod invoke;
 pub mod layotto;
 pub mod server;

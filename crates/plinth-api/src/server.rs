@@ -55,6 +55,12 @@ pub struct ListenOptions {
     pub max_message_size: usize,
     /// Also serve the gRPC services on this Unix socket (`--grpc-uds`).
     pub grpc_uds: Option<std::path::PathBuf>,
+    /// The functions' HTTP ingress port (`--functions-port`).
+    pub functions_port: u16,
+    /// A directory of `.wasm` files kept installed (`--functions-dir`).
+    pub functions_dir: Option<std::path::PathBuf>,
+    /// The wasm engine: pool size, memory ceiling, cache directory.
+    pub wasm_engine: plinth_wasm::EngineOptions,
 }
 
 impl Default for ListenOptions {
@@ -73,6 +79,9 @@ impl Default for ListenOptions {
             api_token: Default::default(),
             max_message_size: 4 * 1024 * 1024,
             grpc_uds: None,
+            functions_port: 2045,
+            functions_dir: None,
+            wasm_engine: plinth_wasm::EngineOptions::default(),
         }
     }
 }
@@ -89,6 +98,8 @@ pub struct Server {
     rt: Arc<Runtime>,
     _subscriptions: plinth_runtime::app::subscriptions::Subscriptions,
     _input_bindings: plinth_runtime::app::bindings::InputBindings,
+    /// The installed functions.
+    pub functions: Arc<plinth_wasm::FunctionRegistry>,
 }
 
 /// Bind a Unix socket, replacing a stale socket file but never any other kind of file.
@@ -116,6 +127,53 @@ async fn bind(address: IpAddr, port: u16, name: &'static str) -> Result<TcpListe
     TcpListener::bind(addr)
         .await
         .map_err(|e| Error::unavailable(format!("cannot bind the {name} listener on {addr}: {e}")))
+}
+
+/// Start the function host: the engine, the registry, and the functions declared by
+/// `Function` resources. A resource that does not parse, or whose module does not load,
+/// stops startup with a message naming it.
+async fn start_functions(
+    rt: &Arc<Runtime>,
+    options: &ListenOptions,
+) -> Result<(
+    Arc<plinth_wasm::FunctionRegistry>,
+    crate::functions::FunctionsState,
+)> {
+    use plinth_wasm::config::FunctionSpec;
+    let engine = plinth_wasm::WasmEngine::new(options.wasm_engine.clone())?;
+    let registry = plinth_wasm::FunctionRegistry::new(engine, rt.clone());
+    let mut resources = std::collections::HashMap::new();
+    for r in &rt.loaded.functions {
+        let invalid = |e: String| {
+            Error::invalid_argument(format!("{}: Function {:?}: {e}", r.source, r.name))
+        };
+        plinth_wasm::registry::validate_id(&r.name).map_err(|e| invalid(e.to_string()))?;
+        let spec: FunctionSpec =
+            serde_json::from_value(r.spec.clone()).map_err(|e| invalid(format!("spec: {e}")))?;
+        if let Some(module) = &spec.module {
+            let path = r.dir.join(module);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| invalid(format!("spec.module {}: {e}", path.display())))?;
+            registry
+                .install(
+                    &r.name,
+                    bytes,
+                    spec.config(),
+                    plinth_wasm::registry::InstallMode::Create,
+                )
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        resources.insert(r.name.clone(), spec);
+    }
+    let state = crate::functions::FunctionsState {
+        registry: registry.clone(),
+        token: options.api_token.clone(),
+        max_body: options.max_message_size,
+        resources: Arc::new(resources),
+    };
+    Ok((registry, state))
 }
 
 impl Server {
@@ -248,6 +306,37 @@ impl Server {
             }
         });
 
+        let (functions, functions_state) = start_functions(&rt, &options).await?;
+        let functions_listener = bind(options.address, options.functions_port, "functions").await?;
+        let functions_addr = functions_listener.local_addr().map_err(Error::from)?;
+        tracing::info!(listener = "functions", address = %functions_addr, "listening");
+        addresses.push(("functions", functions_addr));
+        let ingress = crate::functions::ingress_router(functions_state.clone());
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let signal = async move { crate::stopped(&mut stop).await };
+            let listener = functions_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a functions connection");
+                }
+            });
+            if let Err(e) = axum::serve(listener, ingress)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(listener = "functions", error = %e, "functions listener failed");
+            }
+        });
+        if let Some(dir) = &options.functions_dir {
+            let mut watcher = plinth_wasm::watch::DirWatcher::new(
+                functions.clone(),
+                dir.clone(),
+                functions_state.resources.clone(),
+            )?;
+            watcher.scan().await;
+            tasks.spawn(watcher.run(shutdown_rx.clone()));
+        }
+
         let admin_listener = bind(options.address, options.admin_port, "admin").await?;
         let admin_addr = admin_listener.local_addr().map_err(Error::from)?;
         tracing::info!(listener = "admin", address = %admin_addr, "listening");
@@ -259,7 +348,7 @@ impl Server {
             log,
             token: options.api_token.clone(),
         };
-        let app = admin::router(admin_state);
+        let app = admin::router(admin_state).merge(crate::functions::admin_router(functions_state));
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let signal = async move {
@@ -320,6 +409,7 @@ impl Server {
             rt,
             _subscriptions: subscriptions,
             _input_bindings: input_bindings,
+            functions,
         })
     }
 

@@ -40,6 +40,18 @@ pub fn http_status(kind: ErrorKind) -> http::StatusCode {
     }
 }
 
+/// The HTTP status of a function that could not answer, on the functions listener. Unlike
+/// [`http_status`], a function stopped by a limit is a server-side failure (5xx), not the
+/// caller's rate: memory and execution-time limits and traps answer 500, the wall-clock
+/// timeout 504, an unknown function 404.
+pub fn function_http_status(kind: ErrorKind) -> http::StatusCode {
+    use http::StatusCode as S;
+    match kind {
+        ErrorKind::ResourceExhausted | ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
+        other => http_status(other),
+    }
+}
+
 /// What a Dapr HTTP route was doing when a building block failed; it picks Dapr's
 /// `errorCode` for the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,4 +89,63 @@ pub struct FunctionConfig {
     pub grants: Grants,
     /// Opaque configuration handed to a proxy-wasm module's `proxy_on_configure`.
     pub plugin_config: Option<String>,
+    /// Topics whose events are delivered to the function.
+    pub subscriptions: Vec<FunctionSubscription>,
+}
+
+/// A topic a function subscribes to: each event is POSTed to the function as a CloudEvent
+/// (`application/cloudevents+json`) at `/{route}`, and its answer is read as an HTTP app's
+/// (2xx and `{"status": ...}`; 404 drops; anything else retries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionSubscription {
+    /// The pub/sub component.
+    pub pubsubname: String,
+    /// The topic.
+    pub topic: String,
+    /// The path the events are POSTed to; the topic when absent.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Where events go after their last attempt, or when dropped.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Subscription metadata (`maxDeliveryAttempts`, `maxInFlight`, `consumerID`, ...).
+    /// The consumer group defaults to `{appId}-{functionId}`, so replicas of one function
+    /// compete for events and the app's own subscriptions stay separate.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// The `spec` of a `Function` resource (`apiVersion: plinth.dev/v1alpha1`, `kind:
+/// Function`, `metadata.name` = the function id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FunctionSpec {
+    /// The `.wasm` file, relative to the resource file's directory. Without it, the resource
+    /// only configures a function installed later (through the admin API or the functions
+    /// directory) under the same id.
+    pub module: Option<String>,
+    /// See [`FunctionConfig::app_id`].
+    pub app_id: Option<String>,
+    /// See [`FunctionConfig::limits`].
+    pub limits: Limits,
+    /// See [`FunctionConfig::grants`].
+    pub grants: Grants,
+    /// See [`FunctionConfig::plugin_config`].
+    pub plugin_config: Option<String>,
+    /// See [`FunctionConfig::subscriptions`].
+    pub subscriptions: Vec<FunctionSubscription>,
+}
+
+impl FunctionSpec {
+    /// The config part.
+    pub fn config(&self) -> FunctionConfig {
+        FunctionConfig {
+            app_id: self.app_id.clone(),
+            limits: self.limits.clone(),
+            grants: self.grants.clone(),
+            plugin_config: self.plugin_config.clone(),
+            subscriptions: self.subscriptions.clone(),
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub struct Function {
     pub kind: Kind,
     /// Its counters.
     pub stats: Stats,
+    /// Its compiled code (cheap to clone), kept to reload it with another config.
+    pub compiled: Compiled,
     slots: Arc<Semaphore>,
 }
 
@@ -87,7 +89,7 @@ impl Function {
                 engine.options().max_memory_bytes
             )));
         }
-        let kind = match compiled {
+        let kind = match compiled.clone() {
             Compiled::Component(c) => {
                 Kind::Component(ComponentFunction::new(engine, c, &config, env).await?)
             }
@@ -103,6 +105,7 @@ impl Function {
             config,
             kind,
             stats: Stats::default(),
+            compiled,
         })
     }
 

@@ -11,6 +11,7 @@
 //! - [`function`]: one loaded function of either kind, with its limits.
 //! - [`registry`]: the installed functions, install/update/uninstall, and routing of
 //!   invocations to them.
+//! - [`watch`]: a directory of `.wasm` files kept installed.
 
 pub mod component;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod function;
 pub mod limits;
 pub mod proxywasm;
 pub mod registry;
+pub mod watch;
 
 pub use config::{FunctionConfig, Grants, Limits};
 pub use engine::{EngineOptions, WasmEngine};

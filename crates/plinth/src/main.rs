@@ -85,9 +85,26 @@ struct RunArgs {
     /// Also serve the gRPC API on this Unix socket.
     #[arg(long)]
     grpc_uds: Option<PathBuf>,
-    /// Admin port: /actuator/*, /metrics (0 picks a free port).
+    /// Admin port: /actuator/*, /metrics, /functions, /wasm/* (0 picks a free port).
     #[arg(long, default_value_t = 34999)]
     admin_port: u16,
+    /// The functions' HTTP ingress port (0 picks a free port).
+    #[arg(long, default_value_t = 2045)]
+    functions_port: u16,
+    /// A directory of `.wasm` files: `NAME.wasm` is function NAME, reloaded on change and
+    /// removed on delete.
+    #[arg(long)]
+    functions_dir: Option<PathBuf>,
+    /// Where compiled functions are cached (private to this user; default
+    /// `$XDG_CACHE_HOME/plinth/wasm` or `~/.cache/plinth/wasm`).
+    #[arg(long)]
+    functions_cache_dir: Option<PathBuf>,
+    /// Function instances alive at once, across all functions (the pooling allocator's size).
+    #[arg(long, default_value_t = 128)]
+    functions_pool_size: u32,
+    /// The largest linear memory a function may be given: bytes or a quantity (`256Mi`).
+    #[arg(long, value_parser = parse_size, default_value = "256Mi")]
+    functions_max_memory: usize,
     /// A Configuration resource (Dapr's or Plinth's).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -397,6 +414,16 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         api_token,
         max_message_size: max_body_size,
         grpc_uds: args.grpc_uds.clone(),
+        functions_port: args.functions_port,
+        functions_dir: args.functions_dir.clone(),
+        wasm_engine: plinth_wasm::EngineOptions {
+            pool_size: args.functions_pool_size,
+            max_memory_bytes: args.functions_max_memory as u64,
+            cache_dir: args
+                .functions_cache_dir
+                .clone()
+                .unwrap_or_else(plinth_wasm::engine::default_cache_dir),
+        },
     };
     let server = Server::start(rt, listen, Some(logs))
         .await

@@ -246,27 +246,7 @@ impl HttpApp {
     /// The event as the CloudEvent an HTTP subscriber receives: the envelope from the broker,
     /// or, for raw payloads, one built around them.
     fn envelope(event: &TopicEvent) -> Bytes {
-        let is_envelope =
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&event.raw)
-                .map(|m| m.contains_key("specversion"))
-                .unwrap_or(false);
-        if is_envelope {
-            return event.raw.clone();
-        }
-        use base64::Engine as _;
-        let mut ce = serde_json::json!({
-            "specversion": event.spec_version,
-            "id": event.id,
-            "source": event.source,
-            "type": event.event_type,
-            "datacontenttype": event.data_content_type,
-            "topic": event.topic,
-            "pubsubname": event.pubsub_name,
-        });
-        ce["data_base64"] = serde_json::Value::String(
-            base64::engine::general_purpose::STANDARD.encode(&event.data),
-        );
-        Bytes::from(serde_json::to_vec(&ce).unwrap_or_default())
+        plinth_runtime::pubsub::cloudevent::http_envelope(event)
     }
 }
 
@@ -279,16 +259,6 @@ fn header_map(headers: &[(String, String)]) -> HeaderMap {
         }
     }
     map
-}
-
-/// An HTTP subscriber's status word as an outcome.
-fn outcome_of(status: &str) -> Outcome {
-    match status.to_ascii_uppercase().as_str() {
-        "" | "SUCCESS" => Outcome::Success,
-        "RETRY" => Outcome::Retry,
-        "DROP" => Outcome::Drop,
-        other => Outcome::Error(format!("the app answered unknown status {other:?}")),
-    }
 }
 
 fn json_bytes(v: &serde_json::Value) -> Bytes {
@@ -423,7 +393,7 @@ impl plinth_runtime::app::AppChannel for HttpApp {
             Ok((_, _, body)) => match serde_json::from_slice::<EventReply>(&body) {
                 // An empty or unparsable body is a success.
                 Err(_) => Outcome::Success,
-                Ok(reply) => outcome_of(&reply.status),
+                Ok(reply) => Outcome::from_status_word(&reply.status),
             },
         }
     }
@@ -493,7 +463,7 @@ impl plinth_runtime::app::AppChannel for HttpApp {
                     .iter()
                     .map(
                         |id| match reply.statuses.iter().find(|s| &s.entry_id == id) {
-                            Some(s) => outcome_of(&s.status),
+                            Some(s) => Outcome::from_status_word(&s.status),
                             None => Outcome::Error(format!(
                                 "the app's bulk answer has no status for entry {id}"
                             )),

@@ -54,6 +54,24 @@ pub struct Loaded {
     pub settings: Settings,
     /// Whether the embedded default components were used.
     pub embedded: bool,
+    /// Function resources (`kind: Function`), for the function host to read.
+    pub functions: Vec<FunctionResource>,
+}
+
+/// A `Function` resource (`apiVersion: plinth.dev/v1alpha1`), kept as written: the function
+/// host reads its `spec`.
+#[derive(Debug, Clone)]
+pub struct FunctionResource {
+    /// `metadata.name`: the function's id.
+    pub name: String,
+    /// The file (and document) it came from, for error messages.
+    pub source: String,
+    /// The directory of that file: a relative `spec.module` path is relative to it.
+    pub dir: PathBuf,
+    /// Its `spec`.
+    pub spec: serde_json::Value,
+    /// Its `scopes`: the app ids it applies to (all when empty).
+    pub scopes: Vec<String>,
 }
 
 /// Where to load from.
@@ -106,6 +124,9 @@ pub fn load_with(
         .unwrap_or_else(|| app_id.to_string());
     let declared_any = pending.declares_components() || !loaded.components.is_empty();
     resource::finish(pending, &tags(&app_id), &mut loaded)?;
+    loaded
+        .functions
+        .retain(|f| f.scopes.is_empty() || f.scopes.contains(&app_id));
     for declared in &mut loaded.components {
         declared.spec.app_id = app_id.clone();
     }

@@ -1,5 +1,5 @@
 //! Resources in Dapr's envelope: `Component`, `Subscription`, `Resiliency`, `Configuration`
-//! (Dapr's `dapr.io/v1alpha1` and Plinth's `plinth.dev/v1alpha1`).
+//! (Dapr's `dapr.io/v1alpha1` and Plinth's `plinth.dev/v1alpha1`), and Plinth's `Function`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -195,6 +195,13 @@ pub(super) fn load_file(
             }
             "Resiliency" => resiliency(&where_, &env.metadata.name, &env.spec, loaded)?,
             "Configuration" => configuration(&where_, &env.spec, loaded)?,
+            "Function" => loaded.functions.push(super::FunctionResource {
+                name: env.metadata.name,
+                source: where_,
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                spec: env.spec,
+                scopes: env.scopes,
+            }),
             other => {
                 tracing::warn!(file = %where_, kind = other, "ignoring resource of a kind Plinth does not know")
             }

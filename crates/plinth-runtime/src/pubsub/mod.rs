@@ -43,6 +43,36 @@ pub enum Outcome {
     Gone,
 }
 
+impl Outcome {
+    /// An HTTP subscriber's status word (`SUCCESS`, `RETRY`, `DROP`; empty is SUCCESS).
+    pub fn from_status_word(status: &str) -> Outcome {
+        match status.to_ascii_uppercase().as_str() {
+            "" | "SUCCESS" => Outcome::Success,
+            "RETRY" => Outcome::Retry,
+            "DROP" => Outcome::Drop,
+            other => Outcome::Error(format!("the subscriber answered unknown status {other:?}")),
+        }
+    }
+
+    /// An HTTP subscriber's answer: 404 drops, another non-2xx retries, and a 2xx body's
+    /// `status` word decides (an empty or unparsable body is a success).
+    pub fn from_http(status: u16, body: &[u8]) -> Outcome {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            #[serde(default)]
+            status: String,
+        }
+        match status {
+            404 => Outcome::Drop,
+            200..=299 => match serde_json::from_slice::<Reply>(body) {
+                Err(_) => Outcome::Success,
+                Ok(reply) => Outcome::from_status_word(&reply.status),
+            },
+            other => Outcome::Error(format!("the subscriber answered HTTP {other}")),
+        }
+    }
+}
+
 /// Receives events for a subscription: the app callback, a streaming client, a function.
 #[async_trait]
 pub trait EventHandler: Send + Sync + std::fmt::Debug + 'static {
