@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "spec/proto/runtime/v1/appcallback.proto",
     "spec/proto/runtime/v1/lifecycle.proto",
     "spec/proto/runtime/v1/runtime.proto",
+    "plinth/admin/v1/functions.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

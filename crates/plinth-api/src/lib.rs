@@ -13,6 +13,7 @@ pub mod dapr;
 pub mod dapr_http;
 mod event_stream;
 pub mod functions;
+mod functions_grpc;
 mod invoke;
 pub mod layotto;
 pub mod server;

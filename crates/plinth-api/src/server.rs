@@ -190,6 +190,7 @@ impl Server {
         let mut addresses = Vec::new();
 
         let shutdown_request = Arc::new(Notify::new());
+        let (functions, functions_state) = start_functions(&rt, &options).await?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<RuntimeServer<LayottoService>>()
@@ -206,6 +207,7 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(plinth_proto::runtime::v1::runtime_server::SERVICE_NAME)
             .with_service_name(plinth_proto::runtime::v1::lifecycle_server::SERVICE_NAME)
+            .with_service_name(plinth_proto::admin::v1::functions_server::SERVICE_NAME)
             .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
             .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
             .build_v1()
@@ -236,6 +238,13 @@ impl Server {
             .add_service(reflection)
             .add_service(runtime_service)
             .add_service(lifecycle_service)
+            .add_service(
+                plinth_proto::admin::v1::functions_server::FunctionsServer::new(
+                    crate::functions_grpc::FunctionsService::new(functions.clone()),
+                )
+                .max_decoding_message_size(crate::functions::MAX_UPLOAD)
+                .max_encoding_message_size(options.max_message_size),
+            )
             .add_service(dapr_service);
 
         for (name, port) in [
@@ -306,7 +315,6 @@ impl Server {
             }
         });
 
-        let (functions, functions_state) = start_functions(&rt, &options).await?;
         let functions_listener = bind(options.address, options.functions_port, "functions").await?;
         let functions_addr = functions_listener.local_addr().map_err(Error::from)?;
         tracing::info!(listener = "functions", address = %functions_addr, "listening");

@@ -23,6 +23,24 @@ pub mod runtime {
     }
 }
 
+/// Package `plinth.admin.v1`: Plinth's own management services.
+pub mod admin {
+    /// Generated messages, clients and servers for `plinth.admin.v1`: the `Functions`
+    /// service.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::nursery,
+        missing_docs,
+        missing_debug_implementations,
+        unreachable_pub,
+        rust_2018_idioms
+    )]
+    pub mod v1 {
+        tonic::include_proto!("plinth.admin.v1");
+    }
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of all Plinth protos and their
 /// imports, e.g. for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("plinth_descriptor");
