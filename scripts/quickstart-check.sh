@@ -15,7 +15,7 @@ client="$(realpath "$target/debug/examples/quickstart")"
 work="$(mktemp -d)"
 log="$work/plinth.log"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --log-format json >"$log" 2>&1) &
+(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --log-format json >"$log" 2>&1) &
 pid=$!
 
 # Wait for the startup line that follows every bound listener (at most 30 s).

@@ -117,6 +117,8 @@ impl SutSpec {
                 "0",
                 "--admin-port",
                 "0",
+                "--functions-port",
+                "0",
                 "--log-format",
                 "json",
                 "--log-level",

@@ -330,7 +330,10 @@ fn prepare_cache_dir(dir: &Path) -> Result<()> {
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and per write: two installs of the same bytes may race here.
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -124,6 +124,8 @@ impl Plinth {
                 "0",
                 "--admin-port",
                 "0",
+                "--functions-port",
+                "0",
                 "--log-format",
                 "json",
             ])
