@@ -245,10 +245,19 @@ impl WasmEngine {
         .map_err(|e| {
             Error::invalid_argument(format!("the WebAssembly binary does not compile: {e:#}"))
         })?;
-        if let Err(e) = write_atomically(&path, &artifact) {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
-        }
-        let compiled = self.deserialize(kind, &artifact)?;
+        // Load through the cache file when it was written: its code is then mapped from the
+        // file, so pages a function never runs are never resident (density), and they are
+        // shared between the processes of one machine.
+        let compiled = match write_atomically(&path, &artifact) {
+            Ok(()) => match self.load_cached(kind, &path) {
+                Ok(c) => c,
+                Err(_) => self.deserialize(kind, &artifact)?,
+            },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
+                self.deserialize(kind, &artifact)?
+            }
+        };
         Ok((
             compiled,
             CompileStats {
