@@ -33,6 +33,8 @@ pub struct Plinth {
     /// Dapr's HTTP API.
     pub dapr_http: SocketAddr,
     pub admin: SocketAddr,
+    /// The functions' HTTP ingress.
+    pub functions: SocketAddr,
     /// Every log line after startup.
     pub logs: mpsc::Receiver<String>,
     pub dir: PathBuf,
@@ -162,7 +164,8 @@ impl Plinth {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut grpc, mut dapr_grpc, mut dapr_http, mut admin) = (None, None, None, None);
+        let (mut grpc, mut dapr_grpc, mut dapr_http, mut admin, mut functions) =
+            (None, None, None, None, None);
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -185,6 +188,7 @@ impl Plinth {
                                 Some("dapr-grpc") => dapr_grpc = Some(addr),
                                 Some("dapr-http") => dapr_http = Some(addr),
                                 Some("admin") => admin = Some(addr),
+                                Some("functions") => functions = Some(addr),
                                 _ => {}
                             }
                         }
@@ -211,6 +215,7 @@ impl Plinth {
             dapr_grpc: dapr_grpc.ok_or_else(|| failed("no dapr-grpc address".into()))?,
             dapr_http: dapr_http.ok_or_else(|| failed("no dapr-http address".into()))?,
             admin: admin.ok_or_else(|| failed("no admin address".into()))?,
+            functions: functions.ok_or_else(|| failed("no functions address".into()))?,
             logs: rx,
             dir,
         })
