@@ -124,7 +124,7 @@ async fn every_change_requires_the_token_when_one_is_set() {
     let plinth = Plinth::start_with_env(&[], &[("DAPR_API_TOKEN", TOKEN)]);
     plinth.wait_ready(Duration::from_secs(20)).await;
     let admin = admin(&plinth);
-    let wasm = guest("hello");
+    let wasm = guest("fixture-hello");
     for (method, path) in [
         ("PUT", "/functions/hello"),
         ("DELETE", "/functions/hello"),

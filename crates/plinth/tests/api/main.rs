@@ -14,6 +14,7 @@ mod dapr_http;
 mod errors;
 mod faults;
 mod file;
+mod functions;
 mod lifecycle;
 mod lock;
 mod ops;
