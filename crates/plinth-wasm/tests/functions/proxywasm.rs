@@ -874,3 +874,124 @@ async fn the_plugin_config_reaches_proxy_on_configure() {
     let resp = f.call(get("")).await.unwrap();
     assert_eq!(text(&resp), r#"{"greeting":"hello"}"#);
 }
+
+#[tokio::test]
+async fn wasi_gives_only_what_is_granted() {
+    let host = host().await;
+    // [environ_sizes_get's errno, the number of variables, fd_prestat_get(3)'s errno]
+    let wat = module(
+        &format!(
+            r#"(import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  {}"#,
+            imports(&[SET_BUFFER])
+        ),
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 2048) (call $environ_sizes_get (i32.const 16) (i32.const 20)))
+    (i32.store8 (i32.const 2049) (i32.load (i32.const 16)))
+    (i32.store8 (i32.const 2050) (call $fd_prestat_get (i32.const 3) (i32.const 24)))
+    (drop (call $proxy_set_buffer_bytes (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 3)))
+    (i32.const 0))"#,
+    );
+    const EBADF: u8 = 8;
+    let f = host
+        .load_wat(&wat, FunctionConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(&f.call(get("")).await.unwrap().data[..], &[0, 0, EBADF]);
+
+    let mut granted = FunctionConfig::default();
+    granted.grants.env = vec!["GREETING=hello".into()];
+    granted.grants.dirs = vec![format!("{}:/data", env!("CARGO_TARGET_TMPDIR"))];
+    let f = host.load_wat(&wat, granted).await.unwrap();
+    assert_eq!(&f.call(get("")).await.unwrap().data[..], &[0, 1, 0]);
+
+    // API tokens are never passed on, and a grant that does not parse is refused.
+    for (env, dirs) in [
+        (vec!["DAPR_API_TOKEN".to_string()], vec![]),
+        (vec![], vec!["no-guest-path".to_string()]),
+        (vec![], vec!["/nonexistent/plinth:/data".to_string()]),
+    ] {
+        let mut bad = FunctionConfig::default();
+        bad.grants.env = env;
+        bad.grants.dirs = dirs;
+        let e = host.load_wat(&wat, bad).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().contains("grants."), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn shared_data_outlives_a_request_and_the_root_context_ends_on_unload() {
+    let host = host().await;
+    // Response: [get "counter", set it with the CAS read, set it with a stale CAS, get
+    // "ended"], then the value of "counter" when there was one. proxy_on_done of the root
+    // context, run on unload, sets "ended".
+    let wat = module(
+        &imports(&[
+            SET_BUFFER,
+            ("proxy_get_shared_data", "i32 i32 i32 i32 i32"),
+            ("proxy_set_shared_data", "i32 i32 i32 i32 i32"),
+        ]),
+        r#"(data (i32.const 1024) "countervalueended")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 2048) (call $proxy_get_shared_data (i32.const 1024) (i32.const 7) (i32.const 16) (i32.const 20) (i32.const 24)))
+    (i32.store8 (i32.const 2049) (call $proxy_set_shared_data (i32.const 1024) (i32.const 7) (i32.const 1031) (i32.const 5) (i32.load (i32.const 24))))
+    (i32.store8 (i32.const 2050) (call $proxy_set_shared_data (i32.const 1024) (i32.const 7) (i32.const 1031) (i32.const 5) (i32.const 12345)))
+    (i32.store8 (i32.const 2051) (call $proxy_get_shared_data (i32.const 1036) (i32.const 5) (i32.const 40) (i32.const 44) (i32.const 48)))
+    (drop (call $proxy_set_buffer_bytes (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 4)))
+    (drop (call $proxy_set_buffer_bytes (i32.const 1) (i32.const -1) (i32.const 0) (i32.load (i32.const 16)) (i32.load (i32.const 20))))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param $ctx i32) (result i32)
+    (if (i32.eq (local.get $ctx) (i32.const 1))
+      (then (drop (call $proxy_set_shared_data (i32.const 1036) (i32.const 5) (i32.const 1036) (i32.const 5) (i32.const 0)))))
+    (i32.const 1))"#,
+    );
+    const OK: u8 = 0;
+    const NOT_FOUND: u8 = 1;
+    const CAS_MISMATCH: u8 = 8;
+    let f = host
+        .load_wat(&wat, FunctionConfig::default())
+        .await
+        .unwrap();
+    let first = f.call(get("")).await.unwrap();
+    assert_eq!(&first.data[..], &[NOT_FOUND, OK, CAS_MISMATCH, NOT_FOUND]);
+    let second = f.call(get("")).await.unwrap();
+    assert_eq!(&second.data[..], b"\x00\x00\x08\x01value");
+    // Another function does not see this one's data.
+    let other = host
+        .load_wat(&wat, FunctionConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        &other.call(get("")).await.unwrap().data[..],
+        &[NOT_FOUND, OK, CAS_MISMATCH, NOT_FOUND]
+    );
+    // Unloading runs proxy_on_done for the root context; the function's data keeps what it
+    // did (the function itself still answers here, as nothing removed it from a registry).
+    f.unload().await;
+    let third = f.call(get("")).await.unwrap();
+    assert_eq!(&third.data[..4], &[OK, OK, CAS_MISMATCH, OK]);
+}
+
+#[tokio::test]
+async fn concurrent_requests_each_have_their_own_instance() {
+    let host = host().await;
+    let f = Arc::new(
+        host.load_wat(&echo("0_2_1"), FunctionConfig::default())
+            .await
+            .unwrap(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let f = f.clone();
+        tasks.spawn(async move {
+            let query = format!("n={i}");
+            let resp = f.call(get(&query)).await.unwrap();
+            assert_eq!(text(&resp), query);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
