@@ -878,19 +878,26 @@ async fn the_plugin_config_reaches_proxy_on_configure() {
 #[tokio::test]
 async fn wasi_gives_only_what_is_granted() {
     let host = host().await;
-    // [environ_sizes_get's errno, the number of variables, fd_prestat_get(3)'s errno]
+    // [environ_sizes_get's errno, the number of variables, fd_prestat_get(3)'s errno,
+    // fd_write(stdout)'s errno, the bytes it wrote]: stdout goes to the log.
     let wat = module(
         &format!(
             r#"(import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   {}"#,
             imports(&[SET_BUFFER])
         ),
-        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        r#"(data (i32.const 1024) "hello\n")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (i32.store8 (i32.const 2048) (call $environ_sizes_get (i32.const 16) (i32.const 20)))
     (i32.store8 (i32.const 2049) (i32.load (i32.const 16)))
     (i32.store8 (i32.const 2050) (call $fd_prestat_get (i32.const 3) (i32.const 24)))
-    (drop (call $proxy_set_buffer_bytes (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 3)))
+    (i32.store (i32.const 32) (i32.const 1024))
+    (i32.store (i32.const 36) (i32.const 6))
+    (i32.store8 (i32.const 2051) (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 40)))
+    (i32.store8 (i32.const 2052) (i32.load (i32.const 40)))
+    (drop (call $proxy_set_buffer_bytes (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 5)))
     (i32.const 0))"#,
     );
     const EBADF: u8 = 8;
@@ -898,13 +905,16 @@ async fn wasi_gives_only_what_is_granted() {
         .load_wat(&wat, FunctionConfig::default())
         .await
         .unwrap();
-    assert_eq!(&f.call(get("")).await.unwrap().data[..], &[0, 0, EBADF]);
+    assert_eq!(
+        &f.call(get("")).await.unwrap().data[..],
+        &[0, 0, EBADF, 0, 6]
+    );
 
     let mut granted = FunctionConfig::default();
     granted.grants.env = vec!["GREETING=hello".into()];
     granted.grants.dirs = vec![format!("{}:/data", env!("CARGO_TARGET_TMPDIR"))];
     let f = host.load_wat(&wat, granted).await.unwrap();
-    assert_eq!(&f.call(get("")).await.unwrap().data[..], &[0, 1, 0]);
+    assert_eq!(&f.call(get("")).await.unwrap().data[..], &[0, 1, 0, 0, 6]);
 
     // API tokens are never passed on, and a grant that does not parse is refused.
     for (env, dirs) in [
