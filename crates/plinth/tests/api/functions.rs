@@ -115,7 +115,10 @@ async fn management_and_ingress_refuse_bad_input_clearly() {
     assert!(msg.contains("nope"), "{msg}");
     error(&ingress.get("/fn/nope/path").await, 404);
     // Nothing was installed by any of it.
-    assert_eq!(admin.get("/functions").await.json()["functions"], serde_json::json!([]));
+    assert_eq!(
+        admin.get("/functions").await.json()["functions"],
+        serde_json::json!([])
+    );
 }
 
 #[tokio::test]
@@ -138,7 +141,12 @@ async fn every_change_requires_the_token_when_one_is_set() {
     // Listing is open, like the probes.
     assert_eq!(admin.get("/functions").await.status, 200);
     let resp = admin
-        .request("PUT", "/functions/hello", &[("dapr-api-token", TOKEN)], wasm)
+        .request(
+            "PUT",
+            "/functions/hello",
+            &[("dapr-api-token", TOKEN)],
+            wasm,
+        )
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text());
     // gRPC management requires it too.
@@ -185,7 +193,11 @@ fn a_bad_function_resource_or_directory_stops_startup() {
 
 /// Poll `GET /functions` until `check` holds on the listing, for at most 20 s: the
 /// functions directory is picked up asynchronously, and the listing is its readiness signal.
-async fn wait_listing(plinth: &Plinth, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn wait_listing(
+    plinth: &Plinth,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let admin = admin(plinth);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -204,4 +216,134 @@ fn version_of(listing: &serde_json::Value, id: &str) -> Option<u64> {
         .iter()
         .find(|f| f["id"] == id)?["version"]
         .as_u64()
+}
+
+/// Save `key` = `value` in `statestore` through the Layotto API (under the host's app id,
+/// which functions share unless configured otherwise).
+async fn save_state(plinth: &Plinth, key: &str, value: &[u8]) {
+    use plinth_proto::runtime::v1 as pb;
+    plinth
+        .client()
+        .await
+        .save_state(pb::SaveStateRequest {
+            store_name: "statestore".into(),
+            states: vec![pb::StateItem {
+                key: key.into(),
+                value: value.to_vec(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("save state");
+}
+
+#[tokio::test]
+async fn layotto_functions_run_unchanged_through_layottos_routes() {
+    let plinth = Plinth::start_ready().await;
+    let book = crate::common::unique("book");
+    save_state(&plinth, &book, b"100").await;
+    let admin = admin(&plinth);
+    for (name, file) in [("id_2", "layotto-function2"), ("id_1", "layotto-function1")] {
+        let path = functions_dir().join(format!("{file}.wasm"));
+        let resp = admin
+            .post_json(
+                "/wasm/install",
+                &serde_json::json!({
+                    "name": name,
+                    "instance_num": 1,
+                    "vm_config": {"engine": "wasmtime", "path": path.to_str().expect("utf-8 path")},
+                }),
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{name}: {}", resp.text());
+    }
+    // Installing an id twice is refused, as in Layotto.
+    let path = functions_dir().join("layotto-function1.wasm");
+    let resp = admin
+        .post_json(
+            "/wasm/install",
+            &serde_json::json!({"name": "id_1", "vm_config": {"path": path.to_str().expect("utf-8")}}),
+        )
+        .await;
+    error(&resp, 409);
+
+    // Layotto's quickstart: the id header, the book in the query string.
+    let ingress = ingress(&plinth);
+    let resp = ingress
+        .request("GET", &format!("/?name={book}"), &[("id", "id_1")], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.text(),
+        format!("There are 100 inventories for {book}.")
+    );
+
+    // The same function through service invocation: Dapr HTTP and Layotto gRPC.
+    let resp = plinth
+        .dapr_http()
+        .request(
+            "POST",
+            "/v1.0/invoke/id_2/method/stock",
+            &[("content-type", "text/plain")],
+            book.clone(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "100");
+    {
+        use plinth_proto::runtime::v1 as pb;
+        let answer = plinth
+            .client()
+            .await
+            .invoke_service(pb::InvokeServiceRequest {
+                id: "id_2".into(),
+                message: Some(pb::CommonInvokeRequest {
+                    method: "stock".into(),
+                    data: Some(prost_types::Any {
+                        type_url: String::new(),
+                        value: book.clone().into_bytes(),
+                    }),
+                    content_type: "text/plain".into(),
+                    http_extension: None,
+                }),
+            })
+            .await
+            .expect("invoke id_2")
+            .into_inner();
+        assert_eq!(answer.data.expect("data").value, b"100".to_vec());
+    }
+
+    // update: the instance count is the concurrency bound, and makes a new version.
+    let before = version_of(&admin.get("/functions").await.json(), "id_1").expect("listed");
+    let resp = admin
+        .post_json(
+            "/wasm/update",
+            &serde_json::json!({"name": "id_1", "instance_num": 2}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let listing = admin.get("/functions/id_1").await.json();
+    assert_eq!(
+        listing["config"]["limits"]["maxConcurrency"], 2,
+        "{listing}"
+    );
+    assert_eq!(listing["kind"], "proxy-wasm", "{listing}");
+    assert!(
+        listing["version"].as_u64().expect("version") > before,
+        "{listing}"
+    );
+    let resp = ingress
+        .request("GET", &format!("/?name={book}"), &[("id", "id_1")], "")
+        .await;
+    assert_eq!(
+        resp.text(),
+        format!("There are 100 inventories for {book}.")
+    );
+
+    let resp = admin
+        .post_json("/wasm/uninstall", &serde_json::json!({"name": "id_1"}))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = ingress.request("GET", "/", &[("id", "id_1")], "").await;
+    error(&resp, 404);
 }
