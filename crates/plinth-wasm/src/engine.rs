@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use plinth_core::{Error, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
+};
 
 /// How often the epoch advances while a guest runs: the granularity of execution-time
 /// budgets, and the longest a guest runs before yielding its thread to other tasks.
@@ -71,7 +73,10 @@ pub fn detect(bytes: &[u8]) -> Result<BinaryKind> {
             "not a WebAssembly binary: it does not start with \\0asm",
         ));
     }
-    match (u16::from_le_bytes([bytes[4], bytes[5]]), u16::from_le_bytes([bytes[6], bytes[7]])) {
+    match (
+        u16::from_le_bytes([bytes[4], bytes[5]]),
+        u16::from_le_bytes([bytes[6], bytes[7]]),
+    ) {
         (1, 0) => Ok(BinaryKind::Module),
         (_, 1) => Ok(BinaryKind::Component),
         (version, layer) => Err(Error::invalid_argument(format!(
@@ -237,7 +242,9 @@ impl WasmEngine {
             BinaryKind::Module => self.engine.precompile_module(bytes),
             BinaryKind::Component => self.engine.precompile_component(bytes),
         }
-        .map_err(|e| Error::invalid_argument(format!("the WebAssembly binary does not compile: {e:#}")))?;
+        .map_err(|e| {
+            Error::invalid_argument(format!("the WebAssembly binary does not compile: {e:#}"))
+        })?;
         if let Err(e) = write_atomically(&path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
         }
@@ -259,7 +266,9 @@ impl WasmEngine {
         #[allow(unsafe_code)]
         let compiled = unsafe {
             match kind {
-                BinaryKind::Module => Module::deserialize_file(&self.engine, path).map(Compiled::Module),
+                BinaryKind::Module => {
+                    Module::deserialize_file(&self.engine, path).map(Compiled::Module)
+                }
                 BinaryKind::Component => {
                     Component::deserialize_file(&self.engine, path).map(Compiled::Component)
                 }
@@ -273,7 +282,9 @@ impl WasmEngine {
         #[allow(unsafe_code)]
         let compiled = unsafe {
             match kind {
-                BinaryKind::Module => Module::deserialize(&self.engine, artifact).map(Compiled::Module),
+                BinaryKind::Module => {
+                    Module::deserialize(&self.engine, artifact).map(Compiled::Module)
+                }
                 BinaryKind::Component => {
                     Component::deserialize(&self.engine, artifact).map(Compiled::Component)
                 }
@@ -286,7 +297,8 @@ impl WasmEngine {
 /// Create the cache directory private to this user, or check an existing one is.
 fn prepare_cache_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let fail = |what: String| Error::invalid_argument(format!("function cache {}: {what}", dir.display()));
+    let fail =
+        |what: String| Error::invalid_argument(format!("function cache {}: {what}", dir.display()));
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)

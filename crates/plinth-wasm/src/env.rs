@@ -62,7 +62,10 @@ impl FunctionEnv {
 
     /// Invoke `target`: a function (in-process) or an app, as this function's app id.
     pub async fn invoke(&self, target: &str, req: InvokeRequest) -> Result<InvokeResponse> {
-        self.runtime.invoke.invoke_as(target, &self.app_id, req).await
+        self.runtime
+            .invoke
+            .invoke_as(target, &self.app_id, req)
+            .await
     }
 
     /// Publish through the pub/sub building block.
