@@ -407,8 +407,8 @@ macro_rules! lifecycle {
 
 /// Key/value state, keys under the function's app id.
 pub mod state {
-    use super::abi::state as raw;
     use super::Result;
+    use super::abi::state as raw;
 
     pub use raw::{Item, SetOptions};
 
@@ -450,8 +450,8 @@ pub mod state {
 
 /// Service invocation: other functions (in-process) and apps.
 pub mod invoke {
-    use super::abi::invoke as raw;
     use super::Result;
+    use super::abi::invoke as raw;
 
     pub use raw::{Request, Response};
 
@@ -500,12 +500,17 @@ pub mod invoke {
 
 /// Publishing to pub/sub components.
 pub mod pubsub {
-    use super::abi::pubsub as raw;
     use super::Result;
+    use super::abi::pubsub as raw;
 
     /// Publish `data` to `topic` on `pubsub`; returns once the broker has accepted it.
     /// Without a content type the data goes out as a CloudEvent's JSON or text.
-    pub fn publish(pubsub: &str, topic: &str, data: &[u8], content_type: Option<&str>) -> Result<()> {
+    pub fn publish(
+        pubsub: &str,
+        topic: &str,
+        data: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<()> {
         Ok(raw::publish(pubsub, topic, data, content_type, &[])?)
     }
 
@@ -523,8 +528,8 @@ pub mod pubsub {
 
 /// Distributed locks.
 pub mod lock {
-    use super::abi::lock as raw;
     use super::Result;
+    use super::abi::lock as raw;
 
     pub use raw::UnlockStatus;
 
@@ -541,8 +546,8 @@ pub mod lock {
 
 /// Distributed ids.
 pub mod sequencer {
-    use super::abi::sequencer as raw;
     use super::Result;
+    use super::abi::sequencer as raw;
 
     pub use raw::Increment;
 
@@ -554,8 +559,8 @@ pub mod sequencer {
 
 /// Configuration items.
 pub mod configuration {
-    use super::abi::configuration as raw;
     use super::Result;
+    use super::abi::configuration as raw;
 
     pub use raw::ConfigItem;
 
@@ -568,8 +573,8 @@ pub mod configuration {
 
 /// Secrets, from the stores the function has been granted (`grants.secretStores`).
 pub mod secrets {
-    use super::abi::secrets as raw;
     use super::Result;
+    use super::abi::secrets as raw;
 
     /// The secret `key` in `store`: one or more name/value pairs.
     pub fn get(store: &str, key: &str) -> Result<Vec<(String, String)>> {

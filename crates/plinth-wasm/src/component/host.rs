@@ -132,7 +132,11 @@ impl invoke::Host for Ctx {
             query: req.query,
             content_type: req.content_type,
             data: req.data.into(),
-            headers: req.headers,
+            headers: req
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
         };
         let resp = self.env.invoke(&app_id, req).await.map_err(wit_error)?;
         let status = match resp.status {

@@ -35,8 +35,8 @@ use self::host::exports::plinth::runtime::lifecycle;
 pub use self::http::MAX_RESPONSE_BODY;
 use self::store::{Ctx, Sandbox};
 
-/// The interface a function exports its lifecycle hooks under (any 0.1.x version).
-const LIFECYCLE: &str = "plinth:runtime/lifecycle@0.1";
+/// The interface a function exports its lifecycle hooks under (this host serves 0.1.x).
+const LIFECYCLE: &str = "plinth:runtime/lifecycle@";
 
 /// A component function: its code linked and pre-instantiated, and what each request's
 /// store is built from.
@@ -100,7 +100,7 @@ impl ComponentFunction {
         let lifecycle = if exports_lifecycle {
             Some(lifecycle::GuestIndices::new(&instance_pre).map_err(|e| {
                 Error::invalid_argument(format!(
-                    "function {id:?} exports {LIFECYCLE}.x, but not as wit/runtime.wit defines it: {e:#}"
+                    "function {id:?} exports plinth:runtime/lifecycle, but not as this host's wit/runtime.wit (0.1.x) defines it: {e:#}"
                 ))
             })?)
         } else {
@@ -183,6 +183,7 @@ impl ComponentFunction {
             return;
         }
         let run = async {
+            let _running = self.engine.running();
             let (guest, mut store) = self.lifecycle_instance().await?;
             let result = guest.call_destroy(&mut store).await;
             store.data().output.flush();
@@ -205,6 +206,7 @@ impl ComponentFunction {
     /// Run the `start` export; its error fails the load.
     async fn start(&self) -> Result<()> {
         let run = async {
+            let _running = self.engine.running();
             let (guest, mut store) = self.lifecycle_instance().await?;
             let result = guest.call_start(&mut store).await;
             store.data().output.flush();
@@ -229,13 +231,13 @@ impl ComponentFunction {
             })?
     }
 
-    /// A fresh instance for a lifecycle hook, in a store of its own.
+    /// A fresh instance for a lifecycle hook, in a store of its own. The caller holds the
+    /// engine's running guard for the instantiation and the call.
     async fn lifecycle_instance(&self) -> Result<(lifecycle::Guest, Store<Ctx>)> {
         let Some(indices) = &self.lifecycle else {
             return Err(Error::internal("no lifecycle export"));
         };
         let mut store = self.store()?;
-        let _running = self.engine.running();
         let guest = match self.pre.instance_pre().instantiate_async(&mut store).await {
             Ok(instance) => indices.load(&mut store, &instance),
             Err(e) => Err(e),

@@ -40,7 +40,10 @@ fn imports(req: &Request) -> Response {
     };
     let text = |v: Vec<u8>| String::from_utf8_lossy(&v).into_owned();
 
-    line("state.set", show(state::set("statestore", "abi-key", b"v1"), |()| "ok".into()));
+    line(
+        "state.set",
+        show(state::set("statestore", "abi-key", b"v1"), |()| "ok".into()),
+    );
     line(
         "state.get",
         show(state::get_item("statestore", "abi-key"), |i| match i {
@@ -48,7 +51,10 @@ fn imports(req: &Request) -> Response {
             None => "none".into(),
         }),
     );
-    line("state.delete", show(state::delete("statestore", "abi-key"), |()| "ok".into()));
+    line(
+        "state.delete",
+        show(state::delete("statestore", "abi-key"), |()| "ok".into()),
+    );
     line(
         "state.after-delete",
         show(state::get("statestore", "abi-key"), |v| match v {
@@ -56,7 +62,12 @@ fn imports(req: &Request) -> Response {
             None => "none".into(),
         }),
     );
-    line("state.kept", show(state::set("statestore", "abi-kept", b"kept"), |()| "ok".into()));
+    line(
+        "state.kept",
+        show(state::set("statestore", "abi-kept", b"kept"), |()| {
+            "ok".into()
+        }),
+    );
     line(
         "state.unknown-store",
         show(state::get("no-such-store", "k"), |_| "ok".into()),
@@ -66,14 +77,23 @@ fn imports(req: &Request) -> Response {
     line(
         "invoke",
         show(invoke::call(&target, "echo", b"ping"), |r| {
-            format!("{}:{}", r.status, r.text().lines().next().unwrap_or_default())
+            format!(
+                "{}:{}",
+                r.status,
+                r.text().lines().next().unwrap_or_default()
+            )
         }),
     );
 
     line(
         "pubsub",
         show(
-            pubsub::publish("pubsub", "abi-topic", br#"{"a":1}"#, Some("application/json")),
+            pubsub::publish(
+                "pubsub",
+                "abi-topic",
+                br#"{"a":1}"#,
+                Some("application/json"),
+            ),
             |()| "ok".into(),
         ),
     );
@@ -97,24 +117,33 @@ fn imports(req: &Request) -> Response {
     let second = sequencer::next_id("sequencer", "abi-seq", sequencer::Increment::Strong);
     line(
         "sequencer",
-        format!("{},{}", show(first, |i| i.to_string()), show(second, |i| i.to_string())),
+        format!(
+            "{},{}",
+            show(first, |i| i.to_string()),
+            show(second, |i| i.to_string())
+        ),
     );
 
     line(
         "configuration",
-        show(configuration::get("configstore", &["abi-config"]), |items| {
-            items
-                .iter()
-                .map(|i| format!("{}={}", i.key, i.value))
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
+        show(
+            configuration::get("configstore", &["abi-config"]),
+            |items| {
+                items
+                    .iter()
+                    .map(|i| format!("{}={}", i.key, i.value))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+        ),
     );
 
     let secret = req.query_param("secret").unwrap_or_default();
     line(
         "secret",
-        show(secrets::get_value("secretstore", &secret), |v| v.unwrap_or_default()),
+        show(secrets::get_value("secretstore", &secret), |v| {
+            v.unwrap_or_default()
+        }),
     );
 
     log::info("fixture-abi says hello");

@@ -9,12 +9,17 @@ fn books(req: Request) -> Response {
     };
     let answer = match invoke::call("function2", "reserve", name.as_bytes()) {
         Ok(answer) => answer,
-        Err(e) => return Response::text(format!("function2 could not be reached: {e}")).with_status(502),
+        Err(e) => {
+            return Response::text(format!("function2 could not be reached: {e}")).with_status(502);
+        }
     };
     if answer.status != 200 {
         return Response::text(answer.text()).with_status(answer.status);
     }
-    Response::text(format!("There are {} inventories for {name}.", answer.text()))
+    Response::text(format!(
+        "There are {} inventories for {name}.",
+        answer.text()
+    ))
 }
 
 plinth_fn::http_handler!(books);
