@@ -79,12 +79,16 @@ struct Host {
 
 impl Host {
     async fn new() -> Self {
-        Self::with_cache(functions_dir().join("../component-test-cache")).await
+        Self::with(32, functions_dir().join("../component-test-cache")).await
     }
 
     async fn with_cache(cache_dir: PathBuf) -> Self {
+        Self::with(32, cache_dir).await
+    }
+
+    async fn with(pool_size: u32, cache_dir: PathBuf) -> Self {
         let engine = WasmEngine::new(EngineOptions {
-            pool_size: 32,
+            pool_size,
             cache_dir,
             ..Default::default()
         })
@@ -615,7 +619,7 @@ async fn the_concurrency_limit_queues_requests() {
         .await;
     let first = tokio::spawn({
         let f = f.clone();
-        async move { f.call(get("/sleep?ms=1500")).await }
+        async move { f.call(get("/sleep?ms=3000")).await }
     });
     while f.stats.in_flight.load(Ordering::Relaxed) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -634,6 +638,40 @@ async fn the_concurrency_limit_queues_requests() {
     assert_eq!(f.stats.in_flight.load(Ordering::Relaxed), 1);
     first.await.expect("join").expect("first");
     assert_eq!(body(&second.await.expect("join").expect("second")), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_is_resource_exhausted() {
+    let host = Host::with(1, functions_dir().join("../component-test-cache")).await;
+    assert!(host.engine.pooling());
+    let sleepy = host
+        .install("fixture-limits", "sleepy", FunctionConfig::default())
+        .await;
+    let hello = host
+        .install("fixture-hello", "hello", FunctionConfig::default())
+        .await;
+    let held = tokio::spawn({
+        let sleepy = sleepy.clone();
+        async move { sleepy.call(get("/sleep?ms=1000")).await }
+    });
+    // Wait until the sleeper holds the pool's only instance.
+    let in_use = || {
+        host.engine
+            .engine()
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.component_instances())
+    };
+    while in_use() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = expect_err(hello.call(get("/")).await);
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+    assert!(err.message().contains("instance pool (1)"), "{err}");
+    held.await.expect("join").expect("the sleeper answers");
+    assert_eq!(
+        body(&hello.call(get("/")).await.expect("a free slot again")),
+        "hello"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
