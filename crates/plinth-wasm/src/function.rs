@@ -46,6 +46,22 @@ pub struct Stats {
     pub in_flight: AtomicU64,
 }
 
+/// Counts a request in [`Stats::in_flight`] while it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A loaded function.
 #[derive(Debug)]
 pub struct Function {
@@ -128,13 +144,12 @@ impl Function {
             let _slot = self.slots.acquire().await.map_err(|_| {
                 Error::unavailable(format!("function {:?} is being unloaded", self.id))
             })?;
-            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let r = match &self.kind {
+            // A guard, not a decrement after the call: the timeout drops the call midway.
+            let _in_flight = InFlight::enter(&self.stats.in_flight);
+            match &self.kind {
                 Kind::Component(c) => c.handle(req).await,
                 Kind::ProxyWasm(p) => p.handle(req).await,
-            };
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            r
+            }
         })
         .await;
         let result = match result {
