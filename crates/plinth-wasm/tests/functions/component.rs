@@ -755,8 +755,11 @@ async fn garbage_is_refused_without_a_panic() {
             "imports what Plinth does not provide",
         ),
     ] {
-        let component =
-            wasmtime::component::Component::new(host.engine.engine(), wat).expect("wat");
+        let component = wasmtime::component::Component::new(
+            host.engine.engine(),
+            wat::parse_str(wat).expect("wat"),
+        )
+        .expect("component");
         let env = FunctionEnv::new(host.runtime.clone(), "odd", &config);
         let err = ComponentFunction::new(&host.engine, component, &config, env)
             .await

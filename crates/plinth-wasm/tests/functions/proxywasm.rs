@@ -213,7 +213,9 @@ impl Host {
     }
 
     async fn load_wat(&self, text: &str, config: FunctionConfig) -> Result<Function> {
-        let module = wasmtime::Module::new(self.engine.engine(), text).unwrap();
+        let module =
+            wasmtime::Module::new(self.engine.engine(), wat::parse_str(text).expect("wat"))
+                .expect("module");
         self.load_compiled("wat", Compiled::Module(module), config)
             .await
     }

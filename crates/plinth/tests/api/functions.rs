@@ -347,3 +347,382 @@ async fn layotto_functions_run_unchanged_through_layottos_routes() {
     let resp = ingress.request("GET", "/", &[("id", "id_1")], "").await;
     error(&resp, 404);
 }
+
+/// PUT `wasm` as function `id` (with `query`), expecting `status`.
+async fn put(
+    plinth: &Plinth,
+    id: &str,
+    query: &str,
+    wasm: Vec<u8>,
+    status: u16,
+) -> serde_json::Value {
+    let resp = admin(plinth)
+        .request("PUT", &format!("/functions/{id}{query}"), &[], wasm)
+        .await;
+    assert_eq!(resp.status, status, "PUT {id}{query}: {}", resp.text());
+    resp.json()
+}
+
+#[tokio::test]
+async fn the_functions_directory_serves_the_bookstore_and_follows_changes() {
+    let dir = scratch("fn-dir");
+    let fns = dir.join("fns");
+    std::fs::create_dir_all(&fns).expect("mkdir");
+    for name in ["function1", "function2"] {
+        std::fs::write(fns.join(format!("{name}.wasm")), guest(name)).expect("copy");
+    }
+    // A file that is not wasm is skipped with a warning; Plinth starts anyway.
+    std::fs::write(fns.join("broken.wasm"), b"not wasm").expect("write");
+    let plinth = Plinth::start_ready_with(&["--functions-dir", "fns"], Some(&dir)).await;
+    let book = crate::common::unique("book");
+    save_state(&plinth, &book, b"100").await;
+
+    let ingress = ingress(&plinth);
+    for (path, headers) in [
+        (format!("/?name={book}"), vec![("id", "function1")]),
+        (format!("/fn/function1/?name={book}"), vec![]),
+    ] {
+        let resp = ingress.request("GET", &path, &headers, "").await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(
+            resp.text(),
+            format!("There are 100 inventories for {book}.")
+        );
+    }
+    let listing = admin(&plinth).get("/functions").await.json();
+    let ids: Vec<&str> = listing["functions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["function1", "function2"], "{listing}");
+    assert_eq!(listing["functions"][0]["kind"], "component");
+
+    // Replaced: the new code serves under the same id.
+    let v1 = version_of(&listing, "function2").expect("version");
+    std::fs::write(fns.join("function2.wasm"), guest("fixture-hello")).expect("replace");
+    wait_listing(&plinth, "function2 reloaded", |l| {
+        version_of(l, "function2").is_some_and(|v| v > v1)
+    })
+    .await;
+    let resp = ingress
+        .request("GET", "/", &[("id", "function2")], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_ne!(resp.text(), "100");
+
+    // Deleted: gone.
+    std::fs::remove_file(fns.join("function1.wasm")).expect("rm");
+    wait_listing(&plinth, "function1 removed", |l| {
+        version_of(l, "function1").is_none()
+    })
+    .await;
+    error(
+        &ingress
+            .request("GET", "/", &[("id", "function1")], "")
+            .await,
+        404,
+    );
+}
+
+#[tokio::test]
+async fn admin_http_and_grpc_install_update_and_uninstall() {
+    let plinth = Plinth::start_ready().await;
+    let created = put(&plinth, "hello", "", guest("fixture-hello"), 201).await;
+    assert_eq!(created["id"], "hello");
+    assert_eq!(created["kind"], "component");
+    assert_eq!(created["status"], "running");
+    let ingress = ingress(&plinth);
+    let hello = ingress.request("GET", "/", &[("id", "hello")], "").await;
+    assert_eq!(hello.status, 200, "{}", hello.text());
+
+    // Updating while a request runs: the request finishes on the version it started on.
+    put(&plinth, "slow", "", guest("fixture-limits"), 201).await;
+    let slow = {
+        let ingress = ingress.clone();
+        tokio::spawn(async move {
+            ingress
+                .request("GET", "/fn/slow/sleep?ms=1500", &[], "")
+                .await
+        })
+    };
+    wait_listing(&plinth, "the slow request running", |l| {
+        l["functions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["id"] == "slow"))
+            .is_some_and(|f| f["inFlight"] == 1)
+    })
+    .await;
+    let updated = put(
+        &plinth,
+        "slow",
+        "?maxConcurrency=3",
+        guest("fixture-hello"),
+        200,
+    )
+    .await;
+    assert_eq!(
+        updated["config"]["limits"]["maxConcurrency"], 3,
+        "{updated}"
+    );
+    let new = ingress.request("GET", "/fn/slow/sleep?ms=0", &[], "").await;
+    assert_eq!(
+        new.text(),
+        hello.text(),
+        "the new version answers new requests"
+    );
+    let old = slow.await.expect("join");
+    assert_eq!(old.status, 200, "{}", old.text());
+    assert_eq!(
+        old.text(),
+        "",
+        "the old version finished the request it had started"
+    );
+
+    // gRPC: the same registry.
+    let mut client = FunctionsClient::connect(format!("http://{}", plinth.grpc))
+        .await
+        .expect("connect");
+    let listed = client
+        .list(apb::ListFunctionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    let ids: Vec<&str> = listed.functions.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["hello", "slow"]);
+    let installed = client
+        .install(apb::InstallFunctionRequest {
+            id: "hello2".into(),
+            wasm: guest("fixture-hello"),
+            config_json: r#"{"limits": {"cpuMs": 50}}"#.into(),
+            mode: apb::InstallMode::Create as i32,
+        })
+        .await
+        .expect("install")
+        .into_inner();
+    assert_eq!(installed.kind, "component");
+    let info: serde_json::Value = serde_json::from_str(&installed.info_json).expect("json");
+    assert_eq!(info["config"]["limits"]["cpuMs"], 50, "{info}");
+    assert_eq!(
+        info["compiledFromCache"], true,
+        "same bytes as hello: {info}"
+    );
+    let err = client
+        .install(apb::InstallFunctionRequest {
+            id: "hello2".into(),
+            wasm: guest("fixture-hello"),
+            config_json: String::new(),
+            mode: apb::InstallMode::Create as i32,
+        })
+        .await
+        .expect_err("exists");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let err = client
+        .install(apb::InstallFunctionRequest {
+            id: "hello3".into(),
+            wasm: b"junk".to_vec(),
+            config_json: String::new(),
+            mode: 0,
+        })
+        .await
+        .expect_err("junk");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let resp = ingress.request("GET", "/", &[("id", "hello2")], "").await;
+    assert_eq!(resp.text(), hello.text());
+    client
+        .uninstall(apb::UninstallFunctionRequest {
+            id: "hello2".into(),
+        })
+        .await
+        .expect("uninstall");
+    let err = client
+        .uninstall(apb::UninstallFunctionRequest {
+            id: "hello2".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    let resp = admin(&plinth).delete("/functions/hello", &[]).await;
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    error(
+        &ingress.request("GET", "/", &[("id", "hello")], "").await,
+        404,
+    );
+}
+
+#[tokio::test]
+async fn limits_and_traps_fail_the_call_and_nothing_else() {
+    let plinth = Plinth::start_ready().await;
+    let limits = guest("fixture-limits");
+    put(
+        &plinth,
+        "bad",
+        "?cpuMs=200&memoryBytes=8388608",
+        limits.clone(),
+        201,
+    )
+    .await;
+    let ingress = ingress(&plinth);
+    for (path, status, needle) in [
+        ("/fn/bad/spin", 500, "execution-time budget"),
+        ("/fn/bad/alloc", 500, "memory limit of 8388608 bytes"),
+        ("/fn/bad/panic", 500, "trapped"),
+    ] {
+        let msg = error(&ingress.get(path).await, status);
+        assert!(msg.contains(needle) && msg.contains("bad"), "{path}: {msg}");
+    }
+    // The wall clock covers time outside the guest too.
+    put(&plinth, "sleepy", "?timeoutMs=100", limits.clone(), 201).await;
+    let msg = error(&ingress.get("/fn/sleepy/sleep?ms=5000").await, 504);
+    assert!(msg.contains("timeout"), "{msg}");
+
+    // Through service invocation the caller gets the matching gRPC error.
+    {
+        use plinth_proto::runtime::v1 as pb;
+        let invoke = |method: &str| pb::InvokeServiceRequest {
+            id: "bad".into(),
+            message: Some(pb::CommonInvokeRequest {
+                method: method.into(),
+                ..Default::default()
+            }),
+        };
+        let mut client = plinth.client().await;
+        let err = client
+            .invoke_service(invoke("spin"))
+            .await
+            .expect_err("spin");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        let err = client
+            .invoke_service(invoke("panic"))
+            .await
+            .expect_err("panic");
+        assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+        assert!(err.message().contains("boom"), "{err:?}");
+        let ok = client
+            .invoke_service(invoke("fine"))
+            .await
+            .expect("ok")
+            .into_inner();
+        assert_eq!(ok.data.expect("data").value, b"ok".to_vec());
+    }
+    // The function itself still serves.
+    let resp = ingress.get("/fn/bad/fine").await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn spinning_functions_do_not_hold_up_the_apis() {
+    use plinth_proto::runtime::v1 as pb;
+    let plinth = Plinth::start_ready().await;
+    // A budget long enough that the spinners are still running when the API calls below
+    // are done, unless those calls had to wait for them.
+    for id in ["spin1", "spin2"] {
+        put(
+            &plinth,
+            id,
+            "?cpuMs=4000&timeoutMs=30000",
+            guest("fixture-limits"),
+            201,
+        )
+        .await;
+    }
+    save_state(&plinth, "spin-key", b"v").await;
+    let spinners: Vec<_> = ["spin1", "spin2"]
+        .into_iter()
+        .map(|id| {
+            let ingress = ingress(&plinth);
+            tokio::spawn(async move { ingress.get(&format!("/fn/{id}/spin")).await })
+        })
+        .collect();
+    wait_listing(&plinth, "both spinning", |l| {
+        l["functions"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|f| f["inFlight"] == 1).count() == 2)
+    })
+    .await;
+    let mut client = plinth.client().await;
+    for i in 0..50 {
+        let hello = client
+            .say_hello(pb::SayHelloRequest {
+                service_name: "helloworld".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("SayHello {i}: {e:?}"));
+        assert!(!hello.into_inner().hello.is_empty());
+        let got = client
+            .get_state(pb::GetStateRequest {
+                store_name: "statestore".into(),
+                key: "spin-key".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetState {i}: {e:?}"))
+            .into_inner();
+        assert_eq!(got.data, b"v".to_vec());
+    }
+    assert!(
+        spinners.iter().all(|s| !s.is_finished()),
+        "the API calls waited for the spinners to stop"
+    );
+    for s in spinners {
+        let resp = s.await.expect("join");
+        let msg = error(&resp, 500);
+        assert!(msg.contains("execution-time budget"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn a_function_subscribed_to_a_topic_receives_its_events() {
+    let dir = scratch("fn-events");
+    std::fs::write(dir.join("events.wasm"), guest("fixture-events")).expect("copy");
+    let topic = crate::common::unique("fn-topic");
+    write(
+        &dir,
+        "resources/events.yaml",
+        &format!(
+            "apiVersion: plinth.dev/v1alpha1\nkind: Function\nmetadata:\n  name: events\nspec:\n  module: ../events.wasm\n  subscriptions:\n    - pubsubname: pubsub\n      topic: {topic}\n      route: /incoming\n"
+        ),
+    );
+    let plinth = Plinth::start_ready_with(&["--resources-path", "resources"], Some(&dir)).await;
+    let http = plinth.dapr_http();
+    for n in 1..=3 {
+        let resp = http
+            .post_json(
+                &format!("/v1.0/publish/pubsub/{topic}"),
+                &serde_json::json!({ "n": n }),
+            )
+            .await;
+        assert_eq!(resp.status, 204, "{}", resp.text());
+    }
+    // The function keeps each event under events-{topic}-{n}: wait for the third.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let key = format!("events-{topic}-{n}");
+        loop {
+            let resp = http.get(&format!("/v1.0/state/statestore/{key}")).await;
+            if resp.status == 200 {
+                seen.push(resp.json());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "event {n} not delivered: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut ns: Vec<i64> = seen
+        .iter()
+        .map(|ce| {
+            assert_eq!(ce["topic"], topic.as_str(), "{ce}");
+            assert_eq!(ce["pubsubname"], "pubsub", "{ce}");
+            ce["data"]["n"].as_i64().expect("n")
+        })
+        .collect();
+    ns.sort();
+    assert_eq!(ns, [1, 2, 3]);
+}
