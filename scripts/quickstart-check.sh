@@ -15,7 +15,10 @@ client="$(realpath "$target/debug/examples/quickstart")"
 work="$(mktemp -d)"
 log="$work/plinth.log"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --log-format json >"$log" 2>&1) &
+# The functions quickstart's bookstore (built by scripts/build-functions.sh).
+mkdir -p "$work/fns"
+cp "$target/tmp/plinth-functions/function1.wasm" "$target/tmp/plinth-functions/function2.wasm" "$work/fns/"
+(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --functions-dir fns --log-format json >"$log" 2>&1) &
 pid=$!
 
 # Wait for the startup line that follows every bound listener (at most 30 s).
@@ -28,6 +31,15 @@ grep -q '"plinth started"' "$log" || { cat "$log"; echo "plinth did not start" >
 grpc=$(grep '"listener":"grpc"' "$log" | sed -E 's/.*"address":"([^"]+)".*/\1/' | head -n1)
 
 PLINTH_GRPC="http://$grpc" "$client"
+
+# The functions quickstart, as the README gives it.
+http=$(grep '"listener":"dapr-http"' "$log" | sed -E 's/.*"address":"([^"]+)".*/\1/' | head -n1)
+functions=$(grep '"listener":"functions"' "$log" | sed -E 's/.*"address":"([^"]+)".*/\1/' | head -n1)
+curl -sSf -X POST "http://$http/v1.0/state/statestore" -H 'content-type: application/json' \
+  -d '[{"key":"book1","value":100}]'
+answer=$(curl -sSf -H 'id: function1' "http://$functions/?name=book1")
+echo "functions: $answer"
+[ "$answer" = "There are 100 inventories for book1." ] || { cat "$log"; echo "functions quickstart: unexpected answer" >&2; exit 1; }
 
 kill -TERM "$pid"
 wait "$pid"
