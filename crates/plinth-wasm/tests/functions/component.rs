@@ -768,3 +768,48 @@ async fn garbage_is_refused_without_a_panic() {
         assert!(err.message().contains(reason), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_pool_reservation_falls_back_to_on_demand_allocation() {
+    // Millions of 4 GiB memory reservations exceed any machine's address space.
+    let host = Host::with(50_000_000, private_dir("fallback")).await;
+    assert!(!host.engine.pooling(), "the pool should have been refused");
+    let f = host
+        .load("fixture-hello", "hello", FunctionConfig::default())
+        .await
+        .expect("load");
+    let resp = f.call(get("/")).await.expect("call");
+    assert_eq!(resp.status, AppStatus::Http(200));
+    // The default pool is accepted here.
+    assert!(Host::new().await.engine.pooling());
+}
+
+#[test]
+fn a_cache_directory_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = private_dir("shared-cache");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = WasmEngine::new(EngineOptions {
+        cache_dir: dir.clone(),
+        ..Default::default()
+    })
+    .expect_err("a world-writable cache");
+    assert!(
+        err.message().contains("writable by group or others"),
+        "{err}"
+    );
+    // A new directory is created private.
+    let fresh = dir.join("fresh");
+    WasmEngine::new(EngineOptions {
+        cache_dir: fresh.clone(),
+        ..Default::default()
+    })
+    .expect("a fresh cache");
+    let mode = std::fs::metadata(&fresh)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let _ = std::fs::remove_dir_all(&dir);
+}
