@@ -38,6 +38,25 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable snake-case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::EtagMismatch => "etag_mismatch",
+            ErrorKind::EtagInvalid => "etag_invalid",
+            ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)

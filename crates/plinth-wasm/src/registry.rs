@@ -18,6 +18,11 @@ use plinth_runtime::invoke::{LocalFunctions, headers};
 use plinth_runtime::pubsub::{
     EventHandler, Outcome, SubscriptionHandle, SubscriptionSpec, TopicEvent,
 };
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -84,8 +89,63 @@ struct Entry {
     _subscriptions: Vec<SubscriptionHandle>,
 }
 
+/// Labels of a function call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    function: String,
+    /// `ok` (the function answered, whatever its status) or the error kind.
+    outcome: &'static str,
+}
+
+/// Labels naming a function.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+/// The function host's metrics, in the process's one registry.
+#[derive(Debug, Clone)]
+struct FunctionMetrics {
+    calls: Family<CallLabels, Counter>,
+    duration: Family<FunctionLabel, Histogram>,
+    installed: Gauge,
+}
+
+impl FunctionMetrics {
+    fn register(metrics: &plinth_runtime::metrics::Metrics) -> Self {
+        fn histogram() -> Histogram {
+            // 50 µs to about 3 s.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.00005, 3.0, 11,
+            ))
+        }
+        let this = Self {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(histogram as fn() -> Histogram),
+            installed: Gauge::default(),
+        };
+        metrics.register(
+            "function_calls",
+            "Function calls by function and outcome (ok, or the error kind)",
+            this.calls.clone(),
+        );
+        metrics.register(
+            "function_call_duration_seconds",
+            "Function call latency, instantiation included",
+            this.duration.clone(),
+        );
+        metrics.register(
+            "functions_installed",
+            "Functions installed",
+            this.installed.clone(),
+        );
+        this
+    }
+}
+
 /// The installed functions.
 pub struct FunctionRegistry {
+    metrics: FunctionMetrics,
     me: Weak<FunctionRegistry>,
     engine: Arc<WasmEngine>,
     runtime: Arc<Runtime>,
@@ -138,6 +198,7 @@ impl FunctionRegistry {
     /// building block.
     pub fn new(engine: Arc<WasmEngine>, runtime: Arc<Runtime>) -> Arc<Self> {
         let registry = Arc::new_cyclic(|me| Self {
+            metrics: FunctionMetrics::register(&runtime.metrics),
             me: me.clone(),
             engine,
             runtime: runtime.clone(),
@@ -257,7 +318,9 @@ impl FunctionRegistry {
         let info = Self::info(&final_id, &entry);
         let old = {
             let mut map = self.functions.write().unwrap_or_else(|e| e.into_inner());
-            map.insert(final_id.clone(), entry)
+            let old = map.insert(final_id.clone(), entry);
+            self.metrics.installed.set(map.len() as i64);
+            old
         };
         tracing::info!(
             function = %final_id,
@@ -321,7 +384,9 @@ impl FunctionRegistry {
         let _serial = self.installing.lock().await;
         let old = {
             let mut map = self.functions.write().unwrap_or_else(|e| e.into_inner());
-            map.remove(id)
+            let old = map.remove(id);
+            self.metrics.installed.set(map.len() as i64);
+            old
         };
         match old {
             Some(old) => {
@@ -404,7 +469,26 @@ impl FunctionRegistry {
         }
         req.headers
             .push((headers::CALLEE_APP_ID.into(), id.to_string()));
-        function.call(req).await
+        let started = std::time::Instant::now();
+        let result = function.call(req).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind().as_str(),
+        };
+        self.metrics
+            .calls
+            .get_or_create(&CallLabels {
+                function: id.to_string(),
+                outcome,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&FunctionLabel {
+                function: id.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 

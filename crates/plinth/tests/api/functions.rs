@@ -610,6 +610,19 @@ async fn limits_and_traps_fail_the_call_and_nothing_else() {
     // The function itself still serves.
     let resp = ingress.get("/fn/bad/fine").await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "ok"));
+
+    // Each outcome is counted per function.
+    let (status, metrics) = plinth.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"plinth_function_calls_total{function="bad",outcome="ok"} 2"#,
+        r#"plinth_function_calls_total{function="bad",outcome="resource_exhausted"} 3"#,
+        r#"plinth_function_calls_total{function="bad",outcome="internal"} 2"#,
+        r#"plinth_function_calls_total{function="sleepy",outcome="timeout"} 1"#,
+        "plinth_functions_installed 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]
