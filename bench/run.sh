@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Plinth and the benchmark harness in release mode and runs one
 # benchmark: `core` (bench-core, the default), `dapr` (bench-dapr), `stores`
-# (bench-stores) or `pubsub` (bench-pubsub). Further arguments go to the benchmark, e.g.
+# (bench-stores), `pubsub` (bench-pubsub) or `functions` (bench-functions). Further
+# arguments go to the benchmark, e.g.
 #   bench/run.sh --quick                       # bench-core, smoke run
 #   bench/run.sh --runs 5 --scenarios say-hello
 #   bench/run.sh dapr --quick                  # bench-dapr, smoke run
@@ -10,10 +11,14 @@
 #   bench/run.sh stores --quick                # bench-stores, smoke run
 #   bench/run.sh stores                        # bench-stores, full run
 #   bench/run.sh pubsub --quick                # bench-pubsub, smoke run
+#   bench/run.sh functions --quick             # bench-functions, smoke run
+#   bench/run.sh functions                     # bench-functions, full run
 # bench-dapr compares service invocation with haproxy too: `dapr` installs
 # Debian's haproxy package when it is missing (as root; otherwise it says so
 # and stops), unless --no-haproxy is given. bench-stores needs Redis and
 # PostgreSQL running (it says so and stops when they do not answer).
+# bench-functions installs the guest functions scripts/build-functions.sh builds
+# (first, with `functions`): fixture-hello above all.
 # Cargo's usual variables apply (CARGO_TARGET_DIR, CARGO_BUILD_JOBS).
 # See bench/README.md.
 set -euo pipefail
@@ -23,7 +28,7 @@ cd "$workspace"
 
 bench=core
 case "${1:-}" in
-  core | dapr | stores | pubsub)
+  core | dapr | stores | pubsub | functions)
     bench="$1"
     shift
     ;;
@@ -68,6 +73,13 @@ case "$target_dir" in
 esac
 
 cargo build --release -p plinth -p plinth-bench
+
+if [ "$bench" = functions ]; then
+  # The guest binaries (fixture-hello), into $CARGO_TARGET_DIR/tmp/plinth-functions, where
+  # bench-functions looks for them. stdout carries the report: the script's goes to stderr.
+  CARGO_TARGET_DIR="$target_dir" scripts/build-functions.sh >&2
+  set -- --fixture "$target_dir/tmp/plinth-functions/fixture-hello.wasm" "$@"
+fi
 
 exec "$target_dir/release/bench-$bench" \
   --plinth-bin "$target_dir/release/plinth" \

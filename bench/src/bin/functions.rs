@@ -428,6 +428,35 @@ struct Collected {
     rss_under_load_kib: Series,
     cold: Vec<ColdRun>,
     density: Vec<DensityRun>,
+    shootdowns: Vec<Shootdowns>,
+}
+
+/// TLB shootdowns during one measurement: the interrupts a core sends the others when it
+/// changes mappings they may cache, as resetting an instance's memory with `madvise` in a
+/// process running on several cores does.
+#[derive(Debug, Clone, Serialize)]
+struct Shootdowns {
+    scenario: String,
+    load: plinth_bench::Load,
+    target: String,
+    run: u32,
+    /// Shootdowns per call: the machine's count over the warm-up and the run, divided by
+    /// the calls of both (estimated from the measured rate).
+    per_call: f64,
+}
+
+/// The machine's TLB shootdown interrupts so far, all CPUs (`/proc/interrupts`, x86).
+fn tlb_shootdowns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").ok()?;
+    let counts = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("TLB:"))?;
+    Some(
+        counts
+            .split_whitespace()
+            .map_while(|v| v.parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 impl Ctx<'_> {
@@ -623,6 +652,7 @@ async fn measure(
     phase: Phase,
     lane: &Lane,
 ) {
+    let shootdowns_before = tlb_shootdowns();
     let m = out
         .session
         .measure(
@@ -639,6 +669,18 @@ async fn measure(
         "{}",
         report::progress_line(m, ctx.cfg.run.runs, Scenario::NAME_WIDTH)
     );
+    let window = phase.warmup + phase.duration;
+    if let (Some(before), Some(after)) = (shootdowns_before, tlb_shootdowns())
+        && m.rps > 0.0
+    {
+        out.shootdowns.push(Shootdowns {
+            scenario: m.scenario.clone(),
+            load: m.load,
+            target: m.target.clone(),
+            run,
+            per_call: after.saturating_sub(before) as f64 / (m.rps * window.as_secs_f64()),
+        });
+    }
     if phase.load == ctx.cfg.run.high_load()
         && let Some(kib) = m.sut_rss_max_kib
     {
@@ -764,6 +806,7 @@ fn main() -> anyhow::Result<()> {
         rss_under_load_kib: Series::default(),
         cold: Vec::new(),
         density: Vec::new(),
+        shootdowns: Vec::new(),
     };
     let tag = uuid::Uuid::new_v4().simple().to_string();
     for run in 1..=run_cfg.runs {
@@ -835,12 +878,14 @@ fn main() -> anyhow::Result<()> {
     sections.push(cold::section(&out.cold));
     sections.push(density::section(&out.density));
     sections.push(memory_section(&cfg, &out));
+    sections.push(shootdowns_section(&cfg, &out.shootdowns));
     let extra = Extra {
         process: out.process,
         rss_under_load_kib: out.rss_under_load_kib,
         added,
         cold_start: out.cold,
         density: out.density,
+        tlb_shootdowns: out.shootdowns,
         checks,
         notes,
     };
@@ -879,6 +924,8 @@ struct Extra {
     cold_start: Vec<ColdRun>,
     /// Every density run.
     density: Vec<DensityRun>,
+    /// TLB shootdowns per call, per measurement.
+    tlb_shootdowns: Vec<Shootdowns>,
     /// The targets.
     checks: Vec<Check>,
     /// The notes under the header.
@@ -1095,4 +1142,45 @@ fn memory_section(cfg: &Config, out: &Collected) -> String {
     ));
     section.push('\n');
     section
+}
+
+/// The "TLB shootdowns" section: per scenario and target, shootdowns per call at each load,
+/// median (min..max) over runs.
+fn shootdowns_section(cfg: &Config, shootdowns: &[Shootdowns]) -> String {
+    if shootdowns.is_empty() {
+        return String::new();
+    }
+    let loads: Vec<(plinth_bench::Load, String)> = cfg.run.load_headings();
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for s in shootdowns {
+        if !keys.contains(&(s.scenario.as_str(), s.target.as_str())) {
+            keys.push((&s.scenario, &s.target));
+        }
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|(scenario, target)| {
+            let mut row = vec![(*scenario).to_owned(), (*target).to_owned()];
+            for (load, _) in &loads {
+                let values = shootdowns
+                    .iter()
+                    .filter(|s| s.scenario == *scenario && s.target == *target && s.load == *load)
+                    .map(|s| s.per_call);
+                row.push(opt_spread(
+                    plinth_bench::Spread::of(values).as_ref(),
+                    report::num,
+                ));
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec!["scenario", "target"];
+    let labels: Vec<String> = loads.iter().map(|(l, _)| l.label()).collect();
+    headers.extend(labels.iter().map(String::as_str));
+    format!(
+        "### TLB shootdowns per call\n\nThe machine's TLB shootdown interrupts (`/proc/interrupts`) during each measurement \
+         and its warm-up, per call: how often a mapping change in the server made the kernel interrupt the other core. \
+         Machine-wide, so other processes' count too.\n\n{}\n",
+        markdown_table(&headers, &rows)
+    )
 }

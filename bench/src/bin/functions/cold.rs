@@ -323,7 +323,7 @@ pub(crate) fn section(runs: &[ColdRun]) -> String {
         .collect();
     let rss = Spread::of(runs.iter().filter_map(|r| r.rss_kib.map(|k| k as f64)));
     let mut out = format!(
-        "### Cold start ({} distinct functions per run, {} runs)\n\n",
+        "### Cold start ({} distinct functions per run, {} run(s))\n\n",
         first.functions,
         runs.len()
     );

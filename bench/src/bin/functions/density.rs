@@ -34,6 +34,8 @@ pub(crate) struct DensityRun {
     pub(crate) rss_peak_kib: Option<u64>,
     /// RSS once every function is installed (after a settle), KiB.
     pub(crate) rss_after_install_kib: u64,
+    /// What the RSS after install is made of (`RssAnon`, `RssFile`, `RssShmem`), KiB.
+    pub(crate) rss_after_install_parts: Option<RssParts>,
     /// RSS after the sample of functions has answered, KiB.
     pub(crate) rss_after_calls_kib: u64,
     /// Each install's `compileMs` as the admin API reports it.
@@ -48,6 +50,39 @@ pub(crate) struct DensityRun {
     pub(crate) listed: usize,
     /// Ids of the functions called (each answered correctly).
     pub(crate) answered: Vec<String>,
+}
+
+/// The parts of a process's RSS, KiB: anonymous memory (heap, stacks, instance memories),
+/// file pages (the executable, and compiled code mapped from the cache) and shared memory
+/// (memfd-backed images of linear memories).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RssParts {
+    pub(crate) anon_kib: u64,
+    pub(crate) file_kib: u64,
+    pub(crate) shmem_kib: u64,
+}
+
+impl RssParts {
+    /// Reads `/proc/<pid>/status`; `None` where the kernel does not break RSS down.
+    fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status.lines().find_map(|line| {
+                let value = line.strip_prefix(name)?.strip_prefix(':')?.trim();
+                value
+                    .strip_suffix("kB")
+                    .unwrap_or(value)
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        Some(Self {
+            anon_kib: field("RssAnon")?,
+            file_kib: field("RssFile")?,
+            shmem_kib: field("RssShmem")?,
+        })
+    }
 }
 
 /// The id of the `i`th density function.
@@ -88,6 +123,7 @@ pub(crate) fn run(
         .context("Plinth announced no admin listener")?;
     let ingress = plinth.addr();
     let proc = plinth.proc();
+    let plinth_pid = plinth.pid();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -98,6 +134,7 @@ pub(crate) fn run(
         rss_before_kib,
         rss_peak_kib: None,
         rss_after_install_kib: 0,
+        rss_after_install_parts: None,
         rss_after_calls_kib: 0,
         compile_ms: Vec::with_capacity(count),
         load_ms: Vec::with_capacity(count),
@@ -111,6 +148,7 @@ pub(crate) fn run(
         let started = Instant::now();
         for i in 0..count {
             let bytes = distinct(fixture, &format!("density-{tag}-{i}"));
+            out.binary_bytes = bytes.len();
             let put = Instant::now();
             let info = admin_install(&client, admin, &id(i), bytes).await?;
             out.put_ms.push(put.elapsed().as_secs_f64() * 1e3);
@@ -134,6 +172,7 @@ pub(crate) fn run(
         out.rss_peak_kib = sampler.finish();
         tokio::time::sleep(settle).await;
         out.rss_after_install_kib = proc.rss_kib()?;
+        out.rss_after_install_parts = RssParts::of(plinth_pid);
         out.listed = admin_list_len(&client, admin).await?;
         ensure!(
             out.listed == count,
@@ -204,6 +243,21 @@ pub(crate) fn section(runs: &[DensityRun]) -> String {
             ),
         ],
         vec![
+            "… anonymous / file-backed / shared (RssAnon / RssFile / RssShmem)".into(),
+            format!(
+                "{} / {} / {}",
+                mb(of(&|r| r
+                    .rss_after_install_parts
+                    .map(|p| p.anon_kib as f64))),
+                mb(of(&|r| r
+                    .rss_after_install_parts
+                    .map(|p| p.file_kib as f64))),
+                mb(of(&|r| r
+                    .rss_after_install_parts
+                    .map(|p| p.shmem_kib as f64))),
+            ),
+        ],
+        vec![
             "largest RSS while installing".into(),
             mb(of(&|r| r.rss_peak_kib.map(|k| k as f64))),
         ],
@@ -249,7 +303,7 @@ pub(crate) fn section(runs: &[DensityRun]) -> String {
         ],
     ];
     let mut out = format!(
-        "### Density ({} distinct functions in one Plinth, {} runs)\n\n",
+        "### Density ({} distinct functions in one Plinth, {} run(s))\n\n",
         first.functions,
         runs.len()
     );
