@@ -1,11 +1,13 @@
 //! Density: many distinct functions installed into one Plinth process through its admin
 //! API, and what that costs in memory and time.
 //!
-//! One run starts Plinth (pinned like the servers, with a fresh cache of compiled code),
-//! reads its RSS, installs `count` distinct binaries of fixture-hello one after the other
-//! with `PUT /functions/{id}` (so each is compiled: none is in the cache), reads its RSS
+//! One run starts Plinth (pinned like the servers), reads its RSS, installs `count` distinct
+//! binaries of fixture-hello one after the other with `PUT /functions/{id}`, reads its RSS
 //! again after a settle, checks that Plinth lists them all and that a sample of them
-//! answers on the functions listener, and stops it.
+//! answers on the functions listener, and stops it. The first run starts with an empty
+//! cache of compiled code, so every install compiles; the later runs install the same
+//! binaries over the cache the first filled, as Plinth does after a restart (compiling a
+//! thousand binaries takes minutes, reading them from the cache seconds).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -26,6 +28,8 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
 pub(crate) struct DensityRun {
     /// Distinct functions installed.
     pub(crate) functions: usize,
+    /// Whether the functions were read from the cache (a previous run compiled them).
+    pub(crate) from_cache: bool,
     /// Size of each binary, bytes.
     pub(crate) binary_bytes: usize,
     /// Plinth's RSS after startup, before any install, KiB.
@@ -105,7 +109,9 @@ fn sample(count: usize, n: usize) -> Vec<usize> {
 }
 
 /// One density run: starts `spec` pinned to `core`, installs `count` distinct copies of
-/// `fixture` (`tag` makes them distinct from other runs'), calls `checks` of them.
+/// `fixture` (`tag` makes them distinct from other invocations'), calls `checks` of them.
+/// With `from_cache`, `spec`'s cache holds them already (an earlier run compiled them).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     spec: &SutSpec,
     core: Option<usize>,
@@ -114,6 +120,7 @@ pub(crate) fn run(
     checks: usize,
     settle: Duration,
     tag: &str,
+    from_cache: bool,
 ) -> anyhow::Result<DensityRun> {
     let mut plinth = Sut::start(spec, core)?;
     std::thread::sleep(settle);
@@ -130,6 +137,7 @@ pub(crate) fn run(
     let client: HttpClient = http_client();
     let mut out = DensityRun {
         functions: count,
+        from_cache,
         binary_bytes: fixture.len(),
         rss_before_kib,
         rss_peak_kib: None,
@@ -153,9 +161,15 @@ pub(crate) fn run(
             let info = admin_install(&client, admin, &id(i), bytes).await?;
             out.put_ms.push(put.elapsed().as_secs_f64() * 1e3);
             ensure!(
-                !info.compiled_from_cache,
-                "{} came from the cache, which was fresh: the binaries are not distinct",
-                id(i)
+                info.compiled_from_cache == from_cache,
+                "{}: compiledFromCache is {}, expected {from_cache} (the cache was {})",
+                id(i),
+                info.compiled_from_cache,
+                if from_cache {
+                    "filled by the first run"
+                } else {
+                    "empty: are the binaries distinct?"
+                }
             );
             out.compile_ms.push(info.compile_ms);
             out.load_ms.push(info.load_ms);
@@ -201,124 +215,125 @@ pub(crate) fn run(
     Ok(out)
 }
 
-/// The RSS after install spread over runs, KiB: the density target's figure.
-pub(crate) fn rss_after_install(runs: &[DensityRun]) -> Option<Spread> {
-    Spread::of(runs.iter().map(|r| r.rss_after_install_kib as f64))
+/// The RSS after install over the runs whose functions came from the cache (`cached`) or
+/// were compiled, KiB: the density target's figure.
+pub(crate) fn rss_after_install(runs: &[DensityRun], cached: bool) -> Option<Spread> {
+    Spread::of(
+        runs.iter()
+            .filter(|r| r.from_cache == cached)
+            .map(|r| r.rss_after_install_kib as f64),
+    )
 }
 
-/// The "Density" section: one row per figure, median (min..max) over runs.
-pub(crate) fn section(runs: &[DensityRun]) -> String {
-    let Some(first) = runs.first() else {
-        return String::new();
-    };
-    let of = |f: &dyn Fn(&DensityRun) -> Option<f64>| Spread::of(runs.iter().filter_map(f));
+/// The figures of the density table for `runs`, in the order of [`ROWS`].
+fn column(runs: &[&DensityRun]) -> Vec<String> {
+    let of = |f: &dyn Fn(&DensityRun) -> Option<f64>| Spread::of(runs.iter().filter_map(|r| f(r)));
     let mb = |s: Option<Spread>| opt_spread(s.as_ref(), megabytes);
     let ms = |x: f64| format!("{} ms", num(x));
     let secs = |x: f64| format!("{} s", num(x));
     let kb = |x: f64| format!("{} kB", num(x * 1.024));
     let total = |v: &[f64]| v.iter().sum::<f64>() / 1e3;
-    let rows: Vec<Vec<String>> = vec![
-        vec![
-            "Plinth RSS before installing".into(),
-            mb(of(&|r| Some(r.rss_before_kib as f64))),
-        ],
-        vec![
-            format!(
-                "**Plinth RSS with {} functions installed**",
-                first.functions
-            ),
-            mb(rss_after_install(runs)),
-        ],
-        vec![
-            "… per function (after − before) / n".into(),
-            opt_spread(
-                of(&|r| {
-                    Some(
-                        r.rss_after_install_kib.saturating_sub(r.rss_before_kib) as f64
-                            / r.functions.max(1) as f64,
-                    )
-                })
-                .as_ref(),
-                kb,
-            ),
-        ],
-        vec![
-            "… anonymous / file-backed / shared (RssAnon / RssFile / RssShmem)".into(),
-            format!(
-                "{} / {} / {}",
-                mb(of(&|r| r
-                    .rss_after_install_parts
-                    .map(|p| p.anon_kib as f64))),
-                mb(of(&|r| r
-                    .rss_after_install_parts
-                    .map(|p| p.file_kib as f64))),
-                mb(of(&|r| r
-                    .rss_after_install_parts
-                    .map(|p| p.shmem_kib as f64))),
-            ),
-        ],
-        vec![
-            "largest RSS while installing".into(),
-            mb(of(&|r| r.rss_peak_kib.map(|k| k as f64))),
-        ],
-        vec![
-            format!("RSS after {} of them answered", first.answered.len()),
-            mb(of(&|r| Some(r.rss_after_calls_kib as f64))),
-        ],
-        vec![
-            "compile time, total (Σ compileMs)".into(),
-            opt_spread(of(&|r| Some(total(&r.compile_ms))).as_ref(), secs),
-        ],
-        vec![
-            "compile time per function p50 / p99".into(),
-            format!(
-                "{} / {}",
-                opt_spread(of(&|r| quantile(&r.compile_ms, 0.5)).as_ref(), ms),
-                opt_spread(of(&|r| quantile(&r.compile_ms, 0.99)).as_ref(), ms)
-            ),
-        ],
-        vec![
-            "load time, total (Σ loadMs)".into(),
-            opt_spread(of(&|r| Some(total(&r.load_ms))).as_ref(), secs),
-        ],
-        vec![
-            "load time per function p50 / p99".into(),
-            format!(
-                "{} / {}",
-                opt_spread(of(&|r| quantile(&r.load_ms, 0.5)).as_ref(), ms),
-                opt_spread(of(&|r| quantile(&r.load_ms, 0.99)).as_ref(), ms)
-            ),
-        ],
-        vec![
-            "PUT /functions/{id} per function p50 / p99 (client)".into(),
-            format!(
-                "{} / {}",
-                opt_spread(of(&|r| quantile(&r.put_ms, 0.5)).as_ref(), ms),
-                opt_spread(of(&|r| quantile(&r.put_ms, 0.99)).as_ref(), ms)
-            ),
-        ],
-        vec![
-            "all installs, wall time".into(),
-            opt_spread(of(&|r| Some(r.install_wall_secs)).as_ref(), secs),
-        ],
-    ];
+    let p50_p99 = |values: fn(&DensityRun) -> &[f64]| {
+        format!(
+            "{} / {}",
+            opt_spread(of(&|r| quantile(values(r), 0.5)).as_ref(), ms),
+            opt_spread(of(&|r| quantile(values(r), 0.99)).as_ref(), ms)
+        )
+    };
+    let part =
+        |f: fn(&RssParts) -> u64| mb(of(&|r| r.rss_after_install_parts.map(|p| f(&p) as f64)));
+    vec![
+        mb(of(&|r| Some(r.rss_before_kib as f64))),
+        mb(of(&|r| Some(r.rss_after_install_kib as f64))),
+        opt_spread(
+            of(&|r| {
+                Some(
+                    r.rss_after_install_kib.saturating_sub(r.rss_before_kib) as f64
+                        / r.functions.max(1) as f64,
+                )
+            })
+            .as_ref(),
+            kb,
+        ),
+        format!(
+            "{} / {} / {}",
+            part(|p| p.anon_kib),
+            part(|p| p.file_kib),
+            part(|p| p.shmem_kib)
+        ),
+        mb(of(&|r| r.rss_peak_kib.map(|k| k as f64))),
+        mb(of(&|r| Some(r.rss_after_calls_kib as f64))),
+        opt_spread(of(&|r| Some(total(&r.compile_ms))).as_ref(), secs),
+        p50_p99(|r| &r.compile_ms),
+        opt_spread(of(&|r| Some(total(&r.load_ms))).as_ref(), secs),
+        p50_p99(|r| &r.load_ms),
+        p50_p99(|r| &r.put_ms),
+        opt_spread(of(&|r| Some(r.install_wall_secs)).as_ref(), secs),
+    ]
+}
+
+/// The rows of the density table.
+const ROWS: [&str; 12] = [
+    "Plinth RSS before installing",
+    "**Plinth RSS with every function installed**",
+    "… per function: (after − before) / n",
+    "… anonymous / file-backed / shared (RssAnon / RssFile / RssShmem)",
+    "largest RSS while installing",
+    "RSS after the sample answered",
+    "`compileMs`, total (compiling, or reading the cache)",
+    "`compileMs` per function, p50 / p99",
+    "`loadMs`, total (linking)",
+    "`loadMs` per function, p50 / p99",
+    "`PUT /functions/{id}` per function, p50 / p99 (client)",
+    "all installs, wall time",
+];
+
+/// The "Density" section: one row per figure, a column for the run that compiled every
+/// function and one for the runs that read them from the cache, each cell median
+/// (min..max) over its runs.
+pub(crate) fn section(runs: &[DensityRun]) -> String {
+    let Some(first) = runs.first() else {
+        return String::new();
+    };
+    let compiled: Vec<&DensityRun> = runs.iter().filter(|r| !r.from_cache).collect();
+    let cached: Vec<&DensityRun> = runs.iter().filter(|r| r.from_cache).collect();
+    let mut headers = vec!["measure".to_owned()];
+    let mut columns = Vec::new();
+    for (group, label) in [
+        (&compiled, "empty cache: compiled"),
+        (&cached, "warm cache: as after a restart"),
+    ] {
+        if !group.is_empty() {
+            headers.push(format!("{label} ({} run(s))", group.len()));
+            columns.push(column(group));
+        }
+    }
+    let rows: Vec<Vec<String>> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            std::iter::once((*label).to_owned())
+                .chain(columns.iter().map(|c| c[i].clone()))
+                .collect()
+        })
+        .collect();
     let mut out = format!(
-        "### Density ({} distinct functions in one Plinth, {} run(s))\n\n",
-        first.functions,
-        runs.len()
+        "### Density ({} distinct functions in one Plinth)\n\n",
+        first.functions
     );
     let _ = writeln!(
         out,
         "Each run installs {} distinct {}-byte binaries of fixture-hello through `PUT /functions/{{id}}` into a \
-         fresh Plinth with an empty cache (each is compiled), one at a time; Plinth lists {} of them \
-         afterwards and the {} called ({}) answered correctly. Cells are median (min..max) over runs.\n",
+         fresh Plinth, one at a time. The first run starts with an empty cache of compiled code, so each binary is \
+         compiled; the later ones start Plinth over the cache the first filled, as after a restart, so each is read \
+         from it. Every run, Plinth listed all of them afterwards and those called ({}) answered correctly. Cells \
+         are median (min..max) over the runs of their column.\n",
         first.functions,
         first.binary_bytes,
-        first.listed,
-        first.answered.len(),
         first.answered.join(", "),
     );
-    out.push_str(&markdown_table(&["measure", "value"], &rows));
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    out.push_str(&markdown_table(&headers, &rows));
     out.push('\n');
     out
 }
