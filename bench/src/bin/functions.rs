@@ -1192,10 +1192,9 @@ fn shootdowns_section(cfg: &Config, shootdowns: &[Shootdowns]) -> String {
                     .iter()
                     .filter(|s| s.scenario == *scenario && s.target == *target && s.load == *load)
                     .map(|s| s.per_call);
-                row.push(opt_spread(
-                    plinth_bench::Spread::of(values).as_ref(),
-                    report::num,
-                ));
+                row.push(opt_spread(plinth_bench::Spread::of(values).as_ref(), |x| {
+                    format!("{x:.3}")
+                }));
             }
             row
         })
