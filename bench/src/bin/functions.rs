@@ -885,7 +885,7 @@ fn main() -> anyhow::Result<()> {
     let results = out.session.results();
     let added = stats::added_latency(&results.measurements);
     let checks = checks(&cfg, &results.comparisons, &out);
-    let notes = notes(&cfg, pinning, &out);
+    let notes = notes(&cfg, pinning, &out, &results.summaries);
     let mut sections = vec![report::added_section(
         &added,
         "candidate",
@@ -1090,7 +1090,12 @@ fn checks(cfg: &Config, comparisons: &[Comparison], out: &Collected) -> Vec<Chec
     checks
 }
 
-fn notes(cfg: &Config, pinning: Pinning, out: &Collected) -> Vec<String> {
+fn notes(
+    cfg: &Config,
+    pinning: Pinning,
+    out: &Collected,
+    summaries: &[plinth_bench::Summary],
+) -> Vec<String> {
     let core = pinning
         .sut_core()
         .map_or("any core".to_owned(), |c| format!("core {c}"));
@@ -1119,6 +1124,33 @@ fn notes(cfg: &Config, pinning: Pinning, out: &Collected) -> Vec<String> {
                 "Function, 2 cores: the server unpinned with one worker per CPU, closed loop only.".into()
             }
         });
+    }
+    // An open-loop rate above what a side sustains measures its queue, not its latency.
+    for load in [cfg.run.low_load(), cfg.run.high_load()] {
+        let plinth_bench::Load::Open { rate } = load else {
+            continue;
+        };
+        let behind: Vec<String> = summaries
+            .iter()
+            .filter(|s| s.load == load && (s.dropped > 0 || s.rps.median < 0.95 * rate as f64))
+            .map(|s| {
+                format!(
+                    "{} `{}` ({} rps, {} dropped)",
+                    s.scenario,
+                    s.target,
+                    report::num(s.rps.median),
+                    s.dropped
+                )
+            })
+            .collect();
+        if !behind.is_empty() {
+            notes.push(format!(
+                "At {} these did not keep up with the rate: {}. The rate is above what they sustain on their core \
+                 (see the closed-loop rps), so their latencies there are mostly queueing.",
+                load.label(),
+                behind.join(", ")
+            ));
+        }
     }
     notes.push(report::plinth_process_note(&out.process));
     notes
