@@ -1152,7 +1152,9 @@ fn notes(
             ));
         }
     }
-    notes.push(report::plinth_process_note(&out.process));
+    if out.process.idle_rss_kib.spread(Side::Candidate).is_some() {
+        notes.push(report::plinth_process_note(&out.process));
+    }
     notes
 }
 
