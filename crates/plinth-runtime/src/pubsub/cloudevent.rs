@@ -242,6 +242,32 @@ pub fn parse(
     }
 }
 
+/// The body an HTTP subscriber (an app, a function) receives for `event`: the envelope as it
+/// was on the broker when it is a CloudEvent, else a CloudEvent built around the payload
+/// (`data_base64`), so a subscriber always gets `application/cloudevents+json`.
+pub fn http_envelope(event: &TopicEvent) -> Bytes {
+    let is_envelope =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&event.raw)
+            .map(|m| m.contains_key("specversion"))
+            .unwrap_or(false);
+    if is_envelope {
+        return event.raw.clone();
+    }
+    use base64::Engine as _;
+    let mut ce = serde_json::json!({
+        "specversion": event.spec_version,
+        "id": event.id,
+        "source": event.source,
+        "type": event.event_type,
+        "datacontenttype": event.data_content_type,
+        "topic": event.topic,
+        "pubsubname": event.pubsub_name,
+    });
+    ce["data_base64"] =
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&event.data));
+    Bytes::from(serde_json::to_vec(&ce).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,30 +386,4 @@ mod tests {
         };
         assert!(envelope(&p).is_err());
     }
-}
-
-/// The body an HTTP subscriber (an app, a function) receives for `event`: the envelope as it
-/// was on the broker when it is a CloudEvent, else a CloudEvent built around the payload
-/// (`data_base64`), so a subscriber always gets `application/cloudevents+json`.
-pub fn http_envelope(event: &TopicEvent) -> Bytes {
-    let is_envelope =
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&event.raw)
-            .map(|m| m.contains_key("specversion"))
-            .unwrap_or(false);
-    if is_envelope {
-        return event.raw.clone();
-    }
-    use base64::Engine as _;
-    let mut ce = serde_json::json!({
-        "specversion": event.spec_version,
-        "id": event.id,
-        "source": event.source,
-        "type": event.event_type,
-        "datacontenttype": event.data_content_type,
-        "topic": event.topic,
-        "pubsubname": event.pubsub_name,
-    });
-    ce["data_base64"] =
-        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&event.data));
-    Bytes::from(serde_json::to_vec(&ce).unwrap_or_default())
 }
