@@ -320,6 +320,14 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
         .map_err(|e| Error::invalid_argument(format!("invalid request body: {e}")))
 }
 
+/// Layotto's answer: an empty JSON object on success, `{"error": ...}` otherwise.
+fn layotto_answer<T>(result: Result<T>) -> Response {
+    match result {
+        Ok(_) => Json(json!({})).into_response(),
+        Err(e) => error_of(&e),
+    }
+}
+
 /// Layotto's instance count becomes the function's concurrency bound.
 fn instance_num(n: Option<i64>) -> Result<Option<u32>> {
     match n {
@@ -368,10 +376,7 @@ async fn layotto_install(
             .await
     }
     .await;
-    match result {
-        Ok(_) => Json(json!({})).into_response(),
-        Err(e) => error_of(&e),
-    }
+    layotto_answer(result)
 }
 
 async fn layotto_uninstall(
@@ -387,10 +392,7 @@ async fn layotto_uninstall(
         s.registry.uninstall(&req.name).await
     }
     .await;
-    match result {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => error_of(&e),
-    }
+    layotto_answer(result)
 }
 
 async fn layotto_update(
@@ -416,8 +418,5 @@ async fn layotto_update(
         s.registry.reconfigure(&req.name, config).await
     }
     .await;
-    match result {
-        Ok(_) => Json(json!({})).into_response(),
-        Err(e) => error_of(&e),
-    }
+    layotto_answer(result)
 }
