@@ -19,6 +19,7 @@ use plinth_wasm::{FunctionConfig, FunctionRegistry};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::app::forwardable;
 use crate::auth::ApiToken;
 
 /// The largest `.wasm` the management routes accept.
@@ -73,23 +74,6 @@ fn error_of(e: &Error) -> Response {
     error_response(crate::status::http_status(e.kind()), e.to_string())
 }
 
-/// Hop-by-hop headers, and the ones the ingress itself interprets, are not passed on.
-fn passes(name: &str) -> bool {
-    !matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "host"
-            | "content-length"
-            | "content-type"
-    )
-}
-
 async fn ingress(State(s): State<FunctionsState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
@@ -129,7 +113,7 @@ async fn ingress(State(s): State<FunctionsState>, req: Request) -> Response {
     let headers = parts
         .headers
         .iter()
-        .filter(|(k, _)| passes(k.as_str()))
+        .filter(|(k, _)| forwardable(k.as_str()))
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let invoke = InvokeRequest {
@@ -152,7 +136,7 @@ async fn ingress(State(s): State<FunctionsState>, req: Request) -> Response {
             let h = out.headers_mut();
             for (k, v) in &resp.headers {
                 if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v))
-                    && passes(k.as_str())
+                    && forwardable(k.as_str())
                 {
                     h.append(k, v);
                 }

@@ -149,6 +149,27 @@ async fn every_change_requires_the_token_when_one_is_set() {
         )
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text());
+    // A caller's token never reaches a function; its other headers do.
+    let resp = admin
+        .request(
+            "PUT",
+            "/functions/abi",
+            &[("dapr-api-token", TOKEN)],
+            guest("fixture-abi"),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let echoed = ingress(&plinth)
+        .request(
+            "GET",
+            "/fn/abi/echo",
+            &[("dapr-api-token", TOKEN), ("x-visible", "yes")],
+            "",
+        )
+        .await
+        .text();
+    assert!(echoed.contains("header.x-visible=yes"), "{echoed}");
+    assert!(!echoed.contains(TOKEN), "{echoed}");
     // gRPC management requires it too.
     let mut client = FunctionsClient::connect(format!("http://{}", plinth.grpc))
         .await
