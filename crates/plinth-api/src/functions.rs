@@ -194,6 +194,10 @@ fn config_from_query(s: &FunctionsState, id: &str, query: Option<&str>) -> Resul
                 config.limits.max_concurrency =
                     u32::try_from(number()?).map_err(|e| bad(&key, e.to_string()))?
             }
+            "instanceReuse" => {
+                config.limits.instance_reuse =
+                    u32::try_from(number()?).map_err(|e| bad(&key, e.to_string()))?
+            }
             "env" => grants_env.push(value.to_string()),
             "dir" | "dirs" => grants_dirs.push(value.to_string()),
             "secretStore" | "secretStores" => {
@@ -207,7 +211,7 @@ fn config_from_query(s: &FunctionsState, id: &str, query: Option<&str>) -> Resul
             "pluginConfig" => config.plugin_config = Some(value.to_string()),
             other => {
                 return Err(Error::invalid_argument(format!(
-                    "unknown query parameter {other:?}: expected appId, memoryBytes, cpuMs, timeoutMs, maxConcurrency, env, dir, secretStores, network or pluginConfig"
+                    "unknown query parameter {other:?}: expected appId, memoryBytes, cpuMs, timeoutMs, maxConcurrency, instanceReuse, env, dir, secretStores, network or pluginConfig"
                 )));
             }
         }

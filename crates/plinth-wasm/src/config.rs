@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Requests one component instance serves by default (see [`Limits::instance_reuse`]).
+pub const DEFAULT_INSTANCE_REUSE: u32 = 1;
+
 /// The limits of one function. Each has a default; a function's config may lower or raise it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -19,6 +22,13 @@ pub struct Limits {
     /// The most requests this function serves at once; more wait for a slot until the
     /// timeout, then fail with RESOURCE_EXHAUSTED.
     pub max_concurrency: u32,
+    /// How many requests one instance of a component function may serve before it is
+    /// dropped. 1 gives every request a fresh instance, so that nothing one request leaves in
+    /// guest memory reaches the next; above 1, an instance that answered cleanly serves the
+    /// function's next requests too, as a warm container does. An instance that trapped, hit
+    /// a limit or left a request's resources open is never reused. proxy-wasm modules keep
+    /// Layotto's model (one VM per function) and ignore this.
+    pub instance_reuse: u32,
 }
 
 impl Default for Limits {
@@ -28,6 +38,7 @@ impl Default for Limits {
             cpu_ms: 1_000,
             timeout_ms: 10_000,
             max_concurrency: 64,
+            instance_reuse: DEFAULT_INSTANCE_REUSE,
         }
     }
 }
@@ -56,6 +67,11 @@ impl Limits {
         }
         if self.max_concurrency == 0 {
             return Err("limits.maxConcurrency must be above 0".into());
+        }
+        if self.instance_reuse == 0 {
+            return Err(
+                "limits.instanceReuse must be at least 1 (1: a fresh instance per request)".into(),
+            );
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::config::{FunctionConfig, Limits};
@@ -33,7 +33,8 @@ use crate::limits::{self, CallLimits};
 
 use self::host::exports::plinth::runtime::lifecycle;
 pub use self::http::MAX_RESPONSE_BODY;
-use self::store::{Ctx, Sandbox};
+pub(crate) use self::store::Ctx;
+use self::store::Sandbox;
 
 /// The interface a function exports its lifecycle hooks under (this host serves 0.1.x).
 const LIFECYCLE: &str = "plinth:runtime/lifecycle@";
@@ -48,6 +49,23 @@ pub struct ComponentFunction {
     env: Arc<FunctionEnv>,
     sandbox: Sandbox,
     limits: Limits,
+    /// This function's key among the engine's idle instances.
+    key: u64,
+}
+
+/// An instance that answered cleanly, in its store, with the requests it has served: it
+/// may serve more ([`Limits::instance_reuse`]). The engine keeps idle ones
+/// ([`crate::engine::IdleInstances`]).
+pub(crate) struct Warm {
+    store: Store<Ctx>,
+    proxy: Proxy,
+    served: u32,
+}
+
+impl Drop for ComponentFunction {
+    fn drop(&mut self) {
+        self.engine.idle().remove(self.key);
+    }
 }
 
 impl std::fmt::Debug for ComponentFunction {
@@ -62,9 +80,9 @@ impl std::fmt::Debug for ComponentFunction {
 }
 
 /// The linker every component function is linked with: WASI 0.2, wasi:http's types (and an
-/// outgoing handler that refuses), and `plinth:runtime`.
-fn linker(engine: &WasmEngine) -> Result<Linker<Ctx>> {
-    let mut linker = Linker::new(engine.engine());
+/// outgoing handler that refuses), and `plinth:runtime`. The engine builds it once.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<Ctx>> {
+    let mut linker = Linker::new(engine);
     let link = |e: wasmtime::Error| Error::internal(format!("linking the function imports: {e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
@@ -83,7 +101,9 @@ impl ComponentFunction {
     ) -> Result<Self> {
         let id = env.id.clone();
         let sandbox = Sandbox::from_grants(&id, &config.grants)?;
-        let instance_pre = linker(engine)?.instantiate_pre(&component).map_err(|e| {
+        let instance_pre = engine
+            .component_linker()
+            .instantiate_pre(&component).map_err(|e| {
             Error::invalid_argument(format!(
                 "function {id:?} imports what Plinth does not provide (WASI 0.2, wasi:http types, plinth:runtime@0.1): {e:#}"
             ))
@@ -114,6 +134,7 @@ impl ComponentFunction {
             env: Arc::new(env),
             sandbox,
             limits: config.limits.clone(),
+            key: engine.idle().new_key(),
         };
         if function.lifecycle.is_some() {
             function.start().await?;
@@ -121,10 +142,15 @@ impl ComponentFunction {
         Ok(function)
     }
 
-    /// Serve one request in a fresh store under the memory cap and budget.
+    /// Serve one request under the memory cap and budget, in a warm instance when one is
+    /// idle, else in a fresh store and instance.
     pub async fn handle(&self, req: InvokeRequest) -> Result<InvokeResponse> {
         let request = http::to_http(&self.id, req)?;
-        let mut store = self.store()?;
+        let Warm {
+            mut store,
+            proxy,
+            served,
+        } = self.instance().await?;
         let (tx, rx) = oneshot::channel();
         let (request, out) = {
             let mut view = store.data_mut().http();
@@ -142,17 +168,14 @@ impl ComponentFunction {
         };
         // The guest runs beside the reader of its response: a body larger than the host's
         // buffer only moves while it is read.
-        let guest = async {
-            let _running = self.engine.running();
-            let result = async {
-                let proxy = self.pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, out)
-                    .await
-            }
-            .await;
-            (result, store)
+        let engine = &self.engine;
+        let guest = async move {
+            let _running = engine.running();
+            let result = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await;
+            (result.map(|()| proxy), store)
         };
         let response = http::collect(&self.id, rx);
         tokio::pin!(guest, response);
@@ -165,15 +188,63 @@ impl ComponentFunction {
             },
         };
         store.data().output.flush();
-        if let Err(e) = result {
-            return Err(self.failure(&e, store.data()));
+        let proxy = match result {
+            Ok(proxy) => proxy,
+            Err(e) => return Err(self.failure(&e, store.data())),
+        };
+        // Whatever a guest left in its store (a response it never set, a body it never
+        // finished) goes with the store, which ends the wait for it. An instance that
+        // released everything the request handed it, and answered well, may serve again.
+        if !store.data().is_idle() {
+            drop(store);
+            return match early {
+                Some(answer) => Ok(answer),
+                None => response.await,
+            };
         }
-        // Whatever the guest left in its store (a response it never set, a body it never
-        // finished) goes with it, which ends the wait for them.
-        drop(store);
-        match early {
+        let answer = match early {
             Some(answer) => Ok(answer),
             None => response.await,
+        };
+        let served = served + 1;
+        if answer.is_ok() && served < self.limits.instance_reuse {
+            let warm = Warm {
+                store,
+                proxy,
+                served,
+            };
+            self.engine.idle().put(self.key, warm);
+        }
+        answer
+    }
+
+    /// An idle warm instance of this function with a fresh execution-time budget, else a
+    /// new instance in a fresh store. When the engine's instance pool is full, idle
+    /// instances (of any function) are dropped, oldest first, to make room.
+    async fn instance(&self) -> Result<Warm> {
+        if let Some(mut warm) = self.engine.idle().take(self.key) {
+            warm.store.data_mut().limits.reset_budget();
+            warm.store.set_epoch_deadline(1);
+            return Ok(warm);
+        }
+        // Instantiating runs the guest's start functions.
+        let _running = self.engine.running();
+        loop {
+            let mut store = self.store()?;
+            match self.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => {
+                    return Ok(Warm {
+                        store,
+                        proxy,
+                        served: 0,
+                    });
+                }
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some()
+                        && self.engine.idle().evict_oldest() => {}
+                Err(e) => return Err(self.failure(&e, store.data())),
+            }
         }
     }
 

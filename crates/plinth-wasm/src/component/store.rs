@@ -53,6 +53,14 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Whether the store holds no resource of a finished request: the guest dropped the
+    /// request, its response and body, and no memory growth was refused.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.table.is_empty() && self.limits.exceeded().is_none()
+    }
+}
+
 impl HasLimits for Ctx {
     fn limits(&mut self) -> &mut CallLimits {
         &mut self.limits

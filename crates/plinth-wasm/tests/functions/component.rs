@@ -675,7 +675,7 @@ async fn a_full_instance_pool_is_resource_exhausted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_request_gets_a_fresh_instance() {
+async fn each_request_gets_a_fresh_instance_by_default() {
     let host = Host::new().await;
     let abi = host
         .install("fixture-abi", "abi", FunctionConfig::default())
@@ -684,6 +684,62 @@ async fn each_request_gets_a_fresh_instance() {
         let resp = abi.call(get("/counter")).await.expect("call");
         assert_eq!(body(&resp), "1");
     }
+}
+
+/// Component instances in use in the engine's pool, idle warm ones included.
+fn instances_in_use(host: &Host) -> u64 {
+    host.engine
+        .engine()
+        .pooling_allocator_metrics()
+        .map_or(0, |m| m.component_instances())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_serves_up_to_its_reuse_bound() {
+    let host = Host::new().await;
+    let abi = host
+        .install("fixture-abi", "abi", limits(|l| l.instance_reuse = 3))
+        .await;
+    let mut counts = Vec::new();
+    for _ in 0..7 {
+        counts.push(body(&abi.call(get("/counter")).await.expect("call")));
+    }
+    assert_eq!(counts, ["1", "2", "3", "1", "2", "3", "1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_failed_is_not_reused() {
+    let host = Host::new().await;
+    let f = host
+        .install("fixture-limits", "limits", limits(|l| l.instance_reuse = 100))
+        .await;
+    assert_eq!(body(&f.call(get("/")).await.expect("call")), "ok");
+    assert_eq!(instances_in_use(&host), 1, "the answered instance is kept warm");
+    // A trap, a response never set and a body never finished each take the warm instance
+    // and drop it.
+    for failing in ["/panic", "/unset", "/unfinished"] {
+        expect_err(f.call(get(failing)).await);
+        assert_eq!(instances_in_use(&host), 0, "after {failing}");
+        assert_eq!(body(&f.call(get("/")).await.expect("call")), "ok");
+        assert_eq!(instances_in_use(&host), 1, "after {failing} and a good call");
+    }
+    // Unloading drops the idle instances.
+    drop(host.functions.installed.write().expect("lock").remove("limits"));
+    drop(f);
+    assert_eq!(instances_in_use(&host), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_make_room_in_a_full_pool() {
+    let host = Host::with(1, functions_dir().join("../component-test-cache")).await;
+    let reuse = || limits(|l| l.instance_reuse = 100);
+    let abi = host.install("fixture-abi", "abi", reuse()).await;
+    let hello = host.install("fixture-hello", "hello", reuse()).await;
+    assert_eq!(body(&abi.call(get("/counter")).await.expect("call")), "1");
+    assert_eq!(body(&abi.call(get("/counter")).await.expect("call")), "2");
+    // abi's idle instance holds the pool's only slot: hello's request takes it over.
+    assert_eq!(body(&hello.call(get("/")).await.expect("call")), "hello");
+    assert_eq!(body(&abi.call(get("/counter")).await.expect("call")), "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
