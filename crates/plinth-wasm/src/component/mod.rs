@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use crate::config::{FunctionConfig, Limits};
 use crate::engine::WasmEngine;

@@ -711,20 +711,38 @@ async fn an_instance_serves_up_to_its_reuse_bound() {
 async fn an_instance_that_failed_is_not_reused() {
     let host = Host::new().await;
     let f = host
-        .install("fixture-limits", "limits", limits(|l| l.instance_reuse = 100))
+        .install(
+            "fixture-limits",
+            "limits",
+            limits(|l| l.instance_reuse = 100),
+        )
         .await;
     assert_eq!(body(&f.call(get("/")).await.expect("call")), "ok");
-    assert_eq!(instances_in_use(&host), 1, "the answered instance is kept warm");
+    assert_eq!(
+        instances_in_use(&host),
+        1,
+        "the answered instance is kept warm"
+    );
     // A trap, a response never set and a body never finished each take the warm instance
     // and drop it.
     for failing in ["/panic", "/unset", "/unfinished"] {
         expect_err(f.call(get(failing)).await);
         assert_eq!(instances_in_use(&host), 0, "after {failing}");
         assert_eq!(body(&f.call(get("/")).await.expect("call")), "ok");
-        assert_eq!(instances_in_use(&host), 1, "after {failing} and a good call");
+        assert_eq!(
+            instances_in_use(&host),
+            1,
+            "after {failing} and a good call"
+        );
     }
     // Unloading drops the idle instances.
-    drop(host.functions.installed.write().expect("lock").remove("limits"));
+    drop(
+        host.functions
+            .installed
+            .write()
+            .expect("lock")
+            .remove("limits"),
+    );
     drop(f);
     assert_eq!(instances_in_use(&host), 0);
 }
