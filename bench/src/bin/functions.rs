@@ -132,6 +132,11 @@ struct Args {
     /// `--functions-pool-size` for every Plinth started [default: Plinth's own].
     #[arg(long)]
     functions_pool_size: Option<u32>,
+    /// `limits.instanceReuse` of the measured function, in the warm-latency, ingress and
+    /// throughput scenarios: how many requests one instance serves [default: Plinth's own, 1,
+    /// a fresh instance per request].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    instance_reuse: Option<u32>,
     /// Result name (`<results-dir>/<name>.json`).
     #[arg(long, default_value = "functions")]
     name: String,
@@ -187,6 +192,7 @@ struct Config {
     density_functions: usize,
     density_checks: usize,
     functions_pool_size: Option<u32>,
+    instance_reuse: Option<u32>,
 }
 
 impl Config {
@@ -208,6 +214,7 @@ impl Config {
             }),
             density_checks: args.density_checks,
             functions_pool_size: args.functions_pool_size,
+            instance_reuse: args.instance_reuse,
         };
         ensure!(cfg.cold_functions > 0, "--cold-functions must be positive");
         ensure!(
@@ -336,16 +343,21 @@ fn api_token() -> Option<HeaderValue> {
         .and_then(|t| HeaderValue::from_str(&t).ok())
 }
 
-/// `PUT /functions/{id}` on Plinth's admin listener with `wasm` as the body.
+/// `PUT /functions/{id}?{query}` on Plinth's admin listener with `wasm` as the body.
 async fn admin_install(
     client: &HttpClient,
     admin: SocketAddr,
     id: &str,
+    query: Option<&str>,
     wasm: Vec<u8>,
 ) -> anyhow::Result<Installed> {
+    let path = match query {
+        Some(q) => format!("/functions/{id}?{q}"),
+        None => format!("/functions/{id}"),
+    };
     let mut request = Request::builder()
         .method(Method::PUT)
-        .uri(uri(admin, &format!("/functions/{id}"))?)
+        .uri(uri(admin, &path)?)
         .header(header::CONTENT_TYPE, "application/wasm");
     if let Some(token) = api_token() {
         request = request.header("dapr-api-token", token);
@@ -469,6 +481,9 @@ impl Ctx<'_> {
             "--fixture".into(),
             self.cfg.fixture.display().to_string(),
         ];
+        if let Some(n) = self.cfg.instance_reuse {
+            args.push(format!("--instance-reuse={n}"));
+        }
         let program = match cores {
             Some(cores) => {
                 let mut prefixed = vec![
@@ -588,7 +603,18 @@ fn run_latency(ctx: &Ctx<'_>, out: &mut Collected, run: u32) -> anyhow::Result<(
                 let admin = p
                     .listener("admin")
                     .context("Plinth announced no admin listener")?;
-                let info = admin_install(&client, admin, FUNCTION_ID, ctx.fixture.clone()).await?;
+                let query = ctx
+                    .cfg
+                    .instance_reuse
+                    .map(|n| format!("instanceReuse={n}"));
+                let info = admin_install(
+                    &client,
+                    admin,
+                    FUNCTION_ID,
+                    query.as_deref(),
+                    ctx.fixture.clone(),
+                )
+                .await?;
                 ensure!(
                     info.kind == "component",
                     "Plinth installed fixture-hello as {:?}, expected a component",
@@ -1103,8 +1129,12 @@ fn notes(
         "The function is fixture-hello ({} bytes, a WASI 0.2 component answering `hello`); `{NATIVE}` is a Rust \
          handler answering the same bytes and Content-Type on the same axum server (`bench-functions serve`, one \
          Tokio worker per allowed CPU, on {core}), `{FUNCTION}` is `GET {FUNCTION_PATH}` there, calling the \
-         function through the function registry (a fresh instance per request, as in Plinth).",
-        cfg.fixture_bytes
+         function through the function registry ({}).",
+        cfg.fixture_bytes,
+        match cfg.instance_reuse {
+            Some(n) if n > 1 => format!("`instanceReuse: {n}`: an instance serves up to {n} requests, here and in Plinth"),
+            _ => "a fresh instance per request, Plinth's default".to_owned(),
+        }
     )];
     if cfg.has(Scenario::Ingress) {
         notes.push(format!(

@@ -158,7 +158,7 @@ pub(crate) fn run(
             let bytes = distinct(fixture, &format!("density-{tag}-{i}"));
             out.binary_bytes = bytes.len();
             let put = Instant::now();
-            let info = admin_install(&client, admin, &id(i), bytes).await?;
+            let info = admin_install(&client, admin, &id(i), None, bytes).await?;
             out.put_ms.push(put.elapsed().as_secs_f64() * 1e3);
             ensure!(
                 info.compiled_from_cache == from_cache,

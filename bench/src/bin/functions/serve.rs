@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Port to bind; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// `limits.instanceReuse` of the function [default: Plinth's own].
+    #[arg(long)]
+    instance_reuse: Option<u32>,
 }
 
 /// Runs the server until SIGTERM.
@@ -71,11 +74,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("starting the wasm engine")?;
     let registry = FunctionRegistry::new(engine, runtime);
+    let mut config = FunctionConfig::default();
+    if let Some(n) = args.instance_reuse {
+        config.limits.instance_reuse = n;
+    }
     registry
         .install(
             FUNCTION_ID,
             bytes,
-            FunctionConfig::default(),
+            config,
             InstallMode::Create,
         )
         .await
