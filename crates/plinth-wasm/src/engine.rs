@@ -1,11 +1,11 @@
 //! The one wasmtime engine of the process, its epoch ticker, and the on-disk cache of
 //! precompiled code.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
