@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Requests one component instance serves by default (see [`Limits::instance_reuse`]).
 pub const DEFAULT_INSTANCE_REUSE: u32 = 1;
@@ -111,6 +112,7 @@ pub struct FunctionConfig {
     /// Configuration values a component reads through `wasi:config/store` (`get`,
     /// `get-all`). Not secrets: they show in the function's listing. proxy-wasm modules do
     /// not see them (they have `plugin_config`).
+    #[serde(deserialize_with = "variables")]
     pub variables: BTreeMap<String, String>,
 }
 
@@ -168,7 +170,41 @@ pub struct FunctionSpec {
     /// See [`FunctionConfig::subscriptions`].
     pub subscriptions: Vec<FunctionSubscription>,
     /// See [`FunctionConfig::variables`].
+    #[serde(deserialize_with = "variables")]
     pub variables: BTreeMap<String, String>,
+}
+
+/// `variables`, whose values must be strings; the error says so by name, since YAML reads
+/// an unquoted `8080` or `true` as a number or a boolean.
+fn variables<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Text(String);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Expect;
+
+            impl Visitor<'_> for Expect {
+                type Value = String;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string (variables are strings: quote numbers and booleans)")
+                }
+
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                    Ok(v.to_string())
+                }
+
+                fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+                    Ok(v)
+                }
+            }
+
+            d.deserialize_string(Expect).map(Text)
+        }
+    }
+
+    let map = BTreeMap::<String, Text>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 impl FunctionSpec {
@@ -233,9 +269,21 @@ mod tests {
 
     #[test]
     fn variables_must_be_strings() {
-        let bad = serde_json::from_value::<FunctionSpec>(serde_json::json!({
-            "variables": { "n": 1 },
-        }));
-        assert!(bad.is_err());
+        for bad in [
+            serde_json::json!(1),
+            serde_json::json!(true),
+            serde_json::json!(null),
+        ] {
+            let err = serde_json::from_value::<FunctionSpec>(serde_json::json!({
+                "variables": { "n": bad },
+            }))
+            .expect_err("not a string");
+            assert!(err.to_string().contains("variables are strings"), "{err}");
+        }
+        let err = serde_json::from_value::<FunctionConfig>(serde_json::json!({
+            "variables": ["a=b"],
+        }))
+        .expect_err("not a map");
+        assert!(err.to_string().contains("map"), "{err}");
     }
 }
