@@ -183,6 +183,7 @@ fn config_from_query(s: &FunctionsState, id: &str, query: Option<&str>) -> Resul
     let mut grants_env = Vec::new();
     let mut grants_dirs = Vec::new();
     let mut stores = Vec::new();
+    let mut variables = std::collections::BTreeMap::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let number = || value.parse::<u64>().map_err(|e| bad(&key, e.to_string()));
         match key.as_ref() {
@@ -209,9 +210,20 @@ fn config_from_query(s: &FunctionsState, id: &str, query: Option<&str>) -> Resul
                     .map_err(|e| bad(&key, e.to_string()))?
             }
             "pluginConfig" => config.plugin_config = Some(value.to_string()),
+            "variable" | "variables" => match value.split_once('=') {
+                Some((name, v)) if !name.is_empty() => {
+                    variables.insert(name.to_string(), v.to_string());
+                }
+                _ => {
+                    return Err(bad(
+                        &key,
+                        format!("{value:?} is not KEY=VALUE (a wasi:config variable)"),
+                    ));
+                }
+            },
             other => {
                 return Err(Error::invalid_argument(format!(
-                    "unknown query parameter {other:?}: expected appId, memoryBytes, cpuMs, timeoutMs, maxConcurrency, instanceReuse, env, dir, secretStores, network or pluginConfig"
+                    "unknown query parameter {other:?}: expected appId, memoryBytes, cpuMs, timeoutMs, maxConcurrency, instanceReuse, env, dir, secretStores, network, pluginConfig or variable"
                 )));
             }
         }
@@ -225,7 +237,10 @@ fn config_from_query(s: &FunctionsState, id: &str, query: Option<&str>) -> Resul
     if !stores.is_empty() {
         config.grants.secret_stores = stores;
     }
-    config.limits.validate().map_err(Error::invalid_argument)?;
+    if !variables.is_empty() {
+        config.variables = variables;
+    }
+    config.validate().map_err(Error::invalid_argument)?;
     Ok(config)
 }
 

@@ -41,12 +41,14 @@ impl Functions for FunctionsService {
         request: Request<pb::InstallFunctionRequest>,
     ) -> Result<Response<pb::FunctionInfo>, Status> {
         let req = request.into_inner();
-        let config: FunctionConfig = if req.config_json.trim().is_empty() {
+        let mut config: FunctionConfig = if req.config_json.trim().is_empty() {
             FunctionConfig::default()
         } else {
             serde_json::from_str(&req.config_json)
                 .map_err(|e| Status::invalid_argument(format!("config_json: {e}")))?
         };
+        config.variables.extend(req.variables);
+        config.validate().map_err(Status::invalid_argument)?;
         let mode = match pb::InstallMode::try_from(req.mode) {
             Ok(pb::InstallMode::Upsert) => InstallMode::Upsert,
             Ok(pb::InstallMode::Create) => InstallMode::Create,

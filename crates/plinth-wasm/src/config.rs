@@ -1,8 +1,10 @@
-//! A function's configuration: its limits and what it is granted.
+//! A function's configuration: its limits, what it is granted, and its variables.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Requests one component instance serves by default (see [`Limits::instance_reuse`]).
 pub const DEFAULT_INSTANCE_REUSE: u32 = 1;
@@ -107,6 +109,22 @@ pub struct FunctionConfig {
     pub plugin_config: Option<String>,
     /// Topics whose events are delivered to the function.
     pub subscriptions: Vec<FunctionSubscription>,
+    /// Configuration values a component reads through `wasi:config/store` (`get`,
+    /// `get-all`). Not secrets: they show in the function's listing. proxy-wasm modules do
+    /// not see them (they have `plugin_config`).
+    #[serde(deserialize_with = "variables")]
+    pub variables: BTreeMap<String, String>,
+}
+
+impl FunctionConfig {
+    /// Check the config makes sense, naming the field that does not.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
+        if self.variables.keys().any(String::is_empty) {
+            return Err("variables: a key is empty".into());
+        }
+        Ok(())
+    }
 }
 
 /// A topic a function subscribes to: each event is POSTed to the function as a CloudEvent
@@ -129,7 +147,7 @@ pub struct FunctionSubscription {
     /// The consumer group defaults to `{appId}-{functionId}`, so replicas of one function
     /// compete for events and the app's own subscriptions stay separate.
     #[serde(default)]
-    pub metadata: std::collections::BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The `spec` of a `Function` resource (`apiVersion: plinth.dev/v1alpha1`, `kind:
@@ -151,6 +169,42 @@ pub struct FunctionSpec {
     pub plugin_config: Option<String>,
     /// See [`FunctionConfig::subscriptions`].
     pub subscriptions: Vec<FunctionSubscription>,
+    /// See [`FunctionConfig::variables`].
+    #[serde(deserialize_with = "variables")]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// `variables`, whose values must be strings; the error says so by name, since YAML reads
+/// an unquoted `8080` or `true` as a number or a boolean.
+fn variables<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Text(String);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Expect;
+
+            impl Visitor<'_> for Expect {
+                type Value = String;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string (variables are strings: quote numbers and booleans)")
+                }
+
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                    Ok(v.to_string())
+                }
+
+                fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+                    Ok(v)
+                }
+            }
+
+            d.deserialize_string(Expect).map(Text)
+        }
+    }
+
+    let map = BTreeMap::<String, Text>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 impl FunctionSpec {
@@ -162,6 +216,74 @@ impl FunctionSpec {
             grants: self.grants.clone(),
             plugin_config: self.plugin_config.clone(),
             subscriptions: self.subscriptions.clone(),
+            variables: self.variables.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_default_to_none_and_need_keys() {
+        let config = FunctionConfig::default();
+        assert!(config.variables.is_empty());
+        assert_eq!(config.validate(), Ok(()));
+
+        let mut config = FunctionConfig::default();
+        config.variables.insert("region".into(), "eu".into());
+        config.variables.insert("empty-value".into(), String::new());
+        assert_eq!(config.validate(), Ok(()));
+
+        config.variables.insert(String::new(), "x".into());
+        assert_eq!(config.validate(), Err("variables: a key is empty".into()));
+    }
+
+    #[test]
+    fn validate_checks_the_limits_too() {
+        let mut config = FunctionConfig::default();
+        config.limits.cpu_ms = 0;
+        assert_eq!(
+            config.validate(),
+            Err("limits.cpuMs must be above 0".into())
+        );
+    }
+
+    #[test]
+    fn a_resource_spec_carries_its_variables() {
+        let spec: FunctionSpec = serde_json::from_value(serde_json::json!({
+            "module": "f.wasm",
+            "variables": { "region": "eu", "greeting": "hello world" },
+        }))
+        .expect("spec");
+        let config = spec.config();
+        assert_eq!(config.variables["region"], "eu");
+        assert_eq!(config.variables["greeting"], "hello world");
+        // As the gRPC admin API's config_json and the listing spell it.
+        let json = serde_json::to_value(&config).expect("json");
+        assert_eq!(json["variables"]["region"], "eu");
+        let back: FunctionConfig = serde_json::from_value(json).expect("config");
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn variables_must_be_strings() {
+        for bad in [
+            serde_json::json!(1),
+            serde_json::json!(true),
+            serde_json::json!(null),
+        ] {
+            let err = serde_json::from_value::<FunctionSpec>(serde_json::json!({
+                "variables": { "n": bad },
+            }))
+            .expect_err("not a string");
+            assert!(err.to_string().contains("variables are strings"), "{err}");
+        }
+        let err = serde_json::from_value::<FunctionConfig>(serde_json::json!({
+            "variables": ["a=b"],
+        }))
+        .expect_err("not a map");
+        assert!(err.to_string().contains("map"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! What a function reaches: the same building blocks as the APIs, under the function's app
 //! id, and nothing it has not been granted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use plinth_core::component::secrets::Secret;
@@ -31,6 +32,8 @@ pub struct FunctionEnv {
     pub configuration: ConfigurationApi,
     /// What the function is granted.
     pub grants: Arc<Grants>,
+    /// Its configuration values, for `wasi:config`.
+    pub variables: Arc<BTreeMap<String, String>>,
     runtime: Arc<Runtime>,
 }
 
@@ -51,6 +54,7 @@ impl FunctionEnv {
             configuration: ConfigurationApi::new(runtime.host.clone(), &app_id),
             app_id,
             grants: Arc::new(config.grants.clone()),
+            variables: Arc::new(config.variables.clone()),
             runtime,
         }
     }

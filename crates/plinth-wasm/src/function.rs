@@ -95,7 +95,6 @@ impl Function {
         env: FunctionEnv,
     ) -> Result<Self> {
         config
-            .limits
             .validate()
             .map_err(|e| Error::invalid_argument(format!("function {id:?}: {e}")))?;
         if config.limits.memory_bytes > engine.options().max_memory_bytes {

@@ -8,12 +8,16 @@
 //! execution-time budget of [`crate::limits`].
 //!
 //! - `host`: the `plinth:runtime` imports over [`FunctionEnv`].
+//! - `wasi_keyvalue`, `wasi_config`: the draft WASI interfaces where they fit: buckets are
+//!   state stores, config values the function's `variables`.
 //! - `store`: a request's store data and the WASI sandbox built from the grants.
 //! - `http`: invocations as incoming HTTP requests, and responses back.
 
 mod host;
 mod http;
 mod store;
+mod wasi_config;
+mod wasi_keyvalue;
 
 use std::sync::Arc;
 
@@ -80,7 +84,8 @@ impl std::fmt::Debug for ComponentFunction {
 }
 
 /// The linker every component function is linked with: WASI 0.2, wasi:http's types (and an
-/// outgoing handler that refuses), and `plinth:runtime`. The engine builds it once.
+/// outgoing handler that refuses), `plinth:runtime`, and the drafts `wasi:keyvalue` and
+/// `wasi:config`. The engine builds it once.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<Ctx>> {
     let mut linker = Linker::new(engine);
     let link = |e: wasmtime::Error| Error::internal(format!("linking the function imports: {e:#}"));
@@ -88,6 +93,8 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<Ctx>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
     host::ImportsWithLifecycle::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)
         .map_err(link)?;
+    wasi_keyvalue::add_to_linker(&mut linker).map_err(link)?;
+    wasi_config::add_to_linker(&mut linker).map_err(link)?;
     Ok(linker)
 }
 
@@ -105,7 +112,7 @@ impl ComponentFunction {
             .component_linker()
             .instantiate_pre(&component).map_err(|e| {
             Error::invalid_argument(format!(
-                "function {id:?} imports what Plinth does not provide (WASI 0.2, wasi:http types, plinth:runtime@0.1): {e:#}"
+                "function {id:?} imports what Plinth does not provide (WASI 0.2, wasi:http types, plinth:runtime@0.1, wasi:keyvalue@0.2.0-draft, wasi:config@0.2.0-draft or -rc.1): {e:#}"
             ))
         })?;
         let pre = ProxyPre::new(instance_pre.clone()).map_err(|e| {

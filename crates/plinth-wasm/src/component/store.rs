@@ -54,6 +54,12 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// The resources the guest holds handles to (WASI's, wasi:http's and wasi:keyvalue's
+    /// buckets).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// Whether the store holds no resource of a finished request: the guest dropped the
     /// request, its response and body, and no memory growth was refused.
     pub(crate) fn is_idle(&self) -> bool {

@@ -24,7 +24,7 @@ use plinth_wasm::{
 use crate::common::{fixture, functions_dir};
 
 /// The host's app id in these tests.
-const APP_ID: &str = "component-tests";
+pub(crate) const APP_ID: &str = "component-tests";
 
 /// A private directory under the test target's tmp dir.
 fn private_dir(name: &str) -> PathBuf {
@@ -71,14 +71,14 @@ impl LocalFunctions for Functions {
 }
 
 /// An engine, a runtime with in-memory components, and the functions installed on it.
-struct Host {
+pub(crate) struct Host {
     engine: Arc<WasmEngine>,
-    runtime: Arc<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
     functions: Arc<Functions>,
 }
 
 impl Host {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         Self::with(32, functions_dir().join("../component-test-cache")).await
     }
 
@@ -110,14 +110,24 @@ impl Host {
     }
 
     /// Load guest crate `name` as function `id`, without installing it.
-    async fn load(&self, name: &str, id: &str, config: FunctionConfig) -> Result<Function> {
+    pub(crate) async fn load(
+        &self,
+        name: &str,
+        id: &str,
+        config: FunctionConfig,
+    ) -> Result<Function> {
         let (compiled, _) = self.engine.compile(&fixture(name))?;
         let env = FunctionEnv::new(self.runtime.clone(), id, &config);
         Function::load(&self.engine, compiled, id, 1, String::new(), config, env).await
     }
 
     /// Load and install guest crate `name` as function `id`.
-    async fn install(&self, name: &str, id: &str, config: FunctionConfig) -> Arc<Function> {
+    pub(crate) async fn install(
+        &self,
+        name: &str,
+        id: &str,
+        config: FunctionConfig,
+    ) -> Arc<Function> {
         let function = Arc::new(self.load(name, id, config).await.expect("load"));
         self.functions
             .installed
@@ -128,11 +138,11 @@ impl Host {
     }
 
     /// State as app `app_id` sees it.
-    fn state(&self, app_id: &str) -> StateApi {
+    pub(crate) fn state(&self, app_id: &str) -> StateApi {
         StateApi::new(self.runtime.host.clone(), app_id)
     }
 
-    async fn read(&self, app_id: &str, key: &str) -> Option<String> {
+    pub(crate) async fn read(&self, app_id: &str, key: &str) -> Option<String> {
         self.state(app_id)
             .get("statestore", key, Metadata::new(), Consistency::Unspecified)
             .await
@@ -141,7 +151,7 @@ impl Host {
     }
 }
 
-fn get(path_and_query: &str) -> InvokeRequest {
+pub(crate) fn get(path_and_query: &str) -> InvokeRequest {
     let (method, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -153,12 +163,12 @@ fn get(path_and_query: &str) -> InvokeRequest {
     }
 }
 
-fn body(resp: &InvokeResponse) -> String {
+pub(crate) fn body(resp: &InvokeResponse) -> String {
     String::from_utf8_lossy(&resp.data).into_owned()
 }
 
 /// The `name=value` lines fixture-abi answers with.
-fn lines(resp: &InvokeResponse) -> HashMap<String, String> {
+pub(crate) fn lines(resp: &InvokeResponse) -> HashMap<String, String> {
     body(resp)
         .lines()
         .filter_map(|l| l.split_once('='))

@@ -4,3 +4,4 @@
 mod common;
 mod component;
 mod proxywasm;
+mod wasi;

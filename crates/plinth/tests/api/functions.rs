@@ -518,6 +518,7 @@ async fn admin_http_and_grpc_install_update_and_uninstall() {
             wasm: guest("fixture-hello"),
             config_json: r#"{"limits": {"cpuMs": 50}}"#.into(),
             mode: apb::InstallMode::Create as i32,
+            variables: Default::default(),
         })
         .await
         .expect("install")
@@ -535,6 +536,7 @@ async fn admin_http_and_grpc_install_update_and_uninstall() {
             wasm: guest("fixture-hello"),
             config_json: String::new(),
             mode: apb::InstallMode::Create as i32,
+            variables: Default::default(),
         })
         .await
         .expect_err("exists");
@@ -545,6 +547,7 @@ async fn admin_http_and_grpc_install_update_and_uninstall() {
             wasm: b"junk".to_vec(),
             config_json: String::new(),
             mode: 0,
+            variables: Default::default(),
         })
         .await
         .expect_err("junk");
@@ -571,6 +574,140 @@ async fn admin_http_and_grpc_install_update_and_uninstall() {
         &ingress.request("GET", "/", &[("id", "hello")], "").await,
         404,
     );
+}
+
+/// The `name=value` lines fixture-wasi answers with.
+fn lines(resp: &HttpResponse) -> std::collections::HashMap<String, String> {
+    resp.text()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn variables_reach_wasi_config_from_the_admin_http_and_grpc_apis() {
+    let plinth = Plinth::start_ready().await;
+    let ingress = ingress(&plinth);
+    let installed = put(
+        &plinth,
+        "cfg",
+        "?variable=region=eu&variable=greeting=a%3Db%20c&variable=empty=",
+        guest("fixture-wasi"),
+        201,
+    )
+    .await;
+    assert_eq!(
+        installed["config"]["variables"]["region"], "eu",
+        "{installed}"
+    );
+    let resp = ingress
+        .request("GET", "/fn/cfg/config?key=greeting", &[], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let got = lines(&resp);
+    assert_eq!(got["draft.get"], "a=b c", "{}", resp.text());
+    assert_eq!(got["rc1.get-all"], "empty:,greeting:a=b c,region:eu");
+    let missing = ingress
+        .request("GET", "/fn/cfg/config?key=colour", &[], "")
+        .await;
+    assert_eq!(lines(&missing)["draft.get"], "none", "{}", missing.text());
+
+    // wasi:keyvalue reaches the state API under the function's app id.
+    let kv = ingress.request("GET", "/fn/cfg/kv", &[], "").await;
+    assert_eq!(lines(&kv)["kept"], "ok", "{}", kv.text());
+    let app_id = installed["appId"].as_str().expect("appId").to_string();
+    let state = DaprHttp::new(plinth.dapr_http)
+        .get("/v1.0/state/statestore/wasi-kept")
+        .await;
+    assert_eq!(state.status, 200, "{app_id}: {}", state.text());
+    assert_eq!(state.text(), "kept");
+
+    // A variable that is not KEY=VALUE, or has no key, is refused before anything loads.
+    for bad in ["?variable=region", "?variable==eu"] {
+        let resp = admin(&plinth)
+            .request(
+                "PUT",
+                &format!("/functions/cfg2{bad}"),
+                &[],
+                guest("fixture-wasi"),
+            )
+            .await;
+        let msg = error(&resp, 400);
+        assert!(
+            msg.contains("query parameter variable") && msg.contains("KEY=VALUE"),
+            "{bad}: {msg}"
+        );
+    }
+    error(&admin(&plinth).get("/functions/cfg2").await, 404);
+
+    // gRPC: the variables field, on top of config_json's.
+    let mut client = FunctionsClient::connect(format!("http://{}", plinth.grpc))
+        .await
+        .expect("connect");
+    client
+        .install(apb::InstallFunctionRequest {
+            id: "cfg3".into(),
+            wasm: guest("fixture-wasi"),
+            config_json: r#"{"variables": {"region": "us", "tier": "gold"}}"#.into(),
+            mode: apb::InstallMode::Create as i32,
+            variables: [("region".to_string(), "ap".to_string())].into(),
+        })
+        .await
+        .expect("install");
+    let resp = ingress
+        .request("GET", "/fn/cfg3/config?key=region", &[], "")
+        .await;
+    let got = lines(&resp);
+    assert_eq!(got["runtime.get"], "ap", "{}", resp.text());
+    assert_eq!(got["draft.get-all"], "region:ap,tier:gold");
+    let err = client
+        .install(apb::InstallFunctionRequest {
+            id: "cfg4".into(),
+            wasm: guest("fixture-wasi"),
+            config_json: String::new(),
+            mode: 0,
+            variables: [(String::new(), "x".to_string())].into(),
+        })
+        .await
+        .expect_err("empty key");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("variables"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_function_resource_gives_its_variables_to_wasi_config() {
+    let dir = scratch("fn-variables");
+    std::fs::create_dir_all(dir.join("resources")).expect("mkdir");
+    std::fs::write(dir.join("resources/cfg.wasm"), guest("fixture-wasi")).expect("copy");
+    write(
+        &dir,
+        "resources/cfg.yaml",
+        "apiVersion: plinth.dev/v1alpha1\nkind: Function\nmetadata:\n  name: cfg\nspec:\n  module: cfg.wasm\n  variables:\n    region: eu\n    port: \"8080\"\n",
+    );
+    let plinth = Plinth::start_ready_with(&["--resources-path", "resources"], Some(&dir)).await;
+    let resp = ingress(&plinth)
+        .request("GET", "/fn/cfg/config?key=port", &[], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let got = lines(&resp);
+    assert_eq!(got["draft.get"], "8080", "{}", resp.text());
+    assert_eq!(got["rc1.get-all"], "port:8080,region:eu");
+    drop(plinth);
+
+    // Values are strings: a number is refused with the file and the field named.
+    write(
+        &dir,
+        "resources/cfg.yaml",
+        "apiVersion: plinth.dev/v1alpha1\nkind: Function\nmetadata:\n  name: cfg\nspec:\n  module: cfg.wasm\n  variables:\n    port: 8080\n",
+    );
+    let failed = Plinth::start_failure(&["--resources-path", "resources"], &[], Some(&dir));
+    assert!(
+        failed.output.contains("cfg.yaml") && failed.output.contains("variables"),
+        "{}",
+        failed.output
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
