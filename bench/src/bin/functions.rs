@@ -603,10 +603,7 @@ fn run_latency(ctx: &Ctx<'_>, out: &mut Collected, run: u32) -> anyhow::Result<(
                 let admin = p
                     .listener("admin")
                     .context("Plinth announced no admin listener")?;
-                let query = ctx
-                    .cfg
-                    .instance_reuse
-                    .map(|n| format!("instanceReuse={n}"));
+                let query = ctx.cfg.instance_reuse.map(|n| format!("instanceReuse={n}"));
                 let info = admin_install(
                     &client,
                     admin,
@@ -1132,7 +1129,9 @@ fn notes(
          function through the function registry ({}).",
         cfg.fixture_bytes,
         match cfg.instance_reuse {
-            Some(n) if n > 1 => format!("`instanceReuse: {n}`: an instance serves up to {n} requests, here and in Plinth"),
+            Some(n) if n > 1 => format!(
+                "`instanceReuse: {n}`: an instance serves up to {n} requests, here and in Plinth"
+            ),
             _ => "a fresh instance per request, Plinth's default".to_owned(),
         }
     )];

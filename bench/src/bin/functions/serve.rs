@@ -79,12 +79,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.limits.instance_reuse = n;
     }
     registry
-        .install(
-            FUNCTION_ID,
-            bytes,
-            config,
-            InstallMode::Create,
-        )
+        .install(FUNCTION_ID, bytes, config, InstallMode::Create)
         .await
         .with_context(|| format!("installing {}", args.fixture.display()))?;
 
