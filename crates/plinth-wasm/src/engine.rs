@@ -433,7 +433,7 @@ fn release_resident(compiled: &Compiled) {
     };
     let start = range.start as usize;
     let page = rustix::param::page_size();
-    if start % page != 0 || range.end as usize <= start {
+    if !start.is_multiple_of(page) || range.end as usize <= start {
         return;
     }
     let len = range.end as usize - start;
