@@ -149,6 +149,19 @@ impl Host {
             .expect("state get")
             .map(|r| String::from_utf8_lossy(&r.data).into_owned())
     }
+
+    /// Save `value` under `key` in `statestore` as app `app_id` does.
+    pub(crate) async fn write(&self, app_id: &str, key: &str, value: &str) {
+        let item = SetRequest {
+            key: key.into(),
+            value: value.to_owned().into(),
+            ..Default::default()
+        };
+        self.state(app_id)
+            .save("statestore", vec![item])
+            .await
+            .expect("state save");
+    }
 }
 
 pub(crate) fn get(path_and_query: &str) -> InvokeRequest {

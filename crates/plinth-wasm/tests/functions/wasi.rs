@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use plinth_core::ErrorKind;
-use plinth_core::component::state::SetRequest;
 use plinth_runtime::app::AppStatus;
 use plinth_wasm::{Function, FunctionConfig};
 
@@ -96,31 +95,11 @@ async fn increment_adds_to_a_decimal_counter() {
     assert_eq!(host.read(KV_APP, "c").await.as_deref(), Some("7"));
 
     // A counter the app keeps through the state API counts on.
-    host.state(KV_APP)
-        .save(
-            "statestore",
-            vec![SetRequest {
-                key: "from-app".into(),
-                value: "41".into(),
-                ..Default::default()
-            }],
-        )
-        .await
-        .expect("save");
+    host.write(KV_APP, "from-app", "41").await;
     assert_eq!(call(&kv, "/incr?key=from-app").await, "42");
 
     // A value that is not a number is left alone.
-    host.state(KV_APP)
-        .save(
-            "statestore",
-            vec![SetRequest {
-                key: "word".into(),
-                value: "seven".into(),
-                ..Default::default()
-            }],
-        )
-        .await
-        .expect("save");
+    host.write(KV_APP, "word", "seven").await;
     let resp = kv.call(get("/incr?key=word")).await.expect("call");
     assert_eq!(resp.status, AppStatus::Http(500));
     let err = body(&resp);
