@@ -189,6 +189,19 @@ pub(crate) fn lines(resp: &InvokeResponse) -> HashMap<String, String> {
         .collect()
 }
 
+/// An assertion that the `name=value` line of `resp`'s body says `value`.
+pub(crate) fn expect_line(resp: &InvokeResponse) -> impl Fn(&str, &str) + '_ {
+    let got = lines(resp);
+    move |name, value| {
+        assert_eq!(
+            got.get(name).map(String::as_str),
+            Some(value),
+            "{name} in\n{}",
+            body(resp)
+        )
+    }
+}
+
 fn limits(f: impl FnOnce(&mut Limits)) -> FunctionConfig {
     let mut config = FunctionConfig::default();
     f(&mut config.limits);
@@ -279,15 +292,7 @@ async fn every_import_works_under_the_functions_app_id() {
         .await
         .expect("call");
     assert_eq!(resp.status, AppStatus::Http(200), "{}", body(&resp));
-    let got = lines(&resp);
-    let expect = |name: &str, value: &str| {
-        assert_eq!(
-            got.get(name).map(String::as_str),
-            Some(value),
-            "{name} in\n{}",
-            body(&resp)
-        )
-    };
+    let expect = expect_line(&resp);
     expect("state.set", "ok");
     expect("state.get", "v1:etag=true");
     expect("state.delete", "ok");

@@ -9,7 +9,7 @@ use plinth_core::ErrorKind;
 use plinth_runtime::app::AppStatus;
 use plinth_wasm::{Function, FunctionConfig};
 
-use crate::component::{APP_ID, Host, body, get, lines};
+use crate::component::{APP_ID, Host, body, expect_line, get, lines};
 
 /// The app id the keyvalue tests' function runs under.
 const KV_APP: &str = "kv-app";
@@ -34,15 +34,7 @@ async fn a_bucket_is_a_state_store_under_the_functions_app_id() {
     let kv = kv_function(&host, 8).await;
     let resp = kv.call(get("/kv")).await.expect("call");
     assert_eq!(resp.status, AppStatus::Http(200), "{}", body(&resp));
-    let got = lines(&resp);
-    let expect = |name: &str, value: &str| {
-        assert_eq!(
-            got.get(name).map(String::as_str),
-            Some(value),
-            "{name} in\n{}",
-            body(&resp)
-        )
-    };
+    let expect = expect_line(&resp);
     expect("unknown-store", "err:no-such-store");
     expect("open", "ok");
     expect("set", "ok");
@@ -53,7 +45,7 @@ async fn a_bucket_is_a_state_store_under_the_functions_app_id() {
     expect("get-after-delete", "none");
     expect("delete-missing", "ok");
     expect("kept", "ok");
-    let list = &got["list-keys"];
+    let list = &lines(&resp)["list-keys"];
     assert!(
         list.starts_with("err:other:") && list.contains("not supported by the state API"),
         "{list}"
