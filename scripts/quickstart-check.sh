@@ -18,7 +18,7 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 # The functions quickstart's bookstore (built by scripts/build-functions.sh).
 mkdir -p "$work/fns"
 cp "$target/tmp/plinth-functions/function1.wasm" "$target/tmp/plinth-functions/function2.wasm" "$work/fns/"
-(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --functions-dir fns --log-format json >"$log" 2>&1) &
+(cd "$work" && exec "$bin" run --grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --mesh-port 0 --functions-dir fns --log-format json >"$log" 2>&1) &
 pid=$!
 
 # Wait for the startup line that follows every bound listener (at most 30 s).

@@ -119,6 +119,8 @@ impl SutSpec {
                 "0",
                 "--functions-port",
                 "0",
+                "--mesh-port",
+                "0",
                 "--log-format",
                 "json",
                 "--log-level",

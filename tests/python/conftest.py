@@ -221,6 +221,8 @@ def run_plinth(*args, env=None, resources=None, app_id=APP_ID):
             '0',
             '--functions-port',
             '0',
+            '--mesh-port',
+            '0',
             '--log-format',
             'json',
         ]

@@ -16,6 +16,7 @@ pub mod functions;
 mod functions_grpc;
 mod invoke;
 pub mod layotto;
+mod mesh;
 pub mod server;
 pub mod status;
 mod telemetry;

@@ -61,6 +61,8 @@ pub struct ListenOptions {
     pub functions_dir: Option<std::path::PathBuf>,
     /// The wasm engine: pool size, memory ceiling, cache directory.
     pub wasm_engine: plinth_wasm::EngineOptions,
+    /// The mesh listener's port (`--mesh-port`): other sidecars call this app here.
+    pub mesh_port: u16,
 }
 
 impl Default for ListenOptions {
@@ -82,6 +84,7 @@ impl Default for ListenOptions {
             functions_port: 2045,
             functions_dir: None,
             wasm_engine: plinth_wasm::EngineOptions::default(),
+            mesh_port: 50002,
         }
     }
 }
@@ -100,6 +103,7 @@ pub struct Server {
     _input_bindings: plinth_runtime::app::bindings::InputBindings,
     /// The installed functions.
     pub functions: Arc<plinth_wasm::FunctionRegistry>,
+    mesh: crate::mesh::Started,
 }
 
 /// Bind a Unix socket, replacing a stale socket file but never any other kind of file.
@@ -191,6 +195,9 @@ impl Server {
 
         let shutdown_request = Arc::new(Notify::new());
         let (functions, functions_state) = start_functions(&rt, &options).await?;
+        let (mesh, mesh_setup) =
+            crate::mesh::build(&rt, options.address, options.max_message_size)?;
+        let grpc_proxy = crate::mesh::GrpcProxySlot::default();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<RuntimeServer<LayottoService>>()
@@ -232,6 +239,7 @@ impl Server {
                 tower::ServiceBuilder::new()
                     .layer(RpcTelemetryLayer::new(rt.metrics.clone()))
                     .layer(crate::auth::GrpcAuthLayer::new(options.api_token.clone()))
+                    .layer(crate::mesh::GrpcProxyLayer::new(grpc_proxy.clone()))
                     .into_inner(),
             )
             .add_service(health_service)
@@ -370,6 +378,11 @@ impl Server {
             }
         });
 
+        let mesh_listener = bind(options.address, options.mesh_port, "mesh").await?;
+        let mesh_addr = mesh_listener.local_addr().map_err(Error::from)?;
+        tracing::info!(listener = "mesh", address = %mesh_addr, "listening");
+        addresses.push(("mesh", mesh_addr));
+
         let app_port = options.app_port.or(rt.loaded.settings.app_port);
         let implied = match rt.loaded.settings.app_protocol.as_deref() {
             Some(p) => Some(AppProtocol::parse(p)?),
@@ -399,6 +412,27 @@ impl Server {
             );
             rt.app.set(channel, health)?;
         }
+        let grpc_app = match (protocol, app_port) {
+            (AppProtocol::Grpc, Some(port)) => {
+                tokio::net::lookup_host((options.app_host.as_str(), port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+            }
+            _ => None,
+        };
+        let mesh = crate::mesh::start(
+            &rt,
+            &mesh,
+            mesh_setup,
+            mesh_listener,
+            grpc_app,
+            options.max_message_size,
+            &grpc_proxy,
+            &mut tasks,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let subscriptions =
             plinth_runtime::app::subscriptions::start(rt.clone(), shutdown_rx.clone());
         let input_bindings = plinth_runtime::app::bindings::start(rt.clone(), shutdown_rx.clone());
@@ -418,6 +452,7 @@ impl Server {
             _subscriptions: subscriptions,
             _input_bindings: input_bindings,
             functions,
+            mesh,
         })
     }
 
@@ -442,6 +477,10 @@ impl Server {
             "shutting down: draining in-flight requests"
         );
         self.shutting_down.store(true, Ordering::Release);
+        // Leave name resolution first, so peers stop sending calls here.
+        if let Ok(mut registration) = self.mesh.registration.lock() {
+            registration.take();
+        }
         let _ = self.shutdown.send(true);
         let drained = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}

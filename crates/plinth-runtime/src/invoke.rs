@@ -1,6 +1,6 @@
-//! The service-invocation building block: calls to the local app, and to the WebAssembly
-//! functions hosted in this process, from any front door. Remote targets (other sidecars)
-//! come with the mesh; until then only the app Plinth serves and its functions are reachable.
+//! The service-invocation building block: calls to the local app, to the WebAssembly
+//! functions hosted in this process, and (through the mesh, when one is set) to other apps'
+//! sidecars and to HTTP endpoints, from any front door.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -41,6 +41,21 @@ pub trait LocalFunctions: Send + Sync + std::fmt::Debug {
     async fn call(&self, id: &str, caller: &str, req: InvokeRequest) -> Result<InvokeResponse>;
 }
 
+/// Apps served by other sidecars, and HTTP endpoints: the mesh, as the building block sees
+/// it.
+#[async_trait]
+pub trait RemoteApps: Send + Sync + std::fmt::Debug {
+    /// Call `req.method` on `target` (an app id, `id.namespace`, an HTTPEndpoint's name or
+    /// an `http(s)://` URL) on behalf of `caller`. The verb is already normalised and the
+    /// method is not empty. `Ok` whatever status the target answered.
+    async fn invoke(
+        &self,
+        target: &str,
+        caller: &str,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse>;
+}
+
 /// The invocation API every front door calls.
 #[derive(Debug, Clone)]
 pub struct InvokeApi {
@@ -49,6 +64,7 @@ pub struct InvokeApi {
     app: Arc<AppSlot>,
     concurrency: Option<Arc<Semaphore>>,
     functions: Arc<OnceLock<Arc<dyn LocalFunctions>>>,
+    remote: Arc<OnceLock<Arc<dyn RemoteApps>>>,
 }
 
 impl InvokeApi {
@@ -66,12 +82,23 @@ impl InvokeApi {
             app,
             concurrency,
             functions: Arc::default(),
+            remote: Arc::default(),
         }
     }
 
     /// Route invocations of function ids to `functions` (set once, by the function host).
     pub fn set_functions(&self, functions: Arc<dyn LocalFunctions>) {
         let _ = self.functions.set(functions);
+    }
+
+    /// Route invocations of other apps to `remote` (set once, when the mesh starts).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteApps>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The app id this sidecar serves.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
     }
 
     /// The function host, when one is set.
@@ -109,7 +136,8 @@ impl InvokeApi {
         {
             return functions.call(target, caller, req).await;
         }
-        if !self.is_local(target) {
+        let local = self.is_local(target);
+        if !local && self.remote.get().is_none() {
             return Err(Error::unavailable(format!(
                 "app {target:?} is not reachable: this sidecar serves app {:?}, and invoking other apps needs the mesh, which is not configured",
                 self.app_id
@@ -128,6 +156,9 @@ impl InvokeApi {
                 "{:?} is not an HTTP verb",
                 req.verb
             )));
+        }
+        if !local && let Some(remote) = self.remote.get() {
+            return remote.invoke(target, caller, req).await;
         }
         let Some(channel) = self.app.get() else {
             return Err(Error::failed_precondition(format!(

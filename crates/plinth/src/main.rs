@@ -85,6 +85,10 @@ struct RunArgs {
     /// Also serve the gRPC API on this Unix socket.
     #[arg(long)]
     grpc_uds: Option<PathBuf>,
+    /// Mesh port: other sidecars call this app here, over HTTP/2 with mTLS when configured
+    /// (0 picks a free port). Dapr's `--dapr-internal-grpc-port` sets it too.
+    #[arg(long, default_value_t = 50002, alias = "dapr-internal-grpc-port")]
+    mesh_port: u16,
     /// Admin port: /actuator/*, /metrics, /functions, /wasm/* (0 picks a free port).
     #[arg(long, default_value_t = 34999)]
     admin_port: u16,
@@ -175,8 +179,6 @@ struct DaprdFlags {
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     enable_mtls: Option<String>,
     #[arg(long, hide = true)]
-    dapr_internal_grpc_port: Option<String>,
-    #[arg(long, hide = true)]
     dapr_public_port: Option<String>,
     #[arg(long, hide = true)]
     dapr_block_shutdown_duration: Option<String>,
@@ -209,10 +211,6 @@ impl DaprdFlags {
             ),
             ("--sentry-address", self.sentry_address.is_some()),
             ("--enable-mtls", self.enable_mtls.is_some()),
-            (
-                "--dapr-internal-grpc-port",
-                self.dapr_internal_grpc_port.is_some(),
-            ),
             ("--dapr-public-port", self.dapr_public_port.is_some()),
             (
                 "--dapr-block-shutdown-duration",
@@ -415,6 +413,7 @@ async fn run(args: RunArgs, logs: Arc<Logs>) -> anyhow::Result<()> {
         max_message_size: max_body_size,
         grpc_uds: args.grpc_uds.clone(),
         functions_port: args.functions_port,
+        mesh_port: args.mesh_port,
         functions_dir: args.functions_dir.clone(),
         wasm_engine: plinth_wasm::EngineOptions {
             pool_size: args.functions_pool_size,

@@ -88,3 +88,11 @@ impl fmt::Debug for RegistrationGuard {
             .finish()
     }
 }
+
+/// Placeholder until the resolvers land.
+pub fn build(spec: &NameResolutionSpec) -> Result<std::sync::Arc<dyn Resolver>> {
+    Err(plinth_core::Error::invalid_argument(format!(
+        "nameResolution.component: {:?} is not available yet",
+        spec.component
+    )))
+}

@@ -56,6 +56,49 @@ pub struct Loaded {
     pub embedded: bool,
     /// Function resources (`kind: Function`), for the function host to read.
     pub functions: Vec<FunctionResource>,
+    /// What the mesh reads: name resolution, access control, its own settings, traffic
+    /// policies, HTTP endpoints and Resiliency's app targets.
+    pub mesh: MeshSources,
+}
+
+/// The config the mesh reads, kept as written (the mesh validates it when it starts), each
+/// with the file it came from for error messages.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSources {
+    /// A Configuration's `spec.nameResolution`.
+    pub name_resolution: Option<Section>,
+    /// A Configuration's `spec.accessControl`.
+    pub access_control: Option<Section>,
+    /// A Plinth Configuration's `spec.mesh`.
+    pub settings: Option<Section>,
+    /// `TrafficPolicy` resources (`apiVersion: plinth.dev/v1alpha1`).
+    pub traffic_policies: Vec<RawResource>,
+    /// Dapr `HTTPEndpoint` resources.
+    pub http_endpoints: Vec<RawResource>,
+    /// Resiliency policies by target app id (`spec.targets.apps`).
+    pub app_policies: BTreeMap<String, PolicyConfig>,
+}
+
+/// One section of a Configuration, as written.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// The file (and document) it came from.
+    pub source: String,
+    /// The section.
+    pub value: serde_json::Value,
+}
+
+/// A resource kept as written, for the layer that reads it.
+#[derive(Debug, Clone)]
+pub struct RawResource {
+    /// `metadata.name`.
+    pub name: String,
+    /// The file (and document) it came from.
+    pub source: String,
+    /// Its `spec`.
+    pub spec: serde_json::Value,
+    /// Its `scopes`: the app ids it applies to (all when empty).
+    pub scopes: Vec<String>,
 }
 
 /// A `Function` resource (`apiVersion: plinth.dev/v1alpha1`), kept as written: the function
@@ -127,6 +170,12 @@ pub fn load_with(
     loaded
         .functions
         .retain(|f| f.scopes.is_empty() || f.scopes.contains(&app_id));
+    for list in [
+        &mut loaded.mesh.traffic_policies,
+        &mut loaded.mesh.http_endpoints,
+    ] {
+        list.retain(|r| r.scopes.is_empty() || r.scopes.contains(&app_id));
+    }
     for declared in &mut loaded.components {
         declared.spec.app_id = app_id.clone();
     }

@@ -195,6 +195,19 @@ pub(super) fn load_file(
             }
             "Resiliency" => resiliency(&where_, &env.metadata.name, &env.spec, loaded)?,
             "Configuration" => configuration(&where_, &env.spec, loaded)?,
+            "TrafficPolicy" | "HTTPEndpoint" => {
+                let raw = super::RawResource {
+                    name: env.metadata.name,
+                    source: where_,
+                    spec: env.spec,
+                    scopes: env.scopes,
+                };
+                if kind == "HTTPEndpoint" {
+                    loaded.mesh.http_endpoints.push(raw);
+                } else {
+                    loaded.mesh.traffic_policies.push(raw);
+                }
+            }
             "Function" => loaded.functions.push(super::FunctionResource {
                 name: env.metadata.name,
                 source: where_,
@@ -415,14 +428,27 @@ fn resiliency(where_: &str, name: &str, spec: &Value, loaded: &mut Loaded) -> Re
             );
         }
     }
-    if let Some(map) = spec
-        .pointer("/targets/components")
-        .and_then(Value::as_object)
-    {
+    for (section, outbound_key) in [("components", true), ("apps", false)] {
+        let Some(map) = spec
+            .pointer(&format!("/targets/{section}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
         for (component, target) in map {
-            let outbound = target.get("outbound").unwrap_or(target);
-            let field = |f: &str| at(&format!("spec.targets.components.{component}.outbound.{f}"));
+            // Component targets nest their policies under `outbound`; app targets do not.
+            let (outbound, prefix) = match target.get("outbound") {
+                Some(o) if outbound_key => {
+                    (o, format!("spec.targets.{section}.{component}.outbound"))
+                }
+                _ => (target, format!("spec.targets.{section}.{component}")),
+            };
+            let field = |f: &str| at(&format!("{prefix}.{f}"));
             let mut policy = PolicyConfig::default();
+            if section == "apps" {
+                // An app call without a timeout policy keeps the invocation's own deadline.
+                policy.timeout = crate::invoke::APP_CALL_TIMEOUT;
+            }
             if let Some(t) = outbound.get("timeout").and_then(Value::as_str) {
                 policy.timeout = match timeouts.get(t) {
                     Some(d) => *d,
@@ -450,7 +476,11 @@ fn resiliency(where_: &str, name: &str, spec: &Value, loaded: &mut Loaded) -> Re
                     ))
                 })?);
             }
-            loaded.policies.insert(component.clone(), policy);
+            if section == "apps" {
+                loaded.mesh.app_policies.insert(component.clone(), policy);
+            } else {
+                loaded.policies.insert(component.clone(), policy);
+            }
         }
     }
     Ok(())
@@ -485,6 +515,17 @@ fn configuration(where_: &str, spec: &Value, loaded: &mut Loaded) -> Result<()> 
                     ))
                 })?;
                 loaded.settings.app_id = Some(id.to_string());
+            }
+            "nameResolution" | "accessControl" | "mesh" => {
+                let section = Some(super::Section {
+                    source: where_.to_string(),
+                    value: value.clone(),
+                });
+                match key.as_str() {
+                    "nameResolution" => loaded.mesh.name_resolution = section,
+                    "accessControl" => loaded.mesh.access_control = section,
+                    _ => loaded.mesh.settings = section,
+                }
             }
             other => {
                 tracing::warn!(file = %where_, section = other, "Configuration section not used by Plinth yet")

@@ -99,8 +99,9 @@ impl CircuitBreaker {
         *inner = next;
     }
 
-    /// Ask to make a call: Ok when it may proceed.
-    fn admit(&self) -> Result<()> {
+    /// Ask to make a call: Ok when it may proceed. Every admitted call must be
+    /// [`record`](Self::record)ed.
+    pub fn admit(&self) -> Result<()> {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { .. } => Ok(()),
@@ -136,8 +137,8 @@ impl CircuitBreaker {
         ))
     }
 
-    /// Record a call's outcome.
-    fn record(&self, failed: bool) {
+    /// Record an admitted call's outcome.
+    pub fn record(&self, failed: bool) {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { failures } => {

@@ -17,6 +17,7 @@ mod file;
 mod functions;
 mod lifecycle;
 mod lock;
+mod mesh;
 mod ops;
 mod parity;
 mod query;

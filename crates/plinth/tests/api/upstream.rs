@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 pub(crate) struct Recorded {
     pub(crate) method: String,
     pub(crate) path: String,
+    pub(crate) query: String,
     pub(crate) headers: HashMap<String, String>,
     pub(crate) body: Vec<u8>,
 }
@@ -67,6 +68,7 @@ impl Upstream {
                     async move {
                         let method = req.method().to_string();
                         let path = req.uri().path().to_string();
+                        let query = req.uri().query().unwrap_or_default().to_string();
                         let headers = req
                             .headers()
                             .iter()
@@ -86,6 +88,7 @@ impl Upstream {
                         let _ = tx.send(Recorded {
                             method,
                             path: path.clone(),
+                            query,
                             headers,
                             body: body.clone(),
                         });
@@ -126,6 +129,11 @@ impl Upstream {
             release,
             task,
         }
+    }
+
+    /// How many requests `/hold` is holding.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// The base URL, `http://127.0.0.1:port`.

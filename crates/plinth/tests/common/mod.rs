@@ -35,6 +35,8 @@ pub struct Plinth {
     pub admin: SocketAddr,
     /// The functions' HTTP ingress.
     pub functions: SocketAddr,
+    /// The mesh listener (other sidecars call here).
+    pub mesh: SocketAddr,
     /// Every log line after startup.
     pub logs: mpsc::Receiver<String>,
     pub dir: PathBuf,
@@ -128,6 +130,8 @@ impl Plinth {
                 "0",
                 "--functions-port",
                 "0",
+                "--mesh-port",
+                "0",
                 "--log-format",
                 "json",
             ])
@@ -164,8 +168,8 @@ impl Plinth {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut grpc, mut dapr_grpc, mut dapr_http, mut admin, mut functions) =
-            (None, None, None, None, None);
+        let (mut grpc, mut dapr_grpc, mut dapr_http, mut admin, mut functions, mut mesh) =
+            (None, None, None, None, None, None);
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -189,6 +193,7 @@ impl Plinth {
                                 Some("dapr-http") => dapr_http = Some(addr),
                                 Some("admin") => admin = Some(addr),
                                 Some("functions") => functions = Some(addr),
+                                Some("mesh") => mesh = Some(addr),
                                 _ => {}
                             }
                         }
@@ -216,6 +221,7 @@ impl Plinth {
             dapr_http: dapr_http.ok_or_else(|| failed("no dapr-http address".into()))?,
             admin: admin.ok_or_else(|| failed("no admin address".into()))?,
             functions: functions.ok_or_else(|| failed("no functions address".into()))?,
+            mesh: mesh.ok_or_else(|| failed("no mesh address".into()))?,
             logs: rx,
             dir,
         })
@@ -250,6 +256,12 @@ impl Plinth {
     /// POST JSON to the admin listener.
     pub async fn admin_post(&self, path: &str, body: &str) -> (u16, String) {
         http_request(self.admin, "POST", path, Some(body)).await
+    }
+
+    /// Kill the process outright (SIGKILL): nothing of its shutdown runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Wait until readiness answers 200, or panic after `timeout`.
