@@ -269,10 +269,10 @@ fn dns_template_placeholders() {
 // ---- sqlite ----
 
 /// A configuration for a database in `dir`, with a short update interval so expiry tests run
-/// in well under a second.
+/// in about a second, yet long enough that a loaded machine does not miss heartbeats.
 fn fast(dir: &Path) -> SqliteConfig {
     SqliteConfig {
-        update_interval: Duration::from_millis(100),
+        update_interval: Duration::from_millis(200),
         ..SqliteConfig::new(dir.join("nr.db").to_string_lossy())
     }
 }
@@ -705,4 +705,84 @@ async fn sqlite_uses_wal_so_readers_do_not_block_on_writers() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal_mode");
     assert_eq!(mode, "wal");
+}
+
+/// Another program holding the file's write lock: SQLite's `BEGIN EXCLUSIVE`, kept until drop.
+fn lock_for_writes(dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("nr.db")).expect("open");
+    conn.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    conn
+}
+
+#[tokio::test]
+async fn sqlite_a_locked_file_fails_writes_within_the_limits_and_still_resolves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = SqliteResolver::open(SqliteConfig {
+        busy_timeout: Duration::from_millis(100),
+        timeout: Duration::from_secs(5),
+        ..fast(dir.path())
+    })
+    .expect("open");
+    let _a = r
+        .register(me("orders", "default", "127.0.0.1:50002"))
+        .await
+        .expect("a");
+    let lock = lock_for_writes(dir.path());
+
+    // busyTimeout ends the wait for the lock first: the database is busy.
+    let err = r
+        .register(me("orders", "default", "127.0.0.1:50012"))
+        .await
+        .expect_err("the file is locked");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    // WAL: readers are not blocked by the writer.
+    assert_eq!(
+        r.resolve("orders", "default").await.expect("resolve"),
+        vec![addr("127.0.0.1:50002")]
+    );
+
+    drop(lock);
+    let _b = r
+        .register(me("orders", "default", "127.0.0.1:50012"))
+        .await
+        .expect("b");
+    assert_eq!(
+        r.resolve("orders", "default").await.expect("resolve").len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_waiting_on_a_lock_does_not_block_the_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = SqliteResolver::open(SqliteConfig {
+        busy_timeout: Duration::from_secs(10),
+        timeout: Duration::from_millis(500),
+        ..fast(dir.path())
+    })
+    .expect("open");
+    let _lock = lock_for_writes(dir.path());
+
+    let started = tokio::time::Instant::now();
+    // On this one-thread runtime the timer fires on time only if the register's wait is off
+    // the runtime's thread.
+    let (registered, ticked) = tokio::join!(
+        r.register(me("orders", "default", "127.0.0.1:50002")),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            started.elapsed()
+        }
+    );
+    let err = registered.expect_err("the file is locked");
+    // `timeout` ends the caller's wait long before busyTimeout would.
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        ticked < Duration::from_millis(400),
+        "the runtime was blocked: {ticked:?}"
+    );
 }
