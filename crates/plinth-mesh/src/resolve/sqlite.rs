@@ -527,6 +527,8 @@ impl Resolver for SqliteResolver {
             namespace: me.namespace,
         });
         let r = Arc::clone(&row);
+        // On a timeout the insert may still land later; with no heartbeat behind it, the row
+        // expires like a dead sidecar's.
         self.inner
             .run("register", move |inner, conn| {
                 conn.execute(
