@@ -5,13 +5,57 @@
 //! The mesh asks a resolver for an app's instances in the background and keeps the answer
 //! (see the balancer), so a resolver is not on the request path and needs no cache of its
 //! own.
+//!
+//! [`build`] picks the resolver by `nameResolution.component`:
+//!
+//! - `static` ([`StaticResolver`]): a fixed map of app id → addresses in the configuration.
+//! - `sqlite` ([`SqliteResolver`]): sidecars on one machine register in one shared SQLite file
+//!   and heartbeat; entries whose heartbeats stop expire.
+//! - `dns` ([`DnsResolver`]): a DNS name per app (Kubernetes headless services).
+
+mod config;
+mod dns;
+mod sqlite;
+mod static_;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use plinth_core::Result;
+use plinth_core::{Error, Result};
 use serde::Deserialize;
+
+pub use dns::{DnsConfig, DnsResolver};
+pub use sqlite::{SqliteConfig, SqliteResolver};
+pub use static_::{StaticConfig, StaticResolver};
+
+/// Build the resolver that `spec` names. Errors name the offending field
+/// (`nameResolution.component`, `nameResolution.configuration.<field>`), so a bad
+/// Configuration is reported once, at load.
+///
+/// The `sqlite` resolver opens its database file here (blocking file I/O, once at startup).
+pub fn build(spec: &NameResolutionSpec) -> Result<Arc<dyn Resolver>> {
+    let component = spec.component.trim();
+    let resolver: Arc<dyn Resolver> = match component {
+        "static" => Arc::new(StaticResolver::new(config::parse(&spec.configuration)?)?),
+        "sqlite" => Arc::new(SqliteResolver::open(config::parse(&spec.configuration)?)?),
+        "dns" => Arc::new(DnsResolver::new(config::parse(&spec.configuration)?)?),
+        "" => {
+            return Err(Error::invalid_argument(
+                "nameResolution.component: missing; use one of static, sqlite, dns",
+            ));
+        }
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "nameResolution.component: unknown resolver {other:?}; use one of static, sqlite, dns"
+            )));
+        }
+    };
+    Ok(resolver)
+}
 
 /// The `nameResolution` section of a Configuration, as Dapr writes it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -87,12 +131,4 @@ impl fmt::Debug for RegistrationGuard {
             .field("active", &self.on_drop.is_some())
             .finish()
     }
-}
-
-/// Placeholder until the resolvers land.
-pub fn build(spec: &NameResolutionSpec) -> Result<std::sync::Arc<dyn Resolver>> {
-    Err(plinth_core::Error::invalid_argument(format!(
-        "nameResolution.component: {:?} is not available yet",
-        spec.component
-    )))
 }
