@@ -174,12 +174,15 @@ pub struct AccessControl {
     configured: bool,
     default_action: Action,
     trust_domain: String,
-    /// Keyed by (trust domain, namespace, app id) of the caller.
-    policies: HashMap<(String, String, String), Policy>,
+    /// By the caller's app id; the few policies for one app id differ in namespace or trust
+    /// domain. Keyed by app id alone so a lookup borrows the caller's id, no allocation.
+    policies: HashMap<String, Vec<Policy>>,
 }
 
 #[derive(Debug, Clone)]
 struct Policy {
+    trust_domain: String,
+    namespace: String,
     default_action: Option<Action>,
     operations: Vec<Operation>,
 }
@@ -224,7 +227,10 @@ impl fmt::Debug for AccessControl {
             .field("configured", &self.configured)
             .field("default_action", &self.default_action)
             .field("trust_domain", &self.trust_domain)
-            .field("policies", &self.policies.len())
+            .field(
+                "policies",
+                &self.policies.values().map(Vec::len).sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -272,7 +278,7 @@ impl AccessControl {
         };
         let trust_domain = non_empty(&spec.trust_domain).unwrap_or(DEFAULT_TRUST_DOMAIN);
 
-        let mut policies = HashMap::new();
+        let mut policies: HashMap<String, Vec<Policy>> = HashMap::new();
         for (i, policy) in spec.policies.iter().enumerate() {
             let at = format!("accessControl.policies[{i}]");
             let required = |value: &str, field: &str| {
@@ -294,24 +300,22 @@ impl AccessControl {
                 .enumerate()
                 .map(|(j, op)| Operation::compile(op, &format!("{at}.operations[{j}]")))
                 .collect::<Result<Vec<_>>>()?;
-            let key = (
-                policy_td.to_owned(),
-                policy.namespace.clone(),
-                policy.app_id.clone(),
-            );
-            if policies.contains_key(&key) {
+            let same_app = policies.entry(policy.app_id.clone()).or_default();
+            if same_app
+                .iter()
+                .any(|p| p.trust_domain == policy_td && p.namespace == policy.namespace)
+            {
                 return Err(Error::invalid_argument(format!(
                     "{at}: a second policy for app {} in namespace {} (trust domain {policy_td})",
                     policy.app_id, policy.namespace
                 )));
             }
-            policies.insert(
-                key,
-                Policy {
-                    default_action,
-                    operations,
-                },
-            );
+            same_app.push(Policy {
+                trust_domain: policy_td.to_owned(),
+                namespace: policy.namespace.clone(),
+                default_action,
+                operations,
+            });
         }
         Ok(Self {
             configured: true,
@@ -351,14 +355,12 @@ impl AccessControl {
             action: self.default_action,
             by: DecidedBy::Global,
         };
-        // A borrowed key would need a second map type; three small clones per call are
-        // cheaper than that complexity here.
-        let key = (
-            caller.trust_domain.clone(),
-            caller.namespace.clone(),
-            caller.app_id.clone(),
-        );
-        let Some(policy) = self.policies.get(&key) else {
+        let policy = self.policies.get(&caller.app_id).and_then(|same_app| {
+            same_app
+                .iter()
+                .find(|p| p.trust_domain == caller.trust_domain && p.namespace == caller.namespace)
+        });
+        let Some(policy) = policy else {
             return global;
         };
         let fallback = match policy.default_action {
