@@ -8,6 +8,8 @@
 //! - [`server`] (the callee's side): the mesh listener, with mTLS identities ([`tls`]) and
 //!   Dapr's access control ([`acl`]).
 //! - [`wire`]: the protocol between sidecars, one HTTP/2 request per call.
+//! - `testing` (feature `testing`): a CA and SPIFFE certificates written to files, for
+//!   tests and benchmarks.
 
 pub mod acl;
 mod balance;
@@ -20,6 +22,8 @@ mod metrics;
 pub mod resolve;
 pub mod server;
 mod setup;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod target;
 pub mod tls;
 pub mod wire;
