@@ -181,10 +181,6 @@ impl EndpointSet {
             .clone()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.snapshot().is_empty()
-    }
-
     /// Replace the instances with `addrs`, keeping the state (connection, latency,
     /// ejection) of those still there.
     pub(crate) fn update(&self, mut addrs: Vec<SocketAddr>) {

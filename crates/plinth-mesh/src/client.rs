@@ -6,7 +6,6 @@
 //! one connection per peer, so this keeps the connection itself.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -201,6 +200,3 @@ fn spawn_conn<T>(
         }
     });
 }
-
-/// Shared by every cluster: how to connect.
-pub(crate) type SharedTransport = Arc<Transport>;

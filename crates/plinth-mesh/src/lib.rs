@@ -22,9 +22,9 @@ mod metrics;
 pub mod resolve;
 pub mod server;
 mod setup;
+mod target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-mod target;
 pub mod tls;
 pub mod wire;
 

@@ -453,6 +453,7 @@ impl Mesh {
             });
         }
         ensure_traceparent(&mut req);
+        tracing::trace!(target_app = %policy.name, route = routed.route, destination = %routed.destination, "routed");
         let destination: Arc<dyn Channel> = match channel {
             Some(c) if routed.destination == policy.name => c,
             _ => {

@@ -166,7 +166,8 @@ async fn handle(
         }
         return r;
     }
-    // With mTLS the caller is who its certificate says; on plain TCP, who it says it is.
+    // With mTLS the caller is who its certificate says; on plain TCP, who it says it is
+    // (`plinth-caller`).
     let caller = match identity {
         Some(id) => id.clone(),
         None => Identity {

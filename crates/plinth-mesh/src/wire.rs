@@ -126,7 +126,6 @@ pub(crate) fn request(
 #[derive(Debug)]
 pub(crate) struct Incoming {
     pub(crate) target: String,
-    pub(crate) caller: Option<String>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) request: InvokeRequest,
 }
@@ -159,7 +158,6 @@ pub(crate) fn incoming(parts: &http::request::Parts, body: Bytes) -> Result<Inco
         .collect();
     Ok(Incoming {
         target,
-        caller: header(CALLER).map(str::to_string),
         timeout,
         request: InvokeRequest {
             method,
@@ -317,7 +315,6 @@ mod tests {
         let (parts, _) = http.into_parts();
         let got = incoming(&parts, req.data.clone()).expect("incoming");
         assert_eq!(got.target, "orders");
-        assert_eq!(got.caller.as_deref(), Some("shop"));
         assert_eq!(got.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(got.request.method, req.method);
         assert_eq!(got.request.verb, "PUT");
