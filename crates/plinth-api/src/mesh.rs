@@ -129,32 +129,50 @@ pub(crate) async fn start(
             namespace: rt.namespace.clone(),
             address,
         };
-        let slot = registration.clone();
-        let mut stop = stop.clone();
-        // A registry that is down does not stop startup: registration is retried until it
-        // works, as a component that is DOWN is.
-        tasks.spawn(async move {
-            let mut wait = Duration::from_millis(200);
-            loop {
-                match resolver.register(me.clone()).await {
-                    Ok(guard) => {
-                        tracing::info!(resolver = resolver.name(), address = %me.address, "registered with name resolution");
-                        if let Ok(mut slot) = slot.lock() {
-                            *slot = Some(guard);
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(resolver = resolver.name(), error = %e, "cannot register with name resolution; retrying");
-                    }
+        // The first attempt is made before Plinth says it started, so that peers can find
+        // it from then on. A registry that is down does not stop startup: registration is
+        // retried until it works, as a component that is DOWN is.
+        let first =
+            tokio::time::timeout(Duration::from_secs(5), resolver.register(me.clone())).await;
+        match first {
+            Ok(Ok(guard)) => {
+                tracing::info!(resolver = resolver.name(), address = %me.address, "registered with name resolution");
+                if let Ok(mut slot) = registration.lock() {
+                    *slot = Some(guard);
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(10));
             }
-        });
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                tracing::warn!(resolver = resolver.name(), %error, "cannot register with name resolution; retrying");
+                let slot = registration.clone();
+                let mut stop = stop.clone();
+                tasks.spawn(async move {
+                    let mut wait = Duration::from_millis(200);
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                        match resolver.register(me.clone()).await {
+                            Ok(guard) => {
+                                tracing::info!(resolver = resolver.name(), address = %me.address, "registered with name resolution");
+                                if let Ok(mut slot) = slot.lock() {
+                                    *slot = Some(guard);
+                                }
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(resolver = resolver.name(), error = %e, "cannot register with name resolution; retrying");
+                            }
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                });
+            }
+        }
     }
     Ok(Started { registration })
 }

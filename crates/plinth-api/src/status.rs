@@ -113,6 +113,18 @@ impl DaprHttpOp {
 /// The HTTP status and Dapr `errorCode` of a building-block error on a Dapr HTTP route.
 /// The status is the kind's ([`http_status`]); the code is the operation's, except where
 /// Dapr answers a condition with a code of its own.
+/// [`dapr_http_error`] for one error: a rate limit on an invocation (the mesh's) is 429,
+/// where any other bound an invocation hits (its body size) is 413.
+pub fn dapr_http_error_of(op: DaprHttpOp, err: &Error) -> (http::StatusCode, &'static str) {
+    if matches!(op, DaprHttpOp::Invoke)
+        && err.kind() == ErrorKind::ResourceExhausted
+        && err.message().starts_with(plinth_core::error::RATE_LIMITED)
+    {
+        return (http::StatusCode::TOO_MANY_REQUESTS, "ERR_DIRECT_INVOKE");
+    }
+    dapr_http_error(op, err.kind())
+}
+
 pub fn dapr_http_error(op: DaprHttpOp, kind: ErrorKind) -> (http::StatusCode, &'static str) {
     use DaprHttpOp as Op;
     use http::StatusCode as S;

@@ -63,6 +63,10 @@ impl ErrorKind {
     }
 }
 
+/// How the message of a rate-limit refusal starts, so front doors can tell it from other
+/// bounds (HTTP 429 rather than 413).
+pub const RATE_LIMITED: &str = "rate limit exceeded";
+
 /// Plinth's error: a kind, a message for the caller, and an optional source for logs.
 #[derive(Debug, thiserror::Error)]
 pub struct Error {

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plinth_core::Error;
 
-use crate::status::{DaprComponent, DaprHttpOp, dapr_http_error, dapr_http_missing};
+use crate::status::{DaprComponent, DaprHttpOp, dapr_http_missing};
 
 /// Dapr's code for a body that does not decode, or a field that is missing or wrong.
 pub(super) const MALFORMED_REQUEST: &str = "ERR_MALFORMED_REQUEST";
@@ -44,7 +44,7 @@ impl ApiError {
 
     /// A building block's error while doing `op`.
     pub(super) fn op(op: DaprHttpOp, err: &Error) -> Self {
-        let (status, code) = dapr_http_error(op, err.kind());
+        let (status, code) = crate::status::dapr_http_error_of(op, err);
         Self::new(status, code, err.message())
     }
 

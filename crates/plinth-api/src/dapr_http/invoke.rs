@@ -19,12 +19,24 @@ use crate::status::{DaprHttpOp, http_of_grpc_code};
 /// The header naming the target app for invocations on plain paths.
 pub(super) const APP_ID_HEADER: &str = "dapr-app-id";
 
-/// `/v1.0/invoke/{app-id}/method/{method...}`: the target and the method, raw.
+/// `/v1.0/invoke/{app-id}/method/{method...}`: the target and the method, raw. The target
+/// may be a URL (`http://host:port`), as in Dapr, for services without a sidecar.
 fn split(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/v1.0/invoke/")?;
+    if rest.starts_with("http://") || rest.starts_with("https://") {
+        let at = rest.find("/method/")?;
+        return Some((&rest[..at], &rest[at + "/method/".len()..]));
+    }
     let (app, rest) = rest.split_once('/')?;
     let method = rest.strip_prefix("method/")?;
     Some((app, method))
+}
+
+/// Whether `path` is an invocation whose target is a URL (the router's `{app}` segment
+/// cannot hold one).
+pub(super) fn is_url_target(path: &str) -> bool {
+    path.strip_prefix("/v1.0/invoke/")
+        .is_some_and(|rest| rest.starts_with("http://") || rest.starts_with("https://"))
 }
 
 pub(super) async fn invoke(
@@ -135,6 +147,12 @@ mod tests {
         assert_eq!(split("/v1.0/invoke/orders/method/"), Some(("orders", "")));
         assert_eq!(split("/v1.0/invoke/orders"), None);
         assert_eq!(split("/v1.0/invoke/orders/other/x"), None);
+        assert_eq!(
+            split("/v1.0/invoke/http://127.0.0.1:8080/method/a/b"),
+            Some(("http://127.0.0.1:8080", "a/b"))
+        );
+        assert!(is_url_target("/v1.0/invoke/https://x/method/y"));
+        assert!(!is_url_target("/v1.0/invoke/orders/method/y"));
         assert_eq!(percent_decode("my%2Dapp"), "my-app");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
     }

@@ -235,6 +235,12 @@ async fn fallback(
     headers: HeaderMap,
     body: extract::Body,
 ) -> Response {
+    if invoke::is_url_target(uri.path()) {
+        return match invoke::invoke(State(s), method, uri, headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
     if let Some(app) = headers
         .get(invoke::APP_ID_HEADER)
         .and_then(|v| v.to_str().ok())

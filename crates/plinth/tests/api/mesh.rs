@@ -69,8 +69,8 @@ spec:
         dir
     }
 
-    /// Start a Plinth for `app_id` (with its app on `app_port`), and wait until it has
-    /// registered itself.
+    /// Start a Plinth for `app_id` (with its app on `app_port`). It registers itself with
+    /// the registry before it says it started.
     fn start(&self, app_id: &str, app_port: Option<u16>, config: &Path, extra: &[&str]) -> Plinth {
         let port = app_port.map(|p| p.to_string());
         let mut args = vec![
@@ -83,10 +83,29 @@ spec:
             args.extend(["--app-port", port.as_str()]);
         }
         args.extend(extra);
-        let plinth = Plinth::start_with(&args, None);
-        plinth.wait_log("registered with name resolution", WAIT);
-        plinth
+        Plinth::start_with(&args, None)
     }
+}
+
+/// The next call the app got from another app, skipping its own sidecar's calls (the
+/// subscription discovery `GET /dapr/subscribe`).
+async fn next_call(app: &mut Upstream) -> crate::upstream::Recorded {
+    loop {
+        let seen = app.next_request(WAIT).await;
+        if !seen.path.starts_with("/dapr/") {
+            return seen;
+        }
+    }
+}
+
+/// Whether a call from another app is waiting (the sidecar's own calls do not count).
+fn has_call(app: &mut Upstream) -> bool {
+    while let Some(seen) = app.try_next_request() {
+        if !seen.path.starts_with("/dapr/") {
+            return true;
+        }
+    }
+    false
 }
 
 fn header<'a>(seen: &'a crate::upstream::Recorded, name: &str) -> &'a str {
@@ -146,7 +165,7 @@ async fn every_front_door_reaches_a_remote_app() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.text(), "echo:hello");
     assert_eq!(resp.header("x-upstream"), Some("orders-1"));
-    let seen = orders.next_request(WAIT).await;
+    let seen = next_call(&mut orders).await;
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
         ("PUT", "/items/42")
@@ -167,14 +186,14 @@ async fn every_front_door_reaches_a_remote_app() {
     let resp = http.get("/v1.0/invoke/orders/method/status/418").await;
     assert_eq!(resp.status, 418);
     assert_eq!(resp.text(), "status 418");
-    orders.next_request(WAIT).await;
+    next_call(&mut orders).await;
 
     // A plain path with dapr-app-id; a trace context is started when the caller sent none.
     let resp = http
         .request("POST", "/plain/path", &[("dapr-app-id", "orders")], "x")
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let seen = orders.next_request(WAIT).await;
+    let seen = next_call(&mut orders).await;
     assert_eq!(seen.path, "/plain/path");
     assert!(
         header(&seen, "traceparent").starts_with("00-"),
@@ -190,7 +209,7 @@ async fn every_front_door_reaches_a_remote_app() {
         .expect("dapr invoke")
         .into_inner();
     assert_eq!(answer.data.map(|d| d.value), Some(b"echo:g".to_vec()));
-    let seen = orders.next_request(WAIT).await;
+    let seen = next_call(&mut orders).await;
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
         ("PUT", "/grpc/hi")
@@ -203,7 +222,7 @@ async fn every_front_door_reaches_a_remote_app() {
         .await
         .expect_err("503");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    orders.next_request(WAIT).await;
+    next_call(&mut orders).await;
 
     // Layotto InvokeService, with its metadata passed on as headers.
     let mut layotto = caller.client().await;
@@ -231,7 +250,7 @@ async fn every_front_door_reaches_a_remote_app() {
         .expect("layotto invoke")
         .into_inner();
     assert_eq!(answer.data.map(|d| d.value), Some(b"echo:l".to_vec()));
-    let seen = orders.next_request(WAIT).await;
+    let seen = next_call(&mut orders).await;
     assert_eq!(header(&seen, "x-layotto"), "yes");
 
     // An app nobody serves is unavailable, and says which.
@@ -430,14 +449,14 @@ spec:
     let resp = http.get("/v1.0/invoke/flaky/method/status/503").await;
     assert_eq!(resp.status, 503);
     for _ in 0..3 {
-        assert_eq!(flaky.next_request(WAIT).await.path, "/status/503");
+        assert_eq!(next_call(&mut flaky).await.path, "/status/503");
     }
     let resp = http
         .request("POST", "/v1.0/invoke/flaky/method/status/503", &[], "")
         .await;
     assert_eq!(resp.status, 503);
-    flaky.next_request(WAIT).await;
-    assert!(flaky.try_next_request().is_none(), "a POST was retried");
+    next_call(&mut flaky).await;
+    assert!(!has_call(&mut flaky), "a POST was retried");
 
     // The deadline: a call held by the app times out, whatever the retries.
     let resp = http.get("/v1.0/invoke/flaky/method/hold").await;
@@ -459,7 +478,7 @@ spec:
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("50ms"), "{err:?}");
     flaky.release();
-    while flaky.try_next_request().is_some() {}
+    while has_call(&mut flaky) {}
 
     // The breaker opens after six failures in a row (one GET with retries, one POST, the
     // timeouts... counted afresh here), fails fast while open, then lets a probe through.
@@ -467,16 +486,13 @@ spec:
         http.request("POST", "/v1.0/invoke/flaky/method/status/500", &[], "")
             .await;
     }
-    while flaky.try_next_request().is_some() {}
+    while has_call(&mut flaky) {}
     let resp = http
         .request("POST", "/v1.0/invoke/flaky/method/echo", &[], "x")
         .await;
     let message = resp.assert_error(503, "ERR_DIRECT_INVOKE");
     assert!(message.contains("circuit breaker"), "{message}");
-    assert!(
-        flaky.try_next_request().is_none(),
-        "an open breaker let a call through"
-    );
+    assert!(!has_call(&mut flaky), "an open breaker let a call through");
     let (_, metrics) = caller.admin_get("/metrics").await;
     assert!(
         metrics.contains("plinth_mesh_circuit_breaker_state{target=\"flaky\"} 2"),
@@ -522,7 +538,7 @@ spec:
         metrics.contains("plinth_mesh_rate_limited_total{target=\"flaky-limited\"} 2"),
         "{metrics}"
     );
-    while limited.try_next_request().is_some() {}
+    while has_call(&mut limited) {}
 }
 
 #[tokio::test]
@@ -646,6 +662,18 @@ async fn grpc_app() -> u16 {
         ) -> Result<tonic::Response<dpb::BindingEventResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("no"))
         }
+        async fn on_bulk_topic_event(
+            &self,
+            _: tonic::Request<dpb::TopicEventBulkRequest>,
+        ) -> Result<tonic::Response<dpb::TopicEventBulkResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no"))
+        }
+        async fn on_job_event(
+            &self,
+            _: tonic::Request<dpb::JobEventRequest>,
+        ) -> Result<tonic::Response<dpb::JobEventResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no"))
+        }
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -712,14 +740,14 @@ spec:
         .expect("endpoint")
         .into_inner();
     assert_eq!(answer.data.map(|d| d.value), Some(b"echo:e".to_vec()));
-    let seen = web.next_request(WAIT).await;
+    let seen = next_call(&mut web).await;
     assert_eq!(seen.path, "/api/orders");
     assert_eq!(header(&seen, "x-endpoint"), "legacy");
     let resp = http
         .get(&format!("/v1.0/invoke/{}/method/direct", web.url()))
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(web.next_request(WAIT).await.path, "/direct");
+    assert_eq!(next_call(&mut web).await.path, "/direct");
 
     // gRPC proxying: any service, unary and streaming, with dapr-app-id metadata.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", caller.dapr_grpc))
@@ -801,4 +829,170 @@ spec:
     );
     assert!(failed.output.contains("loadBalancer"), "{}", failed.output);
     assert!(failed.output.contains("fastest"), "{}", failed.output);
+}
+
+/// `mesh.tls` lines (under `spec.mesh`) for `app` with a certificate from `ca`.
+fn tls_section(ca: &plinth_mesh::testing::Ca, dir: &Path, app: &str) -> String {
+    let id = plinth_mesh::tls::Identity::new("public", "default", app);
+    let files = ca.issue(&id, dir, app).expect("issue a certificate");
+    format!(
+        "    tls:\n      certFile: {}\n      keyFile: {}\n      caFile: {}\n",
+        files.cert_file.display(),
+        files.key_file.display(),
+        files.ca_file.display()
+    )
+}
+
+#[tokio::test]
+async fn mtls_identifies_callers_and_refuses_strangers() {
+    let mesh = Mesh::new("mesh-mtls");
+    let ca = plinth_mesh::testing::write_ca(&mesh.dir).expect("CA");
+    let other_dir = mesh.dir.join("other-ca");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let other_ca = plinth_mesh::testing::write_ca(&other_dir).expect("second CA");
+
+    let mut orders = Upstream::start("orders").await;
+    let orders_cfg = mesh.config(
+        "orders",
+        &tls_section(&ca, &mesh.dir, "orders"),
+        "  accessControl:
+    defaultAction: deny
+    policies:
+    - appId: shop
+      defaultAction: deny
+      namespace: default
+      operations:
+      - name: /allowed/*
+        httpVerb: [GET]
+        action: allow
+",
+    );
+    let callee = mesh.start("orders", Some(orders.addr.port()), &orders_cfg, &[]);
+    let shop = mesh.start(
+        "shop",
+        None,
+        &mesh.config("shop", &tls_section(&ca, &mesh.dir, "shop"), ""),
+        &[],
+    );
+    let guest = mesh.start(
+        "guest",
+        None,
+        &mesh.config("guest", &tls_section(&ca, &mesh.dir, "guest"), ""),
+        &[],
+    );
+
+    // Accepted: the caller's id comes from its certificate.
+    let resp = shop
+        .dapr_http()
+        .get("/v1.0/invoke/orders/method/allowed/1")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = next_call(&mut orders).await;
+    assert_eq!(header(&seen, "dapr-caller-app-id"), "shop");
+
+    // Access control: another verb, another path, another app.
+    for (who, verb, path) in [
+        (&shop, "POST", "/v1.0/invoke/orders/method/allowed/1"),
+        (&shop, "GET", "/v1.0/invoke/orders/method/other"),
+        (&guest, "GET", "/v1.0/invoke/orders/method/allowed/1"),
+    ] {
+        let resp = who.dapr_http().request(verb, path, &[], "").await;
+        let message = resp.assert_error(403, "ERR_DIRECT_INVOKE");
+        assert!(message.contains("access control"), "{message}");
+    }
+    let err = dapr_client(&guest)
+        .await
+        .invoke_service(dapr_invoke("orders", "allowed/1", 1, b""))
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(!has_call(&mut orders), "a refused call reached the app");
+
+    // A sidecar whose certificate another CA signed is refused at the handshake.
+    let stranger = mesh.start(
+        "stranger",
+        None,
+        &mesh.config(
+            "stranger",
+            &tls_section(&other_ca, &other_dir, "stranger"),
+            "",
+        ),
+        &[],
+    );
+    let resp = stranger
+        .dapr_http()
+        .get("/v1.0/invoke/orders/method/allowed/1")
+        .await;
+    assert_ne!(resp.status, 200, "{}", resp.text());
+    assert!(!has_call(&mut orders), "a stranger's call reached the app");
+    let (_, metrics) = callee.admin_get("/metrics").await;
+    assert!(metrics.contains("outcome=\"tls_rejected\""), "{metrics}");
+    assert!(
+        metrics.contains(
+            "plinth_mesh_inbound_requests_total{caller=\"guest\",outcome=\"permission_denied\"}"
+        ),
+        "{metrics}"
+    );
+
+    // A caller that resolves `orders` to a sidecar proving another app id refuses it.
+    let static_cfg = write(
+        &mesh.dir,
+        "impostor.yaml",
+        &format!(
+            "apiVersion: plinth.dev/v1alpha1
+kind: Configuration
+metadata:
+  name: impostor
+spec:
+  nameResolution:
+    component: static
+    configuration:
+      apps:
+        orders: [\"{}\"]
+  mesh:
+{}",
+            guest.mesh,
+            tls_section(&ca, &mesh.dir, "fooled")
+        ),
+    );
+    let fooled = Plinth::start_with(
+        &[
+            "--app-id",
+            "fooled",
+            "--config",
+            static_cfg.to_str().expect("path"),
+        ],
+        None,
+    );
+    let resp = fooled
+        .dapr_http()
+        .get("/v1.0/invoke/orders/method/allowed/1")
+        .await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    let body = resp.text();
+    assert!(body.contains("spiffe://public/ns/default/guest"), "{body}");
+    assert!(body.contains("spiffe://public/ns/default/orders"), "{body}");
+
+    // A sidecar whose own certificate names another app does not start.
+    let wrong = write(
+        &mesh.dir,
+        "wrong.yaml",
+        &format!(
+            "apiVersion: plinth.dev/v1alpha1
+kind: Configuration
+metadata:
+  name: wrong
+spec:
+  mesh:
+{}",
+            tls_section(&ca, &mesh.dir, "someone-else")
+        ),
+    );
+    let failed = Plinth::start_failure(
+        &["--app-id", "me", "--config", wrong.to_str().expect("path")],
+        &[],
+        None,
+    );
+    assert!(failed.output.contains("spec.mesh.tls"), "{}", failed.output);
+    assert!(failed.output.contains("someone-else"), "{}", failed.output);
 }
