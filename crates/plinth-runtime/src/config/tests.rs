@@ -216,6 +216,12 @@ spec:
           timeout: fast
           retry: three
           circuitBreaker: cb
+    apps:
+      orders:
+        timeout: fast
+        retry: three
+      billing:
+        circuitBreaker: cb
 "#,
     );
     let loaded = load(
@@ -230,6 +236,14 @@ spec:
     assert_eq!(p.timeout, Duration::from_millis(250));
     assert_eq!(p.retry.as_ref().and_then(|r| r.max_retries), Some(3));
     assert_eq!(p.breaker.as_ref().map(|b| b.consecutive_failures), Some(5));
+    // App targets are the mesh's; an app without a timeout policy keeps the invocation's.
+    let orders = loaded.mesh.app_policies.get("orders").expect("orders");
+    assert_eq!(orders.timeout, Duration::from_millis(250));
+    assert_eq!(orders.retry.as_ref().and_then(|r| r.max_retries), Some(3));
+    let billing = loaded.mesh.app_policies.get("billing").expect("billing");
+    assert_eq!(billing.timeout, crate::invoke::APP_CALL_TIMEOUT);
+    assert!(billing.breaker.is_some());
+    assert!(!loaded.policies.contains_key("orders"));
     assert_eq!(resource::trip("consecutiveFailures >= 3"), Some(3));
     assert_eq!(resource::trip("requests > 3"), None);
 }

@@ -108,6 +108,19 @@ fn has_call(app: &mut Upstream) -> bool {
     false
 }
 
+/// Wait until `plinth`'s metrics contain `needle`.
+async fn wait_metric(plinth: &Plinth, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = plinth.admin_get("/metrics").await;
+        if metrics.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle} in {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn header<'a>(seen: &'a crate::upstream::Recorded, name: &str) -> &'a str {
     seen.headers
         .get(name)
@@ -355,6 +368,65 @@ spec:
         metrics.contains("plinth_mesh_ejections_total{target=\"catalog\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn health_checks_keep_calls_off_instances_whose_app_is_unhealthy() {
+    let mesh = Mesh::new("mesh-health");
+    let cfg = mesh.config("health", "", "");
+    let policy = mesh.resources(
+        "policy",
+        "apiVersion: plinth.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: stock
+spec:
+  loadBalancer: round-robin
+  healthCheck:
+    interval: 100ms
+    timeout: 1s
+    unhealthyThreshold: 1
+    healthyThreshold: 1
+",
+    );
+    let ok = Upstream::start("stock-ok").await;
+    let _ok = mesh.start("stock", Some(ok.addr.port()), &cfg, &[]);
+    // This instance's sidecar is up, but its app fails its health checks.
+    let sick = Upstream::start("stock-sick").await;
+    let _sick = mesh.start(
+        "stock",
+        Some(sick.addr.port()),
+        &cfg,
+        &[
+            "--enable-app-health-check",
+            "--app-health-check-path",
+            "/status/503",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ],
+    );
+    let caller = mesh.start(
+        "front",
+        None,
+        &cfg,
+        &["--resources-path", policy.to_str().expect("path")],
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let counts = spread(&caller, "/v1.0/invoke/stock/method/who", 10).await;
+        if counts.len() == 1 && counts.contains_key("stock-ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "calls still reach the sick instance: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = spread(&caller, "/v1.0/invoke/stock/method/who", 20).await;
+    assert_eq!(counts.get("stock-ok"), Some(&20), "{counts:?}");
 }
 
 #[tokio::test]
@@ -925,8 +997,9 @@ async fn mtls_identifies_callers_and_refuses_strangers() {
         .await;
     assert_ne!(resp.status, 200, "{}", resp.text());
     assert!(!has_call(&mut orders), "a stranger's call reached the app");
+    // The callee counts the refused handshake once its side of it is over.
+    wait_metric(&callee, "outcome=\"tls_rejected\"").await;
     let (_, metrics) = callee.admin_get("/metrics").await;
-    assert!(metrics.contains("outcome=\"tls_rejected\""), "{metrics}");
     assert!(
         metrics.contains(
             "plinth_mesh_inbound_requests_total{caller=\"guest\",outcome=\"permission_denied\"}"
