@@ -492,12 +492,7 @@ impl Mesh {
             },
             Err(_) => None,
         };
-        self.record(
-            &policy.name,
-            &result.as_ref().map(|_| ()).map_err(|e| e),
-            status,
-            started,
-        );
+        self.record(&policy.name, &result.as_ref().map(|_| ()), status, started);
         result
     }
 
