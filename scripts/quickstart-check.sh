@@ -43,4 +43,45 @@ echo "functions: $answer"
 
 kill -TERM "$pid"
 wait "$pid"
+
+# The mesh quickstart, as the README gives it, on ephemeral ports: an app (Python's static
+# file server) behind sidecar `orders`, called from sidecar `shop` through the shared SQLite
+# registry.
+mkdir -p "$work/app"
+echo "hello from orders" >"$work/app/hello"
+(cd "$work/app" && exec python3 -u -m http.server 0 --bind 127.0.0.1 >"$work/app.log" 2>&1) &
+app_pid=$!
+for _ in $(seq 100); do grep -q "Serving HTTP" "$work/app.log" 2>/dev/null && break; sleep 0.1; done
+app_port=$(sed -nE 's/.*port ([0-9]+).*/\1/p' "$work/app.log" | head -n1)
+[ -n "$app_port" ] || { cat "$work/app.log"; echo "the app did not start" >&2; exit 1; }
+cat >"$work/mesh.yaml" <<YAML
+apiVersion: plinth.dev/v1alpha1
+kind: Configuration
+metadata: {name: mesh}
+spec:
+  nameResolution:
+    component: sqlite
+    configuration: {connectionString: $work/registry.db}
+YAML
+ports=(--grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --mesh-port 0 --log-format json)
+start_sidecar() { # name, then extra flags
+  local name=$1; shift
+  (cd "$work" && exec "$bin" run --config mesh.yaml "${ports[@]}" "$@" >"$work/$name.log" 2>&1) &
+  echo $!
+}
+orders_pid=$(start_sidecar orders --app-id orders --app-port "$app_port")
+shop_pid=$(start_sidecar shop --app-id shop)
+trap 'kill "$pid" "$app_pid" "$orders_pid" "$shop_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for name in orders shop; do
+  for _ in $(seq 300); do grep -q '"plinth started"' "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q '"plinth started"' "$work/$name.log" || { cat "$work/$name.log"; echo "sidecar $name did not start" >&2; exit 1; }
+done
+shop_http=$(grep '"listener":"dapr-http"' "$work/shop.log" | sed -E 's/.*"address":"([^"]+)".*/\1/' | head -n1)
+answer=$(curl -sSf "http://$shop_http/v1.0/invoke/orders/method/hello")
+echo "mesh: $answer"
+[ "$answer" = "hello from orders" ] || { cat "$work/orders.log" "$work/shop.log"; echo "mesh quickstart: unexpected answer" >&2; exit 1; }
+kill -TERM "$orders_pid" "$shop_pid"
+wait "$orders_pid" "$shop_pid"
+kill "$app_pid"
+
 echo "quickstart-check: OK"
