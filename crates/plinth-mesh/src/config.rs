@@ -287,6 +287,9 @@ pub struct RouteSpec {
     /// This route's call deadline, instead of the policy's.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// A token bucket on this route's calls (per API method), on top of the target's.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// Route conditions.

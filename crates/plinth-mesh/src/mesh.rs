@@ -428,6 +428,10 @@ impl Mesh {
             return Err(e);
         }
         let routed = policy.route(&req);
+        if let Err(e) = routed.admit(&policy.name) {
+            self.inner.metrics.rate_limited.get_or_create(&label).inc();
+            return Err(e);
+        }
         let mut timeout = routed.timeout.unwrap_or(policy.timeout);
         if let Some(ms) = req
             .headers

@@ -14,8 +14,8 @@ use rand::Rng as _;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::config::{
-    FaultSpec, HealthCheckSpec, LoadBalancer, OutlierSpec, RetryOn, RetrySpec, RouteSpec,
-    TrafficPolicySpec,
+    FaultSpec, HealthCheckSpec, LoadBalancer, OutlierSpec, RateLimitSpec, RetryOn, RetrySpec,
+    RouteSpec, TrafficPolicySpec,
 };
 use crate::metrics::MeshMetrics;
 
@@ -99,12 +99,49 @@ impl Retry {
     }
 }
 
+/// A rate limit: its rate (for messages) and its bucket.
+type Limiter = (f64, DefaultDirectRateLimiter);
+
+/// Build a token bucket; `at` names the field in errors.
+fn limiter(spec: Option<&RateLimitSpec>, at: &str) -> Result<Option<Limiter>> {
+    let Some(rl) = spec else {
+        return Ok(None);
+    };
+    let rps = rl.requests_per_second;
+    if !(rps.is_finite() && rps > 0.0 && rps <= 1e9) {
+        return Err(Error::invalid_argument(format!(
+            "{at}.requestsPerSecond: {rps} must be above 0"
+        )));
+    }
+    let burst = rl.burst.unwrap_or((rps.ceil() as u32).max(1));
+    let burst = NonZeroU32::new(burst)
+        .ok_or_else(|| Error::invalid_argument(format!("{at}.burst must be at least 1")))?;
+    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))
+        .ok_or_else(|| {
+            Error::invalid_argument(format!("{at}.requestsPerSecond: {rps} is out of range"))
+        })?
+        .allow_burst(burst);
+    Ok(Some((rps, RateLimiter::direct(quota))))
+}
+
+/// Take a token from `limiter`, if there is one: an error naming `what` when empty.
+fn take(limiter: Option<&Limiter>, what: &str) -> Result<()> {
+    match limiter {
+        Some((rate, bucket)) if bucket.check().is_err() => Err(Error::resource_exhausted(format!(
+            "{}: calls to {what} are limited to {rate} a second",
+            plinth_core::error::RATE_LIMITED,
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A compiled route.
 #[derive(Debug)]
 pub(crate) struct Route {
     name: String,
     spec: RouteSpec,
     total_weight: u64,
+    limiter: Option<Limiter>,
 }
 
 impl Route {
@@ -157,6 +194,17 @@ pub(crate) struct Routed<'a> {
     pub(crate) destination: String,
     /// The route's deadline, if it has its own.
     pub(crate) timeout: Option<Duration>,
+    limiter: Option<&'a Limiter>,
+}
+
+impl Routed<'_> {
+    /// Take a token from the route's rate limit, if it has one.
+    pub(crate) fn admit(&self, target: &str) -> Result<()> {
+        take(
+            self.limiter,
+            &format!("{target:?} on route {:?}", self.route),
+        )
+    }
 }
 
 /// One target's policy.
@@ -167,7 +215,7 @@ pub(crate) struct Target {
     pub(crate) per_try_timeout: Option<Duration>,
     pub(crate) retry: Option<Retry>,
     pub(crate) breaker: Option<CircuitBreaker>,
-    limiter: Option<(f64, DefaultDirectRateLimiter)>,
+    limiter: Option<Limiter>,
     pub(crate) fault: Option<FaultSpec>,
     routes: Vec<Route>,
     pub(crate) load_balancer: LoadBalancer,
@@ -206,31 +254,10 @@ impl Target {
             (None, Some(d)) => Some(Retry::from_dapr(d)),
             (None, None) => None,
         };
-        let limiter = match &spec.rate_limit {
-            None => None,
-            Some(rl) => {
-                let rps = rl.requests_per_second;
-                if !(rps.is_finite() && rps > 0.0 && rps <= 1e9) {
-                    return Err(Error::invalid_argument(format!(
-                        "{source}: TrafficPolicy {name:?}: rateLimit.requestsPerSecond: {rps} must be above 0"
-                    )));
-                }
-                let burst = rl.burst.unwrap_or((rps.ceil() as u32).max(1));
-                let burst = NonZeroU32::new(burst).ok_or_else(|| {
-                    Error::invalid_argument(format!(
-                        "{source}: TrafficPolicy {name:?}: rateLimit.burst must be at least 1"
-                    ))
-                })?;
-                let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))
-                    .ok_or_else(|| {
-                        Error::invalid_argument(format!(
-                            "{source}: TrafficPolicy {name:?}: rateLimit.requestsPerSecond: {rps} is out of range"
-                        ))
-                    })?
-                    .allow_burst(burst);
-                Some((rps, RateLimiter::direct(quota)))
-            }
-        };
+        let limiter = limiter(
+            spec.rate_limit.as_ref(),
+            &format!("{source}: TrafficPolicy {name:?}: rateLimit"),
+        )?;
         if let Some(fault) = &spec.fault {
             for (what, percent) in [
                 (
@@ -278,6 +305,10 @@ impl Target {
                 name: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
                 spec: r.clone(),
                 total_weight,
+                limiter: limiter(
+                    r.rate_limit.as_ref(),
+                    &format!("{source}: TrafficPolicy {name:?}: routes[{i}].rateLimit"),
+                )?,
             });
         }
         let timeout = spec
@@ -325,6 +356,7 @@ impl Target {
                     route: &route.name,
                     destination: route.choose().unwrap_or(&self.name).to_string(),
                     timeout: route.spec.timeout,
+                    limiter: route.limiter.as_ref(),
                 };
             }
         }
@@ -332,6 +364,7 @@ impl Target {
             route: "default",
             destination: self.name.clone(),
             timeout: None,
+            limiter: None,
         }
     }
 
@@ -394,6 +427,10 @@ mod tests {
                         weight: 1,
                     }],
                     timeout: None,
+                    rate_limit: Some(RateLimitSpec {
+                        requests_per_second: 0.001,
+                        burst: Some(1),
+                    }),
                 },
                 RouteSpec {
                     name: Some("split".into()),
@@ -412,6 +449,7 @@ mod tests {
                         },
                     ],
                     timeout: Some(Duration::from_secs(1)),
+                    rate_limit: None,
                 },
             ],
             ..Default::default()
@@ -420,6 +458,10 @@ mod tests {
         let t = Target::new("orders", &spec, None, &metrics, "test").expect("policy");
         let r = t.route(&req("/orders/1", "GET", &[("x-canary", "1")]));
         assert_eq!((r.route, r.destination.as_str()), ("canary", "orders-v2"));
+        // The route's own rate limit: one call, then refused naming the route.
+        r.admit("orders").expect("first");
+        let err = r.admit("orders").expect_err("second");
+        assert!(err.to_string().contains("\"canary\""), "{err}");
         let r = t.route(&req("orders/1", "POST", &[("x-canary", "1")]));
         assert_eq!((r.route, r.destination.as_str()), ("default", "orders"));
         let r = t.route(&req("orders/1", "GET", &[]));
