@@ -103,7 +103,7 @@ impl Retry {
 type Limiter = (f64, DefaultDirectRateLimiter);
 
 /// Build a token bucket; `at` names the field in errors.
-fn limiter(spec: Option<&RateLimitSpec>, at: &str) -> Result<Option<Limiter>> {
+fn build_limiter(spec: Option<&RateLimitSpec>, at: &str) -> Result<Option<Limiter>> {
     let Some(rl) = spec else {
         return Ok(None);
     };
@@ -254,7 +254,7 @@ impl Target {
             (None, Some(d)) => Some(Retry::from_dapr(d)),
             (None, None) => None,
         };
-        let limiter = limiter(
+        let limiter = build_limiter(
             spec.rate_limit.as_ref(),
             &format!("{source}: TrafficPolicy {name:?}: rateLimit"),
         )?;
@@ -305,7 +305,7 @@ impl Target {
                 name: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
                 spec: r.clone(),
                 total_weight,
-                limiter: limiter(
+                limiter: build_limiter(
                     r.rate_limit.as_ref(),
                     &format!("{source}: TrafficPolicy {name:?}: routes[{i}].rateLimit"),
                 )?,
