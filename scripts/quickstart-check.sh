@@ -64,13 +64,10 @@ spec:
     configuration: {connectionString: $work/registry.db}
 YAML
 ports=(--grpc-port 0 --dapr-grpc-port 0 --dapr-http-port 0 --admin-port 0 --functions-port 0 --mesh-port 0 --log-format json)
-start_sidecar() { # name, then extra flags
-  local name=$1; shift
-  (cd "$work" && exec "$bin" run --config mesh.yaml "${ports[@]}" "$@" >"$work/$name.log" 2>&1) &
-  echo $!
-}
-orders_pid=$(start_sidecar orders --app-id orders --app-port "$app_port")
-shop_pid=$(start_sidecar shop --app-id shop)
+(cd "$work" && exec "$bin" run --config mesh.yaml "${ports[@]}" --app-id orders --app-port "$app_port" >"$work/orders.log" 2>&1) &
+orders_pid=$!
+(cd "$work" && exec "$bin" run --config mesh.yaml "${ports[@]}" --app-id shop >"$work/shop.log" 2>&1) &
+shop_pid=$!
 trap 'kill "$pid" "$app_pid" "$orders_pid" "$shop_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for name in orders shop; do
   for _ in $(seq 300); do grep -q '"plinth started"' "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
