@@ -833,7 +833,7 @@ fn main() -> anyhow::Result<()> {
             cfg.haproxy_proto.name(),
         ),
         format!(
-            "Pinning: 2 cores; the generator has {}; **both sidecars of a path (and both haproxies), and the app ({}), \
+            "Pinning: 2 cores; the generator has {}; the app has {}; **both sidecars of a path (and both haproxies) \
              share {}**, one worker thread each (`--worker-threads 1`, haproxy `nbthread 1`). Plinth's metrics are on (always).",
             match pinning {
                 Pinning::Pinned { generator, .. } => format!("core {generator}"),
