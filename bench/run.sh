@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Builds Plinth and the benchmark harness in release mode and runs one
-# benchmark: `core` (bench-core, the default), `dapr` (bench-dapr), `stores`
-# (bench-stores), `pubsub` (bench-pubsub) or `functions` (bench-functions). Further
+# benchmark: `core` (bench-core, the default), `dapr` (bench-dapr), `mesh`
+# (bench-mesh), `stores` (bench-stores), `pubsub` (bench-pubsub) or `functions`
+# (bench-functions). Further
 # arguments go to the benchmark, e.g.
 #   bench/run.sh --quick                       # bench-core, smoke run
 #   bench/run.sh --runs 5 --scenarios say-hello
 #   bench/run.sh dapr --quick                  # bench-dapr, smoke run
 #   bench/run.sh dapr                          # bench-dapr, full run
 #   bench/run.sh dapr --no-haproxy             # bench-dapr without haproxy
+#   bench/run.sh mesh --quick                  # bench-mesh, smoke run
+#   bench/run.sh mesh                          # bench-mesh, full run
 #   bench/run.sh stores --quick                # bench-stores, smoke run
 #   bench/run.sh stores                        # bench-stores, full run
 #   bench/run.sh pubsub --quick                # bench-pubsub, smoke run
 #   bench/run.sh functions --quick             # bench-functions, smoke run
 #   bench/run.sh functions                     # bench-functions, full run
-# bench-dapr compares service invocation with haproxy too: `dapr` installs
-# Debian's haproxy package when it is missing (as root; otherwise it says so
-# and stops), unless --no-haproxy is given. bench-stores needs Redis and
+# bench-dapr and bench-mesh compare with haproxy too: `dapr` and `mesh` install
+# Debian's haproxy package when it is missing (as root; otherwise they say so
+# and stop), unless --no-haproxy is given. bench-stores needs Redis and
 # PostgreSQL running (it says so and stops when they do not answer).
 # bench-functions installs the guest functions scripts/build-functions.sh builds
 # (first, with `functions`): fixture-hello above all.
@@ -28,20 +31,21 @@ cd "$workspace"
 
 bench=core
 case "${1:-}" in
-  core | dapr | stores | pubsub | functions)
+  core | dapr | mesh | stores | pubsub | functions)
     bench="$1"
     shift
     ;;
 esac
 
-# haproxy, bench-dapr's second baseline for Invoke HTTP, from Debian's
-# package: nothing installed by hand is there on a fresh machine.
+# haproxy, bench-dapr's second baseline for Invoke HTTP and bench-mesh's
+# two-hop baseline, from Debian's package: nothing installed by hand is there
+# on a fresh machine.
 ensure_haproxy() {
   if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then
     return
   fi
   if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: haproxy is not installed; bench-dapr uses it as a baseline for Invoke HTTP." >&2
+    echo "run.sh: haproxy is not installed; bench-$bench uses it as a baseline." >&2
     echo "run.sh: install Debian's package as root (apt-get install haproxy), or pass --no-haproxy." >&2
     exit 1
   fi
@@ -54,7 +58,7 @@ ensure_haproxy() {
   fi
 }
 
-if [ "$bench" = dapr ]; then
+if [ "$bench" = dapr ] || [ "$bench" = mesh ]; then
   want_haproxy=1
   for arg in "$@"; do
     if [ "$arg" = --no-haproxy ]; then

@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod haproxy;
 pub mod load;
+pub mod payload;
 pub mod pin;
 pub mod procfs;
 pub mod report;
@@ -35,7 +36,7 @@ pub mod stats;
 pub mod sut;
 
 pub use cli::{Candidate, CommonArgs, RunConfig};
-pub use haproxy::HaproxySpec;
+pub use haproxy::{BackendTls, HaproxySpec, ListenTls};
 pub use load::{ClosedLoop, Load, LoadOutcome, OpenLoop};
 pub use pin::Pinning;
 pub use procfs::{Proc, RssSampler};

@@ -81,6 +81,30 @@ impl Session {
         run: u32,
         sut: Proc,
         phase: Phase,
+        call: F,
+    ) -> &Measurement
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.measure_group(scenario, side, target, run, &[sut], phase, call)
+            .await
+    }
+
+    /// [`Session::measure`] against a SUT made of several processes (e.g. two
+    /// proxies in a row): the measurement's `sut_cpu` is their sum and
+    /// `sut_rss_max_kib` the sum of their maxima; with more than one process,
+    /// `sut_cpu_each` has each one's CPU, in the order of `procs`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn measure_group<F, Fut, E>(
+        &mut self,
+        scenario: &str,
+        side: Side,
+        target: &str,
+        run: u32,
+        procs: &[Proc],
+        phase: Phase,
         mut call: F,
     ) -> &Measurement
     where
@@ -91,15 +115,21 @@ impl Session {
         if !phase.warmup.is_zero() {
             self.drive(phase.load, phase.warmup, &mut call).await;
         }
-        let rss = RssSampler::start(sut, RSS_SAMPLE_EVERY);
-        let sut_cpu = CpuMeter::start(sut, self.ticks_per_sec);
+        let rss: Vec<RssSampler> = procs
+            .iter()
+            .map(|p| RssSampler::start(*p, RSS_SAMPLE_EVERY))
+            .collect();
+        let sut_cpu: Vec<CpuMeter> = procs
+            .iter()
+            .map(|p| CpuMeter::start(*p, self.ticks_per_sec))
+            .collect();
         let gen_cpu = CpuMeter::start(Proc::Current, self.ticks_per_sec);
         let steal = StealMeter::start();
         let outcome = self.drive(phase.load, phase.duration, &mut call).await;
         let steal = steal.finish();
         let generator_cpu = gen_cpu.finish();
-        let sut_cpu = sut_cpu.finish();
-        let sut_rss_max_kib = rss.finish();
+        let sut_cpu: Vec<Option<f64>> = sut_cpu.into_iter().map(CpuMeter::finish).collect();
+        let rss: Vec<Option<u64>> = rss.into_iter().map(RssSampler::finish).collect();
 
         let mut m = Measurement::from_outcome(
             scenario,
@@ -110,9 +140,12 @@ impl Session {
             phase.duration.as_secs_f64(),
             &outcome,
         );
-        m.sut_cpu = sut_cpu;
+        m.sut_cpu = sut_cpu.iter().copied().sum();
+        if sut_cpu.len() > 1 {
+            m.sut_cpu_each = sut_cpu;
+        }
         m.generator_cpu = generator_cpu;
-        m.sut_rss_max_kib = sut_rss_max_kib;
+        m.sut_rss_max_kib = rss.into_iter().sum();
         m.steal = steal;
         self.measurements.push(m);
         let last = self.measurements.len() - 1;

@@ -79,8 +79,12 @@ pub struct Measurement {
     pub send_lag_us: Option<Percentiles>,
     /// Largest SUT RSS sampled during the run, KiB.
     pub sut_rss_max_kib: Option<u64>,
-    /// SUT CPU use during the run, in cores.
+    /// SUT CPU use during the run, in cores (of all its processes).
     pub sut_cpu: Option<f64>,
+    /// A SUT of several processes: each one's CPU use during the run, in
+    /// cores, in the order measured (empty for a single process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sut_cpu_each: Vec<Option<f64>>,
     /// Load generator CPU use during the run, in cores.
     pub generator_cpu: Option<f64>,
     /// Share of the machine's CPU time stolen by the hypervisor during the
@@ -120,6 +124,7 @@ impl Measurement {
             },
             sut_rss_max_kib: None,
             sut_cpu: None,
+            sut_cpu_each: Vec::new(),
             generator_cpu: None,
             steal: None,
         }

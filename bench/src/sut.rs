@@ -38,12 +38,15 @@ pub enum Readiness {
     },
     /// The SUT announces nothing; it listens on `addr`, known before it
     /// starts (haproxy, from its generated config), and is ready once
-    /// `GET http://<addr><path>` answers 200.
+    /// `GET http://<probe or addr><path>` answers 200.
     HttpProbe {
         /// Where the SUT listens; becomes [`Sut::addr`].
         addr: SocketAddr,
         /// HTTP path of the readiness probe.
         path: String,
+        /// Where the probe goes when `addr` does not answer plain HTTP (a
+        /// TLS listener); `None`: `addr`.
+        probe: Option<SocketAddr>,
     },
 }
 
@@ -318,9 +321,9 @@ impl Sut {
         rx: &mpsc::Receiver<Event>,
         deadline: Instant,
     ) -> anyhow::Result<()> {
-        if let Readiness::HttpProbe { addr, path } = readiness {
+        if let Readiness::HttpProbe { addr, path, probe } = readiness {
             self.addr = *addr;
-            return self.await_probe(*addr, path, deadline);
+            return self.await_probe(probe.unwrap_or(*addr), path, deadline);
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -40,6 +40,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use plinth_bench::payload::json_value;
 use plinth_bench::report::{self, Check, ProcessExtra};
 use plinth_bench::stats::{self, Series, Side};
 use plinth_bench::{
@@ -182,20 +183,6 @@ impl Config {
             haproxy_bin,
         })
     }
-}
-
-/// A JSON document of exactly `size` bytes: the value saved, published and
-/// echoed.
-fn json_value(size: usize) -> anyhow::Result<Bytes> {
-    const HEAD: &str = r#"{"id":"bench","seq":42,"data":""#;
-    const TAIL: &str = r#""}"#;
-    let min = HEAD.len() + TAIL.len();
-    ensure!(size >= min, "--value-size must be at least {min}");
-    let mut v = String::with_capacity(size);
-    v.push_str(HEAD);
-    v.extend((0..size - min).map(|i| char::from(b'a' + (i % 26) as u8)));
-    v.push_str(TAIL);
-    Ok(Bytes::from(v))
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -627,6 +614,8 @@ fn main() -> anyhow::Result<()> {
             max_connections: run_cfg.max_in_flight.max(run_cfg.concurrency) + 100,
             replace_path: Some(haproxy_rewrite()),
             startup_timeout: common.startup_timeout(),
+            listen_tls: None,
+            backend_tls: None,
         })
     };
 
@@ -903,19 +892,4 @@ fn checks(
         }
     }
     checks
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_value_has_the_size_asked() {
-        for size in [34, 100, 1024] {
-            let v = json_value(size).unwrap();
-            assert_eq!(v.len(), size);
-            assert!(serde_json::from_slice::<serde_json::Value>(&v).is_ok());
-        }
-        assert!(json_value(10).is_err());
-    }
 }
