@@ -67,7 +67,10 @@ pub(crate) struct PeerConn {
     addr: SocketAddr,
     /// Who the peer must prove to be (mTLS).
     expected: Option<Identity>,
-    sender: tokio::sync::Mutex<Option<SendRequest<Body>>>,
+    /// The live connection's sender (cloned per request: HTTP/2 multiplexes).
+    sender: std::sync::Mutex<Option<SendRequest<Body>>>,
+    /// Held while connecting, so that concurrent first calls make one connection.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl PeerConn {
@@ -75,19 +78,30 @@ impl PeerConn {
         Self {
             addr,
             expected,
-            sender: tokio::sync::Mutex::new(None),
+            sender: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn live(&self) -> Option<SendRequest<Body>> {
+        let slot = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    fn forget(&self) {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// A sender on a live connection, connecting when there is none.
     async fn sender(&self, transport: &Transport) -> Result<SendRequest<Body>, SendError> {
-        let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref()
-            && !s.is_closed()
-        {
-            return Ok(s.clone());
+        if let Some(s) = self.live() {
+            return Ok(s);
         }
-        *slot = None;
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
         let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(transport))
             .await
             .map_err(|_| {
@@ -96,7 +110,7 @@ impl PeerConn {
                     self.addr
                 )))
             })??;
-        *slot = Some(sender.clone());
+        *self.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
 
@@ -114,7 +128,10 @@ impl PeerConn {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true);
+            // Fixed, generous windows: adaptive sizing pings the peer to measure bandwidth,
+            // work per request that sidecars on one network do not need.
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20);
         match transport {
             Transport::Plain => {
                 let (sender, conn) = builder
@@ -153,7 +170,7 @@ impl PeerConn {
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         let mut sender = self.sender(transport).await?;
         if let Err(e) = sender.ready().await {
-            self.sender.lock().await.take();
+            self.forget();
             return Err(SendError::Connect(Error::unavailable(format!(
                 "the connection to the sidecar at {} closed: {e}",
                 self.addr

@@ -148,7 +148,10 @@ where
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().adaptive_window(true);
+    builder
+        .http2()
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
     if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(%peer, error = %e, "mesh connection ended");
     }
