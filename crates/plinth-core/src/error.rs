@@ -57,6 +57,28 @@ impl ErrorKind {
         }
     }
 
+    /// Every kind.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::EtagMismatch,
+        ErrorKind::EtagInvalid,
+        ErrorKind::Unimplemented,
+        ErrorKind::Unavailable,
+        ErrorKind::Timeout,
+        ErrorKind::AlreadyExists,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Unauthenticated,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Internal,
+    ];
+
+    /// The kind [`as_str`](Self::as_str) names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)

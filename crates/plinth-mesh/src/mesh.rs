@@ -214,15 +214,7 @@ impl Mesh {
             )));
         };
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        parts.uri = format!("http://{}{path}", call.endpoint.addr)
-            .parse()
-            .map_err(|e| Error::invalid_argument(format!("cannot proxy {path:?}: {e}")))?;
-        parts.version = http::Version::HTTP_2;
+        crate::wire::retarget(&mut parts, &call.endpoint.addr.to_string())?;
         crate::wire::strip(&mut parts.headers);
         for (name, value) in [
             (crate::wire::PROXY, "grpc"),

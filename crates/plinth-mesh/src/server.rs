@@ -323,15 +323,7 @@ pub(crate) async fn forward_grpc(
         )));
     };
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = format!("http://{app_id}{path}")
-        .parse()
-        .map_err(|e| Error::invalid_argument(format!("cannot proxy {path:?}: {e}")))?;
-    parts.version = http::Version::HTTP_2;
+    wire::retarget(&mut parts, app_id)?;
     let response = conn
         .send(&Transport::Plain, Request::from_parts(parts, body))
         .await

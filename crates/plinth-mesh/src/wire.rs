@@ -42,6 +42,20 @@ pub const PROXY: &str = "plinth-proxy";
 /// The path a peer's health check asks: whether its app is healthy.
 pub const HEALTH_PATH: &str = "/.plinth/health";
 
+/// Point a proxied request at `authority`, keeping its path and query, over HTTP/2.
+pub(crate) fn retarget(parts: &mut http::request::Parts, authority: &str) -> Result<()> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.uri = format!("http://{authority}{path}")
+        .parse()
+        .map_err(|e| Error::invalid_argument(format!("cannot proxy {path:?}: {e}")))?;
+    parts.version = http::Version::HTTP_2;
+    Ok(())
+}
+
 /// Remove Plinth's own headers (`plinth-*`) from `headers`.
 pub(crate) fn strip(headers: &mut HeaderMap) {
     let ours: Vec<HeaderName> = headers
@@ -225,32 +239,12 @@ pub(crate) fn error_response(err: &Error) -> Response<Body> {
     response
 }
 
-/// The error kind named by `plinth-error`.
-fn kind_of(name: &str) -> ErrorKind {
-    use ErrorKind::*;
-    [
-        InvalidArgument,
-        NotFound,
-        EtagMismatch,
-        EtagInvalid,
-        Unimplemented,
-        Unavailable,
-        Timeout,
-        AlreadyExists,
-        FailedPrecondition,
-        PermissionDenied,
-        Unauthenticated,
-        ResourceExhausted,
-        Internal,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == name)
-    .unwrap_or(Internal)
-}
-
 /// The error a `plinth-error` response carries.
 pub(crate) fn error(kind: &str, body: &[u8]) -> Error {
-    Error::new(kind_of(kind), String::from_utf8_lossy(body).into_owned())
+    Error::new(
+        ErrorKind::from_name(kind).unwrap_or(ErrorKind::Internal),
+        String::from_utf8_lossy(body).into_owned(),
+    )
 }
 
 /// A mesh response (head and buffered body) as the app's answer, or the called sidecar's
