@@ -939,9 +939,15 @@ async fn recovers_after_the_connection_is_cut() {
     }
     pubsub.ping().await.expect("ping after recovery");
     // A new subscription gets the message held when the connection broke (the broker
-    // requeued it), then the one published after.
+    // requeued it), then the one published after. The ack of "before" may have been cut in
+    // flight too (basic.ack has no confirmation): then the broker rightly delivers it
+    // again first, as at-least-once allows.
     let mut sub = subscribe(&pubsub, &topic, &group, 4).await;
-    let again = recv(&mut sub, "held, redelivered").await;
+    let mut again = recv(&mut sub, "held, redelivered").await;
+    if text(&again) == "before" {
+        again.ack().await.expect("ack");
+        again = recv(&mut sub, "held, redelivered").await;
+    }
     assert_eq!(text(&again), "held");
     again.ack().await.expect("ack");
     let after = recv(&mut sub, "after").await;
