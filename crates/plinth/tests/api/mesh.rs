@@ -69,6 +69,17 @@ spec:
         dir
     }
 
+    /// Start the calling sidecar, app `front` without an app, with `config` and the
+    /// resources in `resources`.
+    fn caller(&self, config: &Path, resources: &Path) -> Plinth {
+        self.start(
+            "front",
+            None,
+            config,
+            &["--resources-path", resources.to_str().expect("path")],
+        )
+    }
+
     /// Start a Plinth for `app_id` (with its app on `app_port`). It registers itself with
     /// the registry before it says it started.
     fn start(&self, app_id: &str, app_port: Option<u16>, config: &Path, extra: &[&str]) -> Plinth {
@@ -345,12 +356,7 @@ spec:
 ",
     );
     let mut catalog = instances(&mesh, "catalog", 3, &cfg, &[]).await;
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", policy.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &policy);
     wait_instances(&caller, "catalog", 3).await;
     let counts = spread(&caller, "/v1.0/invoke/catalog/method/who", 30).await;
     assert_eq!(counts.len(), 3, "{counts:?}");
@@ -407,12 +413,7 @@ spec:
             "1",
         ],
     );
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", policy.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &policy);
     let deadline = Instant::now() + WAIT;
     loop {
         let counts = spread(&caller, "/v1.0/invoke/stock/method/who", 10).await;
@@ -444,12 +445,7 @@ spec:
 ",
     );
     let slow = instances(&mesh, "slow", 2, &cfg, &[]).await;
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", policy.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &policy);
     wait_instances(&caller, "slow", 2).await;
     // Hold one call on whichever instance gets it; every later call goes to the other.
     let http = caller.dapr_http();
@@ -509,12 +505,7 @@ spec:
     let _callee = mesh.start("flaky", Some(flaky.addr.port()), &cfg, &[]);
     let mut limited = Upstream::start("limited").await;
     let _limited = mesh.start("flaky-limited", Some(limited.addr.port()), &cfg, &[]);
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", policy.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &policy);
     let http = caller.dapr_http();
 
     // An idempotent call answered 503 is tried three times; a POST once.
@@ -654,12 +645,7 @@ spec:
     let _v1 = mesh.start("cart", Some(v1.addr.port()), &cfg, &[]);
     let v2 = Upstream::start("cart-v2").await;
     let _v2 = mesh.start("cart-v2", Some(v2.addr.port()), &cfg, &[]);
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", policy.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &policy);
     let http = caller.dapr_http();
     let resp = http.get("/v1.0/invoke/cart/method/x").await;
     assert_eq!(resp.header("x-upstream"), Some("cart-v1"));
@@ -787,12 +773,7 @@ spec:
     );
     let app_port = grpc_app().await;
     let _grpc = mesh.start("ledger", Some(app_port), &cfg, &["--app-protocol", "grpc"]);
-    let caller = mesh.start(
-        "front",
-        None,
-        &cfg,
-        &["--resources-path", endpoint.to_str().expect("path")],
-    );
+    let caller = mesh.caller(&cfg, &endpoint);
 
     // HTTP invoke of a gRPC app (Dapr's AppCallback behind the callee's sidecar).
     let http = caller.dapr_http();
