@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState, LogControl};
 use crate::app::{self, AppOptions, AppProtocol, HealthCheck};
 use crate::dapr::DaprService;
-use crate::dapr_http::{self, DaprHttpState};
+use crate::dapr_http::{self, DaprHttpShared, DaprHttpState};
 use crate::layotto::{LayottoService, LifecycleService};
 use crate::telemetry::RpcTelemetryLayer;
 
@@ -296,14 +296,14 @@ impl Server {
         tracing::info!(listener = "dapr-http", address = %http_addr, "listening");
         addresses.push(("dapr-http", http_addr));
         let http_app = dapr_http::router(
-            DaprHttpState {
+            DaprHttpState::new(DaprHttpShared {
                 rt: rt.clone(),
                 listeners_ready: listeners_ready.clone(),
                 shutting_down: shutting_down.clone(),
                 shutdown_request: shutdown_request.clone(),
                 config_subscriptions,
                 token: options.api_token.clone(),
-            },
+            }),
             options.max_message_size,
         );
         let mut stop = shutdown_rx.clone();

@@ -7,26 +7,28 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use plinth_core::{Error, Result};
-use plinth_runtime::app::{AppStatus, InvokeRequest, InvokeResponse};
+use plinth_runtime::app::passthrough::{boxed, strip_for_app};
+use plinth_runtime::app::{AppStatus, InvokeAnswer, strip_hop_by_hop};
 use tokio::time::Instant;
 
 use crate::balance::Verdict;
-use crate::client::{Body, SendError, Transport, full};
+use crate::client::{Body, SendError, Transport};
 use crate::config::{HttpEndpointSpec, RetryOn};
-use crate::mesh::{Cluster, instance_failure, read_body};
+use crate::mesh::{Cluster, instance_failure};
+use crate::replay::Replay;
 use crate::wire;
 
 /// One attempt's inputs.
 #[derive(Debug)]
 pub(crate) struct Attempt<'a> {
     pub(crate) caller: &'a str,
-    pub(crate) req: &'a InvokeRequest,
-    /// When this attempt must be over.
+    pub(crate) req: &'a mut Replay,
+    /// When this attempt must have its answer's head.
     pub(crate) deadline: Instant,
     /// Instances earlier attempts of this call failed on.
     pub(crate) tried: &'a [SocketAddr],
@@ -44,13 +46,13 @@ pub(crate) struct Outcome {
     /// The instance tried.
     pub(crate) addr: Option<SocketAddr>,
     /// The answer or the error the caller gets if this is the last attempt.
-    pub(crate) result: Result<InvokeResponse>,
+    pub(crate) result: Result<InvokeAnswer>,
 }
 
 impl Outcome {
-    fn judge(addr: Option<SocketAddr>, result: Result<InvokeResponse>, unsent: bool) -> Self {
+    fn judge(addr: Option<SocketAddr>, result: Result<InvokeAnswer>, unsent: bool) -> Self {
         let class = match &result {
-            Ok(r) => match &r.status {
+            Ok(answer) => match answer_status(answer) {
                 AppStatus::Http(502..=504) => Some(RetryOn::GatewayError),
                 AppStatus::Http(500..=599) => Some(RetryOn::ServerError),
                 // gRPC UNAVAILABLE.
@@ -73,6 +75,14 @@ impl Outcome {
     }
 }
 
+/// How the app ended a call, whether its answer streams or was read whole.
+pub(crate) fn answer_status(answer: &InvokeAnswer) -> AppStatus {
+    match answer {
+        InvokeAnswer::Http(r) => AppStatus::Http(r.status().as_u16()),
+        InvokeAnswer::Buffered(r) => r.status.clone(),
+    }
+}
+
 /// A protocol the mesh calls targets with.
 #[async_trait]
 pub(crate) trait Channel: Send + Sync + std::fmt::Debug {
@@ -80,10 +90,25 @@ pub(crate) trait Channel: Send + Sync + std::fmt::Debug {
     async fn attempt(&self, attempt: Attempt<'_>) -> Outcome;
 }
 
+/// The error of an attempt whose streamed body went with an earlier one.
+fn spent() -> SendError {
+    SendError::Sent(Error::unavailable(
+        "the request body was streamed to an earlier attempt and cannot be sent again",
+    ))
+}
+
 #[async_trait]
 impl Channel for Cluster {
     async fn attempt(&self, a: Attempt<'_>) -> Outcome {
-        let Some(call) = self.set.pick(a.tried) else {
+        let Attempt {
+            caller,
+            req,
+            deadline,
+            tried,
+            transport,
+            max_body,
+        } = a;
+        let Some(call) = self.set.pick(tried) else {
             return Outcome {
                 verdict: Verdict::Failed,
                 class: Some(RetryOn::ConnectFailure),
@@ -95,16 +120,29 @@ impl Channel for Cluster {
             };
         };
         let addr = call.endpoint.addr;
-        let remaining = a.deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(Instant::now());
         let send = async {
-            let http = wire::request(&addr.to_string(), &self.app_id, a.caller, a.req, remaining)
-                .map_err(SendError::Sent)?;
-            let resp = call.endpoint.conn.send(a.transport, http).await?;
-            let (parts, body) = resp.into_parts();
-            let body = read_body(body, a.max_body).await.map_err(SendError::Sent)?;
-            wire::answer(&parts, body).map_err(SendError::Sent)
+            // Connect first: a body that streams once is taken only for a live connection.
+            let sender = call.endpoint.conn.ready(transport).await?;
+            let (headers, body) = req.next().ok_or_else(spent)?;
+            let authority = addr.to_string();
+            let http = wire::Call {
+                authority: &authority,
+                target: &self.app_id,
+                caller,
+                verb: &req.verb,
+                method: &req.method,
+                query: &req.query,
+                timeout: remaining,
+            }
+            .request(headers, body)
+            .map_err(SendError::Sent)?;
+            let resp = call.endpoint.conn.send_on(sender, http).await?;
+            wire::answer_http(resp, max_body)
+                .await
+                .map_err(SendError::Sent)
         };
-        let (result, unsent) = match tokio::time::timeout_at(a.deadline, send).await {
+        let (result, unsent) = match tokio::time::timeout_at(deadline, send).await {
             Ok(Ok(answer)) => (Ok(answer), false),
             Ok(Err(SendError::Connect(e))) => (Err(e), true),
             Ok(Err(SendError::Sent(e))) => (Err(e), false),
@@ -219,82 +257,45 @@ impl HttpEndpoint {
         &self.name
     }
 
-    async fn send(&self, a: &Attempt<'_>) -> std::result::Result<InvokeResponse, (Error, bool)> {
+    async fn send(&self, a: Attempt<'_>) -> std::result::Result<InvokeAnswer, (Error, bool)> {
         let sent = |e: Error| (e, false);
-        let method = Method::from_bytes(a.req.verb.as_bytes()).map_err(|_| {
-            sent(Error::invalid_argument(format!(
-                "{:?} is not an HTTP verb",
-                a.req.verb
-            )))
-        })?;
-        let mut uri = format!("{}/{}", self.base, a.req.method.trim_start_matches('/'));
-        if !a.req.query.is_empty() {
+        let req = a.req;
+        let mut uri = format!("{}/{}", self.base, req.method.trim_start_matches('/'));
+        if !req.query.is_empty() {
             uri.push('?');
-            uri.push_str(&a.req.query);
+            uri.push_str(&req.query);
         }
-        let mut builder = Request::builder().method(method).uri(&uri);
-        if let Some(headers) = builder.headers_mut() {
-            for (k, v) in &a.req.headers {
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v))
-                {
-                    headers.append(name, value);
-                }
-            }
-            for (k, v) in &self.headers {
-                headers.insert(k.clone(), v.clone());
-            }
-            if !a.req.content_type.is_empty()
-                && let Ok(v) = HeaderValue::try_from(&a.req.content_type)
-            {
-                headers.insert(http::header::CONTENT_TYPE, v);
-            }
-        }
-        let request = builder
-            .body(full(a.req.data.clone()))
+        let uri: http::Uri = uri
+            .parse()
             .map_err(|e| sent(Error::invalid_argument(format!("cannot call {uri:?}: {e}"))))?;
         let client = http_client().map_err(sent)?;
+        let (mut headers, body) = req.next().ok_or_else(|| sent(spent().into_error()))?;
+        strip_for_app(&mut headers);
+        for (k, v) in &self.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        let mut request = Request::new(body);
+        *request.method_mut() = req.verb.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
         let response = client.request(request).await.map_err(|e| {
             let err = Error::unavailable(format!("calling {uri}: {e}"));
             (err, e.is_connect())
         })?;
-        let (parts, body) = response.into_parts();
-        let data = read_body(body, a.max_body).await.map_err(sent)?;
-        let header = |name: &http::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
-        Ok(InvokeResponse {
-            status: AppStatus::Http(parts.status.as_u16()),
-            content_type: header(&http::header::CONTENT_TYPE),
-            data,
-            headers: parts
-                .headers
-                .iter()
-                .filter(|(k, _)| {
-                    !matches!(
-                        k.as_str(),
-                        "content-type"
-                            | "content-length"
-                            | "connection"
-                            | "transfer-encoding"
-                            | "keep-alive"
-                    )
-                })
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-        })
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(InvokeAnswer::Http(http::Response::from_parts(
+            parts,
+            boxed(body),
+        )))
     }
 }
 
 #[async_trait]
 impl Channel for HttpEndpoint {
     async fn attempt(&self, a: Attempt<'_>) -> Outcome {
-        let (result, unsent) = match tokio::time::timeout_at(a.deadline, self.send(&a)).await {
+        let deadline = a.deadline;
+        let (result, unsent) = match tokio::time::timeout_at(deadline, self.send(a)).await {
             Ok(Ok(r)) => (Ok(r), false),
             Ok(Err((e, unsent))) => (Err(e), unsent),
             Err(_) => (

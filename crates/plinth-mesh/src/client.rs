@@ -8,29 +8,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use plinth_core::{Error, Result};
 use tokio::net::TcpStream;
 
+use crate::io::Coalesce;
 use crate::tls::{Identity, MeshTls};
 
-/// A request or response body the mesh carries: buffered for invocations, streamed for
-/// proxied gRPC.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// A request or response body the mesh carries: buffered for invocations read whole,
+/// streamed for those passed through and for proxied gRPC.
+pub type Body = plinth_runtime::app::HttpBody;
 
 /// A boxed body error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = plinth_runtime::app::passthrough::BoxError;
 
-/// A body holding `bytes`.
-pub fn full(bytes: Bytes) -> Body {
-    use http_body_util::BodyExt as _;
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
+pub use plinth_runtime::app::passthrough::full;
 
 /// How long making a connection (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,7 +128,7 @@ impl PeerConn {
         match transport {
             Transport::Plain => {
                 let (sender, conn) = builder
-                    .handshake(TokioIo::new(tcp))
+                    .handshake(TokioIo::new(Coalesce::new(tcp)))
                     .await
                     .map_err(|e| fail(format!("HTTP/2 with the sidecar at {}: {e}", self.addr)))?;
                 spawn_conn(self.addr, conn);
@@ -153,7 +146,7 @@ impl PeerConn {
                     .await
                     .map_err(SendError::Connect)?;
                 let (sender, conn) = builder
-                    .handshake(TokioIo::new(stream))
+                    .handshake(TokioIo::new(Coalesce::new(stream)))
                     .await
                     .map_err(|e| fail(format!("HTTP/2 with the sidecar at {}: {e}", self.addr)))?;
                 spawn_conn(self.addr, conn);
@@ -168,6 +161,16 @@ impl PeerConn {
         transport: &Transport,
         req: http::Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let sender = self.ready(transport).await?;
+        self.send_on(sender, req).await
+    }
+
+    /// A sender ready for one more request: connected (or connecting now) and open. A
+    /// failure here means no request left.
+    pub(crate) async fn ready(
+        &self,
+        transport: &Transport,
+    ) -> Result<SendRequest<Body>, SendError> {
         let mut sender = self.sender(transport).await?;
         if let Err(e) = sender.ready().await {
             self.forget();
@@ -176,6 +179,16 @@ impl PeerConn {
                 self.addr
             ))));
         }
+        Ok(sender)
+    }
+
+    /// Send one request on `sender` (from [`ready`](Self::ready)) and wait for the
+    /// response head.
+    pub(crate) async fn send_on(
+        &self,
+        mut sender: SendRequest<Body>,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         sender.send_request(req).await.map_err(|e| {
             // A stream the peer refused, or a request not yet written, never reached the
             // app: retrying it elsewhere is safe whatever the verb.

@@ -12,17 +12,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use plinth_core::{Error, ErrorKind, Result};
-use plinth_runtime::app::{AppStatus, InvokeRequest, InvokeResponse};
+use plinth_runtime::app::{
+    AppStatus, HttpCall, InvokeAnswer, InvokeRequest, InvokeResponse, forwardable,
+};
 use plinth_runtime::invoke::RemoteApps;
 use plinth_runtime::resilience::PolicyConfig;
 use tokio::time::Instant;
 
 use crate::balance::{EndpointSet, Verdict};
-use crate::channel::{Attempt, Channel, HttpEndpoint};
+use crate::channel::{Attempt, Channel, HttpEndpoint, answer_status};
 use crate::client::Transport;
 use crate::config::{RetryOn, TrafficPolicySpec};
-use crate::metrics::{MeshMetrics, TargetOutcome};
+use crate::metrics::MeshMetrics;
+use crate::replay::Replay;
 use crate::resolve::Resolver;
+use crate::target::CallView as _;
 use crate::target::{SharedTarget, Target};
 use crate::tls::Identity;
 
@@ -173,11 +177,7 @@ impl Mesh {
         let (id, ns) = (id.to_string(), ns.to_string());
         let policy = self.policy(&id)?;
         if let Err(e) = policy.admit() {
-            self.inner
-                .metrics
-                .rate_limited
-                .get_or_create(&MeshMetrics::target(&id))
-                .inc();
+            policy.metrics.rate_limited();
             return Err(e);
         }
         if let Some(breaker) = &policy.breaker {
@@ -192,12 +192,9 @@ impl Mesh {
         if let Some(breaker) = &policy.breaker {
             breaker.record(matches!(&result, Err(e) if instance_failure(e).is_some()));
         }
-        self.record(
-            &id,
-            &result.as_ref().map(|_| ()),
-            result.as_ref().ok().map(|r| r.status().as_u16()),
-            started,
-        );
+        policy
+            .metrics
+            .record(result.as_ref().map(|r| Some(r.status().as_u16())), started);
         result
     }
 
@@ -390,12 +387,23 @@ impl Mesh {
         }
     }
 
-    async fn call(
+    /// A call read whole (the gRPC front doors), answered whole.
+    async fn call(&self, target: &str, caller: &str, req: InvokeRequest) -> Result<InvokeResponse> {
+        match self.run(target, caller, Replay::whole(req)?, true).await? {
+            InvokeAnswer::Buffered(answer) => Ok(answer),
+            InvokeAnswer::Http(_) => Err(Error::internal("an answer to be read whole streamed")),
+        }
+    }
+
+    /// Route, limit and attempt a call. With `whole`, a streamed answer is read whole
+    /// (within the call's deadline and the body limit).
+    async fn run(
         &self,
         target: &str,
         caller: &str,
-        mut req: InvokeRequest,
-    ) -> Result<InvokeResponse> {
+        mut req: Replay,
+        whole: bool,
+    ) -> Result<InvokeAnswer> {
         let started = Instant::now();
         // A URL, or an HTTPEndpoint's name, is a non-Plinth HTTP service.
         let (name, channel): (&str, Option<Arc<dyn Channel>>) =
@@ -414,22 +422,19 @@ impl Mesh {
                 name
             },
         )?;
-        let label = MeshMetrics::target(&policy.name);
         if let Err(e) = policy.admit() {
-            self.inner.metrics.rate_limited.get_or_create(&label).inc();
+            policy.metrics.rate_limited();
             return Err(e);
         }
         let routed = policy.route(&req);
         if let Err(e) = routed.admit(&policy.name) {
-            self.inner.metrics.rate_limited.get_or_create(&label).inc();
+            policy.metrics.rate_limited();
             return Err(e);
         }
         let mut timeout = routed.timeout.unwrap_or(policy.timeout);
         if let Some(ms) = req
-            .headers
-            .iter()
-            .find(|(k, _)| k == RPC_REQUEST_TIMEOUT)
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .header(RPC_REQUEST_TIMEOUT)
+            .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|ms| *ms > 0)
         {
             timeout = timeout.min(Duration::from_millis(ms));
@@ -440,15 +445,15 @@ impl Mesh {
             tokio::time::sleep_until((Instant::now() + d).min(deadline)).await;
         }
         if let Some(status) = abort {
-            self.record(&policy.name, &Ok(()), Some(status), started);
-            return Ok(InvokeResponse {
+            policy.metrics.record(Ok(Some(status)), started);
+            return Ok(InvokeAnswer::Buffered(InvokeResponse {
                 status: AppStatus::Http(status),
                 content_type: "text/plain".into(),
                 data: Bytes::from_static(b"fault injected by the mesh"),
                 headers: vec![("x-plinth-fault".into(), "abort".into())],
-            });
+            }));
         }
-        ensure_traceparent(&mut req);
+        ensure_traceparent(&mut req.headers);
         tracing::trace!(target_app = %policy.name, route = routed.route, destination = %routed.destination, "routed");
         let destination: Arc<dyn Channel> = match channel {
             Some(c) if routed.destination == policy.name => c,
@@ -459,61 +464,59 @@ impl Mesh {
                 } else {
                     let (id, ns) = self.split(dest);
                     let (id, ns) = (id.to_string(), ns.to_string());
-                    self.cluster(&id, &ns).await.inspect_err(|e| {
-                        self.record(&policy.name, &Err(e), None, started);
-                    })? as Arc<dyn Channel>
+                    match self.cluster(&id, &ns).await {
+                        Ok(cluster) => cluster as Arc<dyn Channel>,
+                        Err(e) => {
+                            policy.metrics.record(Err(&e), started);
+                            return Err(e);
+                        }
+                    }
                 }
             }
         };
+        let retried = policy.retry.as_ref().is_some_and(|r| {
+            r.max_retries > 0 && (IDEMPOTENT.contains(&req.verb.as_str()) || r.non_idempotent)
+        });
+        if retried {
+            req.keep_for_retries().await?;
+        }
         // Each attempt ends by the call's deadline, so the call does too; a timeout names
         // the call's whole budget.
-        let result = self
-            .attempts(&policy, destination.as_ref(), caller, &req, deadline)
+        let result = match self
+            .attempts(&policy, destination.as_ref(), caller, &mut req, deadline)
             .await
-            .map_err(|e| {
-                if e.kind() == ErrorKind::Timeout {
-                    Error::timeout(format!(
-                        "{:?} did not answer within {}ms",
-                        routed.destination,
-                        timeout.as_millis()
-                    ))
-                } else {
-                    e
+        {
+            Ok(InvokeAnswer::Http(response)) if whole => {
+                let read = read_whole(response, self.inner.max_body);
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(r) => r.map(InvokeAnswer::Buffered),
+                    Err(_) => Err(Error::timeout("reading the answer")),
                 }
-            });
+            }
+            other => other,
+        };
+        let result = result.map_err(|e| {
+            if e.kind() == ErrorKind::Timeout {
+                Error::timeout(format!(
+                    "{:?} did not answer within {}ms",
+                    routed.destination,
+                    timeout.as_millis()
+                ))
+            } else {
+                e
+            }
+        });
         let status = match &result {
-            Ok(r) => match &r.status {
-                AppStatus::Http(code) => Some(*code),
+            Ok(answer) => match answer_status(answer) {
+                AppStatus::Http(code) => Some(code),
                 AppStatus::Grpc { .. } => None,
             },
             Err(_) => None,
         };
-        self.record(&policy.name, &result.as_ref().map(|_| ()), status, started);
+        policy
+            .metrics
+            .record(result.as_ref().map(|_| status), started);
         result
-    }
-
-    fn record(
-        &self,
-        target: &str,
-        result: &std::result::Result<(), &Error>,
-        status: Option<u16>,
-        started: Instant,
-    ) {
-        let outcome = match (result, status) {
-            (Err(e), _) => e.kind().as_str().to_string(),
-            (Ok(()), Some(code)) => format!("{}xx", code / 100),
-            (Ok(()), None) => "ok".to_string(),
-        };
-        let m = &self.inner.metrics;
-        m.requests
-            .get_or_create(&TargetOutcome {
-                target: target.to_string(),
-                outcome,
-            })
-            .inc();
-        m.latency
-            .get_or_create(&MeshMetrics::target(target))
-            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Attempts through the breaker, retried as the policy allows.
@@ -522,9 +525,9 @@ impl Mesh {
         policy: &Target,
         channel: &dyn Channel,
         caller: &str,
-        req: &InvokeRequest,
+        req: &mut Replay,
         deadline: Instant,
-    ) -> Result<InvokeResponse> {
+    ) -> Result<InvokeAnswer> {
         let idempotent = IDEMPOTENT.contains(&req.verb.as_str());
         if let Some(retry) = &policy.retry {
             retry.deposit();
@@ -542,7 +545,7 @@ impl Mesh {
             let outcome = channel
                 .attempt(Attempt {
                     caller,
-                    req,
+                    req: &mut *req,
                     deadline: per_try,
                     tried: &tried,
                     transport: &self.inner.transport,
@@ -561,7 +564,11 @@ impl Mesh {
             };
             let class = outcome.class.unwrap_or(RetryOn::ServerError);
             let safe = class == RetryOn::ConnectFailure || idempotent || retry.non_idempotent;
-            if attempt >= retry.max_retries || !safe || !retry.retries_on(class) {
+            if attempt >= retry.max_retries
+                || !safe
+                || !retry.retries_on(class)
+                || !req.can_resend()
+            {
                 return outcome.result;
             }
             let wait = retry.delay(attempt);
@@ -572,11 +579,7 @@ impl Mesh {
                 tried.push(addr);
             }
             attempt += 1;
-            self.inner
-                .metrics
-                .retries
-                .get_or_create(&MeshMetrics::target(&policy.name))
-                .inc();
+            policy.metrics.retried();
             tracing::debug!(target = %policy.name, attempt, ?class, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -593,20 +596,69 @@ impl RemoteApps for Mesh {
     ) -> Result<InvokeResponse> {
         self.call(target, caller, req).await
     }
+
+    async fn invoke_http(
+        &self,
+        target: &str,
+        caller: &str,
+        call: HttpCall,
+    ) -> Result<InvokeAnswer> {
+        self.run(target, caller, Replay::passed(call), false).await
+    }
+}
+
+/// A streamed HTTP answer read whole, for a caller that takes answers whole.
+async fn read_whole(
+    response: http::Response<crate::client::Body>,
+    max: usize,
+) -> Result<InvokeResponse> {
+    let (parts, mut body) = response.into_parts();
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::unavailable(format!("reading the answer: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            if data.len() + chunk.len() > max {
+                return Err(Error::resource_exhausted(format!(
+                    "the answer is over the limit of {max} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    Ok(whole_answer(&parts, data.freeze()))
+}
+
+/// An HTTP answer's head and body as an answer read whole.
+fn whole_answer(parts: &http::response::Parts, data: Bytes) -> InvokeResponse {
+    InvokeResponse {
+        status: AppStatus::Http(parts.status.as_u16()),
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        data,
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(k, _)| forwardable(k.as_str()))
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+    }
 }
 
 /// Add a W3C `traceparent` when the caller sent none, so both sidecars and the app see one
 /// trace.
-fn ensure_traceparent(req: &mut InvokeRequest) {
-    if req.headers.iter().any(|(k, _)| k == "traceparent") {
+fn ensure_traceparent(headers: &mut http::HeaderMap) {
+    if headers.contains_key("traceparent") {
         return;
     }
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);
-    req.headers.push((
-        "traceparent".into(),
-        format!("00-{trace:032x}-{span:016x}-01"),
-    ));
+    if let Ok(v) = http::HeaderValue::try_from(format!("00-{trace:032x}-{span:016x}-01")) {
+        headers.insert("traceparent", v);
+    }
 }
 
 async fn resolve(

@@ -1,12 +1,16 @@
 //! The mesh's metrics, registered in the shared registry under `plinth_mesh_*`, labelled
 //! by target (the app id or HTTPEndpoint called) or, inbound, by caller.
 
+use std::sync::OnceLock;
+
+use plinth_core::{Error, ErrorKind};
 use plinth_runtime::metrics::SharedMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use tokio::time::Instant;
 
 /// A target.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,5 +112,96 @@ impl MeshMetrics {
         TargetLabel {
             target: target.to_string(),
         }
+    }
+}
+
+/// Outcomes of a call that succeeded: the HTTP status classes, then `ok` (gRPC apps).
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "ok"];
+
+/// One target's series, found once and kept, so that a call records without building
+/// labels. Each series appears on its first use.
+#[derive(Debug)]
+pub(crate) struct TargetMetrics {
+    target: String,
+    families: MeshMetrics,
+    outcomes: [OnceLock<Counter>; CLASSES.len() + ErrorKind::ALL.len()],
+    latency: OnceLock<Histogram>,
+    rate_limited: OnceLock<Counter>,
+    retries: OnceLock<Counter>,
+}
+
+impl TargetMetrics {
+    pub(crate) fn new(target: &str, families: &MeshMetrics) -> Self {
+        Self {
+            target: target.to_string(),
+            families: families.clone(),
+            outcomes: Default::default(),
+            latency: OnceLock::new(),
+            rate_limited: OnceLock::new(),
+            retries: OnceLock::new(),
+        }
+    }
+
+    /// Count a finished call, by the app's HTTP status (`None` for a gRPC app) or the
+    /// error, and observe its latency.
+    pub(crate) fn record(&self, result: Result<Option<u16>, &Error>, started: Instant) {
+        let slot = match result {
+            Ok(Some(code)) => usize::from(code / 100).clamp(1, 5) - 1,
+            Ok(None) => 5,
+            Err(e) => {
+                CLASSES.len()
+                    + ErrorKind::ALL
+                        .iter()
+                        .position(|k| *k == e.kind())
+                        .unwrap_or(0)
+            }
+        };
+        self.outcomes[slot]
+            .get_or_init(|| {
+                let outcome = CLASSES
+                    .get(slot)
+                    .copied()
+                    .unwrap_or_else(|| ErrorKind::ALL[slot - CLASSES.len()].as_str());
+                self.families
+                    .requests
+                    .get_or_create(&TargetOutcome {
+                        target: self.target.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .clone()
+            })
+            .inc();
+        self.latency
+            .get_or_init(|| {
+                self.families
+                    .latency
+                    .get_or_create(&MeshMetrics::target(&self.target))
+                    .clone()
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Count a call a rate limit refused.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited
+            .get_or_init(|| {
+                self.families
+                    .rate_limited
+                    .get_or_create(&MeshMetrics::target(&self.target))
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Count a retried attempt.
+    pub(crate) fn retried(&self) {
+        self.retries
+            .get_or_init(|| {
+                self.families
+                    .retries
+                    .get_or_create(&MeshMetrics::target(&self.target))
+                    .clone()
+            })
+            .inc();
     }
 }

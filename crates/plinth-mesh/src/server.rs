@@ -3,27 +3,31 @@
 //! them, and hands the call to this sidecar's app through the invocation building block, or,
 //! for proxied gRPC, streams it to the app's gRPC server as is.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use plinth_core::{Error, Result};
+use plinth_runtime::app::passthrough::{boxed, strip_for_app};
+use plinth_runtime::app::{HttpCall, InvokeAnswer};
 use plinth_runtime::invoke::{APP_CALL_TIMEOUT, InvokeApi};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::acl::AccessControl;
 use crate::client::{Body, PeerConn, Transport, full};
-use crate::mesh::read_body;
+use crate::io::Coalesce;
 use crate::metrics::{CallerOutcome, MeshMetrics};
 use crate::tls::Identity;
 use crate::wire;
+use prometheus_client::metrics::counter::Counter;
 
 /// What the mesh listener serves with.
 pub struct Inbound {
@@ -109,13 +113,21 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, mut stop: watch
         let inbound = inbound.clone();
         tokio::spawn(async move {
             match &inbound.transport {
-                Transport::Plain => connection(TokioIo::new(tcp), None, peer, inbound).await,
+                Transport::Plain => {
+                    connection(TokioIo::new(Coalesce::new(tcp)), None, peer, inbound).await
+                }
                 Transport::Tls(tls) => {
                     let accepted =
                         tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await;
                     match accepted {
                         Ok(Ok((stream, identity))) => {
-                            connection(TokioIo::new(stream), Some(identity), peer, inbound).await
+                            connection(
+                                TokioIo::new(Coalesce::new(stream)),
+                                Some(identity),
+                                peer,
+                                inbound,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => {
                             inbound
@@ -141,10 +153,12 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let identity = identity.map(Arc::new);
+    let counters = Arc::new(Counters::default());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (inbound, identity) = (inbound.clone(), identity.clone());
+        let (inbound, identity, counters) = (inbound.clone(), identity.clone(), counters.clone());
         async move {
-            Ok::<_, std::convert::Infallible>(handle(&inbound, identity.as_deref(), req).await)
+            let response = handle(&inbound, identity.as_deref(), &counters, req).await;
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -157,9 +171,50 @@ where
     }
 }
 
+/// The inbound counters one connection has used, kept, so that its calls count without
+/// building labels. A connection carries one caller under mTLS, a few at most otherwise.
+#[derive(Debug, Default)]
+struct Counters(std::sync::Mutex<Vec<(String, &'static str, Counter)>>);
+
+impl Counters {
+    /// At most this many (caller, outcome) pairs are kept per connection.
+    const KEPT: usize = 16;
+
+    fn inc(&self, metrics: &MeshMetrics, caller: &str, outcome: &'static str) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = kept.iter().find(|(c, o, _)| c == caller && *o == outcome) {
+            counter.inc();
+            return;
+        }
+        let counter = metrics
+            .inbound
+            .get_or_create(&CallerOutcome {
+                caller: caller.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone();
+        counter.inc();
+        if kept.len() < Self::KEPT {
+            kept.push((caller.to_string(), outcome, counter));
+        }
+    }
+}
+
+/// The outcome label of an answered call, by status class.
+fn class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
 async fn handle(
     inbound: &Inbound,
     identity: Option<&Identity>,
+    counters: &Counters,
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.uri().path() == wire::HEALTH_PATH && !req.headers().contains_key(wire::TARGET) {
@@ -172,8 +227,8 @@ async fn handle(
     // With mTLS the caller is who its certificate says; on plain TCP, who it says it is
     // (`plinth-caller`).
     let caller = match identity {
-        Some(id) => id.clone(),
-        None => Identity {
+        Some(id) => Cow::Borrowed(id),
+        None => Cow::Owned(Identity {
             trust_domain: inbound.trust_domain.clone(),
             namespace: inbound.namespace.clone(),
             app_id: req
@@ -182,7 +237,7 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("unknown")
                 .to_string(),
-        },
+        }),
     };
     let result = if req.headers().contains_key(wire::PROXY) {
         proxy(inbound, &caller, req).await
@@ -190,17 +245,10 @@ async fn handle(
         invoke(inbound, &caller, req).await
     };
     let (outcome, response) = match result {
-        Ok(r) => (format!("{}xx", r.status().as_u16() / 100), r),
-        Err(e) => (e.kind().as_str().to_string(), wire::error_response(&e)),
+        Ok(r) => (class(r.status()), r),
+        Err(e) => (e.kind().as_str(), wire::error_response(&e)),
     };
-    inbound
-        .metrics
-        .inbound
-        .get_or_create(&CallerOutcome {
-            caller: caller.app_id.clone(),
-            outcome,
-        })
-        .inc();
+    counters.inc(&inbound.metrics, &caller.app_id, outcome);
     response
 }
 
@@ -238,30 +286,32 @@ fn check_access(
     Ok(())
 }
 
+/// An invocation for this sidecar's app: passed through to an HTTP app (streaming both
+/// ways), read whole for a gRPC app.
 async fn invoke(
     inbound: &Inbound,
     caller: &Identity,
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, inbound.max_body).await?;
-    let incoming = wire::incoming(&parts, body)?;
-    check_target(inbound, &incoming.target)?;
-    check_access(
-        inbound,
-        caller,
-        Some(&incoming.request.verb),
-        &incoming.request.method,
-    )?;
-    let timeout = incoming
+    let (mut parts, body) = req.into_parts();
+    let head = wire::head(&parts)?;
+    check_target(inbound, &head.target)?;
+    check_access(inbound, caller, Some(parts.method.as_str()), &head.method)?;
+    let timeout = head
         .timeout
         .unwrap_or(APP_CALL_TIMEOUT)
         .min(APP_CALL_TIMEOUT);
+    wire::strip(&mut parts.headers);
+    strip_for_app(&mut parts.headers);
+    let call = HttpCall {
+        method: head.method,
+        request: Request::from_parts(parts, boxed(Limited::new(body, inbound.max_body))),
+    };
     let answer = tokio::time::timeout(
         timeout,
         inbound
             .invoke
-            .invoke_as(&inbound.app_id, &caller.app_id, incoming.request),
+            .invoke_http_as(&inbound.app_id, &caller.app_id, call),
     )
     .await
     .map_err(|_| {
@@ -271,7 +321,15 @@ async fn invoke(
             timeout.as_millis()
         ))
     })??;
-    Ok(wire::response(answer))
+    Ok(match answer {
+        InvokeAnswer::Http(response) => {
+            let (mut parts, body) = response.into_parts();
+            // What the app sends is the app's; the mesh's own headers are the sidecar's.
+            wire::strip(&mut parts.headers);
+            Response::from_parts(parts, body)
+        }
+        InvokeAnswer::Buffered(answer) => wire::response(answer),
+    })
 }
 
 /// A proxied gRPC call: streamed to the app's gRPC server as it came.

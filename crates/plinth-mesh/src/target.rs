@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use plinth_core::{Error, Result};
-use plinth_runtime::app::InvokeRequest;
 use plinth_runtime::resilience::{Backoff, BreakerConfig, CircuitBreaker, PolicyConfig};
 use rand::Rng as _;
 use tower::retry::budget::{Budget as _, TpsBudget};
@@ -17,7 +16,7 @@ use crate::config::{
     FaultSpec, HealthCheckSpec, LoadBalancer, OutlierSpec, RateLimitSpec, RetryOn, RetrySpec,
     RouteSpec, TrafficPolicySpec,
 };
-use crate::metrics::MeshMetrics;
+use crate::metrics::{MeshMetrics, TargetMetrics};
 
 /// The deadline of a call no policy bounds, as for calls to the local app.
 pub(crate) const DEFAULT_TIMEOUT: Duration = plinth_runtime::invoke::APP_CALL_TIMEOUT;
@@ -135,6 +134,18 @@ fn take(limiter: Option<&Limiter>, what: &str) -> Result<()> {
     }
 }
 
+/// A call as its policy reads it (routes, deadlines): read whole, or passed through.
+pub(crate) trait CallView {
+    /// The verb.
+    fn verb(&self) -> &str;
+    /// The app's method (the path after `/`).
+    fn method(&self) -> &str;
+    /// The first value of header `name` (lower case).
+    fn header(&self, name: &str) -> Option<&str>;
+    /// Whether any value of header `name` (any case) is `value`.
+    fn has_header(&self, name: &str, value: &str) -> bool;
+}
+
 /// A compiled route.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -145,9 +156,9 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    fn matches(&self, req: &InvokeRequest) -> bool {
+    fn matches(&self, req: &dyn CallView) -> bool {
         let m = &self.spec.matches;
-        let path = format!("/{}", req.method.trim_start_matches('/'));
+        let path = format!("/{}", req.method().trim_start_matches('/'));
         let norm = |p: &str| format!("/{}", p.trim_start_matches('/'));
         if let Some(exact) = &m.path
             && path != norm(exact)
@@ -159,14 +170,12 @@ impl Route {
         {
             return false;
         }
-        if !m.methods.is_empty() && !m.methods.iter().any(|v| v.eq_ignore_ascii_case(&req.verb)) {
+        if !m.methods.is_empty() && !m.methods.iter().any(|v| v.eq_ignore_ascii_case(req.verb())) {
             return false;
         }
-        m.headers.iter().all(|(name, value)| {
-            req.headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case(name) && v == value)
-        })
+        m.headers
+            .iter()
+            .all(|(name, value)| req.has_header(name, value))
     }
 
     /// A cluster by weight.
@@ -221,6 +230,8 @@ pub(crate) struct Target {
     pub(crate) load_balancer: LoadBalancer,
     pub(crate) health_check: Option<HealthCheckSpec>,
     pub(crate) outlier: Option<OutlierSpec>,
+    /// Its series, kept.
+    pub(crate) metrics: TargetMetrics,
 }
 
 impl Target {
@@ -332,6 +343,7 @@ impl Target {
             load_balancer: spec.load_balancer.unwrap_or_default(),
             health_check: spec.health_check.clone(),
             outlier: spec.outlier_detection.clone(),
+            metrics: TargetMetrics::new(name, metrics),
         })
     }
 
@@ -349,7 +361,7 @@ impl Target {
     }
 
     /// Where `req` goes: the first matching route's cluster, else the target itself.
-    pub(crate) fn route(&self, req: &InvokeRequest) -> Routed<'_> {
+    pub(crate) fn route(&self, req: &dyn CallView) -> Routed<'_> {
         for route in &self.routes {
             if route.matches(req) {
                 return Routed {
@@ -398,8 +410,8 @@ mod tests {
     use super::*;
     use crate::config::{RouteMatch, WeightedCluster};
 
-    fn req(method: &str, verb: &str, headers: &[(&str, &str)]) -> InvokeRequest {
-        InvokeRequest {
+    fn req(method: &str, verb: &str, headers: &[(&str, &str)]) -> crate::replay::Replay {
+        crate::replay::Replay::whole(plinth_runtime::app::InvokeRequest {
             method: method.into(),
             verb: verb.into(),
             headers: headers
@@ -407,7 +419,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Default::default()
-        }
+        })
+        .expect("a valid request")
     }
 
     #[test]

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use plinth_core::{Error, ErrorKind, Result};
-use plinth_runtime::app::{AppStatus, InvokeRequest, InvokeResponse};
+use plinth_runtime::app::{AppStatus, InvokeAnswer, InvokeResponse};
 
 use crate::client::{Body, full};
 
@@ -58,6 +58,9 @@ pub(crate) fn retarget(parts: &mut http::request::Parts, authority: &str) -> Res
 
 /// Remove Plinth's own headers (`plinth-*`) from `headers`.
 pub(crate) fn strip(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with("plinth-")) {
+        return;
+    }
     let ours: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("plinth-"))
@@ -87,65 +90,72 @@ fn decode(raw: &str) -> Result<String> {
         .map_err(|_| Error::invalid_argument(format!("{raw:?} is not percent-encoded UTF-8")))
 }
 
-/// The HTTP/2 request for invoking `req` on `target`'s sidecar at `authority`.
-pub(crate) fn request(
-    authority: &str,
-    target: &str,
-    caller: &str,
-    req: &InvokeRequest,
-    timeout: Duration,
-) -> Result<Request<Body>> {
-    let method = Method::from_bytes(req.verb.as_bytes())
-        .map_err(|_| Error::invalid_argument(format!("{:?} is not an HTTP verb", req.verb)))?;
-    let encoded = encode(req.method.trim_start_matches('/'));
-    let mut uri = format!("http://{authority}/{encoded}");
-    if !req.query.is_empty() {
-        uri.push('?');
-        uri.push_str(&req.query);
-    }
-    let mut builder = Request::builder().method(method).uri(&uri);
-    let headers = builder
-        .headers_mut()
-        .ok_or_else(|| Error::invalid_argument(format!("cannot call {uri:?}")))?;
-    for (k, v) in &req.headers {
-        // Names the front doors pass on are valid; a value that is not is dropped, as the
-        // local app channel drops it.
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v))
-            && !k.starts_with("plinth-")
-        {
-            headers.append(name, value);
-        }
-    }
-    if !req.content_type.is_empty()
-        && let Ok(v) = HeaderValue::try_from(&req.content_type)
-    {
-        headers.insert(http::header::CONTENT_TYPE, v);
-    }
-    let put = |headers: &mut HeaderMap, name: &'static str, value: &str| -> Result<()> {
-        let value = HeaderValue::try_from(value)
-            .map_err(|_| Error::invalid_argument(format!("{value:?} cannot be sent as {name}")))?;
-        headers.insert(name, value);
-        Ok(())
-    };
-    put(headers, TARGET, target)?;
-    put(headers, CALLER, caller)?;
-    put(headers, METHOD, &encoded)?;
-    put(headers, TIMEOUT_MS, &timeout.as_millis().max(1).to_string())?;
-    builder
-        .body(full(req.data.clone()))
-        .map_err(|e| Error::invalid_argument(format!("cannot call {uri:?}: {e}")))
-}
-
-/// What the called sidecar reads from a mesh request.
+/// One call on the mesh: who calls whom, and what.
 #[derive(Debug)]
-pub(crate) struct Incoming {
-    pub(crate) target: String,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) request: InvokeRequest,
+pub(crate) struct Call<'a> {
+    /// The peer sidecar's address.
+    pub(crate) authority: &'a str,
+    /// The app the caller means.
+    pub(crate) target: &'a str,
+    /// The calling app.
+    pub(crate) caller: &'a str,
+    pub(crate) verb: &'a Method,
+    /// The app's method (the path after `/`), unencoded.
+    pub(crate) method: &'a str,
+    /// The raw query, without `?`.
+    pub(crate) query: &'a str,
+    /// What is left of the caller's deadline.
+    pub(crate) timeout: Duration,
 }
 
-/// Read a mesh request (head and buffered body).
-pub(crate) fn incoming(parts: &http::request::Parts, body: Bytes) -> Result<Incoming> {
+impl Call<'_> {
+    /// The HTTP/2 request, with the caller's `headers` (Plinth's own removed) and `body`.
+    pub(crate) fn request(&self, mut headers: HeaderMap, body: Body) -> Result<Request<Body>> {
+        let encoded = encode(self.method.trim_start_matches('/'));
+        let mut uri = String::with_capacity(self.authority.len() + encoded.len() + 16);
+        uri.push_str("http://");
+        uri.push_str(self.authority);
+        uri.push('/');
+        uri.push_str(&encoded);
+        if !self.query.is_empty() {
+            uri.push('?');
+            uri.push_str(self.query);
+        }
+        let uri: http::Uri = uri
+            .parse()
+            .map_err(|e| Error::invalid_argument(format!("cannot call {uri:?}: {e}")))?;
+        strip(&mut headers);
+        let value = |name: &str, value: &str| {
+            HeaderValue::try_from(value)
+                .map_err(|_| Error::invalid_argument(format!("{value:?} cannot be sent as {name}")))
+        };
+        headers.insert(TARGET, value(TARGET, self.target)?);
+        headers.insert(CALLER, value(CALLER, self.caller)?);
+        headers.insert(METHOD, value(METHOD, &encoded)?);
+        headers.insert(
+            TIMEOUT_MS,
+            HeaderValue::from(u64::try_from(self.timeout.as_millis().max(1)).unwrap_or(u64::MAX)),
+        );
+        let mut request = Request::new(body);
+        *request.method_mut() = self.verb.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// What the called sidecar reads from a mesh request's head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) target: String,
+    /// The app's method, decoded.
+    pub(crate) method: String,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Read a mesh request's head.
+pub(crate) fn head(parts: &http::request::Parts) -> Result<Head> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let target = header(TARGET)
         .filter(|t| !t.is_empty())
@@ -158,29 +168,10 @@ pub(crate) fn incoming(parts: &http::request::Parts, body: Bytes) -> Result<Inco
     let timeout = header(TIMEOUT_MS)
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_millis);
-    let content_type = header(http::header::CONTENT_TYPE.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(k, _)| {
-            let k = k.as_str();
-            !k.starts_with("plinth-") && k != "content-type" && k != "content-length" && k != "te"
-        })
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    Ok(Incoming {
+    Ok(Head {
         target,
+        method,
         timeout,
-        request: InvokeRequest {
-            method,
-            verb: parts.method.as_str().to_string(),
-            query: parts.uri.query().unwrap_or_default().to_string(),
-            content_type,
-            data: body,
-            headers,
-        },
     })
 }
 
@@ -281,9 +272,33 @@ pub(crate) fn answer(parts: &http::response::Parts, body: Bytes) -> Result<Invok
     })
 }
 
+/// A mesh response to a call passed through: the app's HTTP answer streams on; a gRPC
+/// app's answer is read whole (within `max_body`); the called sidecar's failure is an error.
+pub(crate) async fn answer_http(
+    response: Response<hyper::body::Incoming>,
+    max_body: usize,
+) -> Result<InvokeAnswer> {
+    let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(ERROR) || parts.headers.contains_key(GRPC_STATUS) {
+        let limit = if parts.headers.contains_key(ERROR) {
+            64 * 1024
+        } else {
+            max_body
+        };
+        let body = crate::mesh::read_body(body, limit).await?;
+        return answer(&parts, body).map(InvokeAnswer::Buffered);
+    }
+    strip(&mut parts.headers);
+    Ok(InvokeAnswer::Http(Response::from_parts(
+        parts,
+        plinth_runtime::app::passthrough::boxed(body),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plinth_runtime::app::InvokeRequest;
 
     #[test]
     fn a_request_survives_the_round_trip() {
@@ -298,26 +313,30 @@ mod tests {
                 ("plinth-target".into(), "forged".into()),
             ],
         };
-        let http = request(
-            "127.0.0.1:1",
-            "orders",
-            "shop",
-            &req,
-            Duration::from_millis(1500),
-        )
+        let mut replay = crate::replay::Replay::whole(req.clone()).expect("replay");
+        let (headers, body) = replay.next().expect("a body");
+        let http = Call {
+            authority: "127.0.0.1:1",
+            target: "orders",
+            caller: "shop",
+            verb: &replay.verb,
+            method: &replay.method,
+            query: &replay.query,
+            timeout: Duration::from_millis(1500),
+        }
+        .request(headers, body)
         .expect("request");
         let (parts, _) = http.into_parts();
-        let got = incoming(&parts, req.data.clone()).expect("incoming");
+        let got = head(&parts).expect("head");
         assert_eq!(got.target, "orders");
         assert_eq!(got.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(got.request.method, req.method);
-        assert_eq!(got.request.verb, "PUT");
-        assert_eq!(got.request.query, req.query);
-        assert_eq!(got.request.content_type, "application/json");
-        assert_eq!(
-            got.request.headers,
-            vec![("x-one".to_string(), "1".to_string())]
-        );
+        assert_eq!(got.method, req.method);
+        assert_eq!(parts.method, "PUT");
+        assert_eq!(parts.uri.query(), Some(req.query.as_str()));
+        assert_eq!(parts.headers["content-type"], "application/json");
+        assert_eq!(parts.headers["x-one"], "1");
+        assert_eq!(parts.headers[TARGET], "orders");
+        assert_eq!(parts.headers[CALLER], "shop");
     }
 
     #[test]

@@ -9,14 +9,15 @@ use async_trait::async_trait;
 use plinth_core::{Error, Result};
 use tokio::sync::Semaphore;
 
-use crate::app::{AppSlot, InvokeRequest, InvokeResponse};
+use crate::app::passthrough::Guarded;
+use crate::app::{AppSlot, HttpCall, InvokeAnswer, InvokeRequest, InvokeResponse};
 
 /// How long an invocation of the app may take before the caller gets DEADLINE_EXCEEDED /
 /// 504. Every call to the app has a deadline; a caller's own shorter deadline still applies.
 pub const APP_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The verbs an invocation may use.
-const VERBS: &[&str] = &[
+pub const VERBS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
@@ -54,6 +55,21 @@ pub trait RemoteApps: Send + Sync + std::fmt::Debug {
         caller: &str,
         req: InvokeRequest,
     ) -> Result<InvokeResponse>;
+
+    /// Pass an HTTP invocation through to `target`, streaming. The verb is one of
+    /// [`VERBS`] and the method is not empty. This default reads the call whole and
+    /// [`invoke`](Self::invoke)s it.
+    async fn invoke_http(
+        &self,
+        target: &str,
+        caller: &str,
+        call: HttpCall,
+    ) -> Result<InvokeAnswer> {
+        let req = call.into_buffered().await?;
+        self.invoke(target, caller, req)
+            .await
+            .map(InvokeAnswer::Buffered)
+    }
 }
 
 /// The invocation API every front door calls.
@@ -118,6 +134,95 @@ impl InvokeApi {
     /// an error means the call did not reach the app or did not finish.
     pub async fn invoke(&self, target: &str, req: InvokeRequest) -> Result<InvokeResponse> {
         self.invoke_as(target, &self.app_id.clone(), req).await
+    }
+
+    /// Invoke `call.method` on app `target`, passing HTTP through where every hop can: to
+    /// an HTTP app, here or through the mesh, the body streams both ways. A function, or a
+    /// gRPC app here, gets the call read whole, and the answer is then
+    /// [`InvokeAnswer::Buffered`].
+    pub async fn invoke_http(&self, target: &str, call: HttpCall) -> Result<InvokeAnswer> {
+        self.invoke_http_as(target, &self.app_id.clone(), call)
+            .await
+    }
+
+    /// [`invoke_http`](Self::invoke_http) on behalf of `caller`.
+    pub async fn invoke_http_as(
+        &self,
+        target: &str,
+        caller: &str,
+        mut call: HttpCall,
+    ) -> Result<InvokeAnswer> {
+        let function = !target.is_empty()
+            && self
+                .functions
+                .get()
+                .is_some_and(|functions| functions.contains(target));
+        let local = self.is_local(target);
+        let remote = self.remote.get().filter(|_| !local);
+        let channel = self.app.get().filter(|c| local && c.passes_http());
+        if target.is_empty() || function || (remote.is_none() && channel.is_none()) {
+            // Read whole; `invoke_as` gives the errors (no target, no mesh, no channel).
+            let req = call.into_buffered().await?;
+            return self
+                .invoke_as(target, caller, req)
+                .await
+                .map(InvokeAnswer::Buffered);
+        }
+        if call.method.is_empty() {
+            return Err(Error::invalid_argument("the method is empty"));
+        }
+        let verb = call.request.method().as_str();
+        if !VERBS.contains(&verb) {
+            let upper = verb.to_ascii_uppercase();
+            if !VERBS.contains(&upper.as_str()) {
+                return Err(Error::invalid_argument(format!(
+                    "{verb:?} is not an HTTP verb"
+                )));
+            }
+            *call.request.method_mut() = http::Method::from_bytes(upper.as_bytes())
+                .map_err(|_| Error::invalid_argument(format!("{upper:?} is not an HTTP verb")))?;
+        }
+        if let Some(remote) = remote {
+            return remote.invoke_http(target, caller, call).await;
+        }
+        let Some(channel) = channel else {
+            unreachable!("checked above: a remote target or an HTTP app channel")
+        };
+        let headers = call.request.headers_mut();
+        let caller = http::HeaderValue::try_from(caller).map_err(|_| {
+            Error::invalid_argument(format!("{caller:?} cannot be sent as a header"))
+        })?;
+        let callee = http::HeaderValue::try_from(&*self.app_id).map_err(|_| {
+            Error::invalid_argument(format!("{:?} cannot be sent as a header", self.app_id))
+        })?;
+        headers.insert(headers::CALLER_APP_ID, caller);
+        headers.insert(headers::CALLEE_APP_ID, callee);
+        let permit = match &self.concurrency {
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::unavailable("shutting down"))?,
+            ),
+            None => None,
+        };
+        let response =
+            match tokio::time::timeout(APP_CALL_TIMEOUT, channel.forward_http(call)).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(Error::timeout(format!(
+                        "app {:?} did not answer within {}s",
+                        self.app_id,
+                        APP_CALL_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+        Ok(InvokeAnswer::Http(match permit {
+            // The app works on the call until its answer's body ends.
+            Some(permit) => response
+                .map(|body| http_body_util::BodyExt::boxed_unsync(Guarded::new(body, permit))),
+            None => response,
+        }))
     }
 
     /// [`invoke`](Self::invoke) on behalf of `caller`: a function calling out gives its own

@@ -17,6 +17,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+/// mimalloc, for its per-size-class free lists: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Plinth: an application runtime serving Layotto's and Dapr's APIs over pluggable components.
 #[derive(Debug, Parser)]
 #[command(name = "plinth", version, about, propagate_version = true)]
@@ -144,7 +148,8 @@ struct RunArgs {
     /// daprd's spelling of `--shutdown-grace-period`, in seconds.
     #[arg(long)]
     dapr_graceful_shutdown_seconds: Option<u64>,
-    /// Worker threads for the async runtime (default: the CPUs available).
+    /// Worker threads for the async runtime (default: the CPUs available). With 1, all of
+    /// Plinth runs on one thread (tokio's current-thread scheduler): the lightest sidecar.
     #[arg(long)]
     worker_threads: Option<usize>,
 }
@@ -341,8 +346,16 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(1)
         })
         .max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One worker: the thread that runs `main` is the worker, with no work-stealing
+    // machinery between tasks.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = builder
         .thread_name("plinth")
         .enable_all()
         .build()

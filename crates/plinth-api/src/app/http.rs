@@ -8,14 +8,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use plinth_core::{Error, Result};
+use plinth_runtime::app::passthrough::{boxed, full, over_limit};
 use plinth_runtime::app::{
     AppBindingEvent, AppBindingReply, AppStatus, AppSubscription, BulkSubscribe,
-    ConfigurationUpdate, InvokeRequest, InvokeResponse, RouteRule,
+    ConfigurationUpdate, HttpBody, HttpCall, InvokeRequest, InvokeResponse, RouteRule,
+    strip_hop_by_hop,
 };
 use plinth_runtime::pubsub::{Outcome, TopicEvent};
 use serde::Deserialize;
@@ -25,7 +27,7 @@ use super::{API_TOKEN_HEADER, AppOptions, DELIVERY_TIMEOUT, LIST_TIMEOUT, forwar
 /// The HTTP connection pool to the app.
 #[derive(Debug, Clone)]
 pub struct HttpApp {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, HttpBody>,
     base: String,
     token: Option<HeaderValue>,
     max_body: usize,
@@ -208,7 +210,7 @@ impl HttpApp {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
-            .body(Full::new(body))
+            .body(full(body))
             .map_err(|e| Error::invalid_argument(format!("cannot build the app request: {e}")))?;
         *request.headers_mut() = headers;
         if let Some(token) = &self.token {
@@ -309,6 +311,41 @@ impl plinth_runtime::app::AppChannel for HttpApp {
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
         })
+    }
+
+    fn passes_http(&self) -> bool {
+        true
+    }
+
+    async fn forward_http(&self, call: HttpCall) -> Result<http::Response<HttpBody>> {
+        let uri = self.uri(&call.method, call.request.uri().query().unwrap_or_default())?;
+        let (mut parts, body) = call.request.into_parts();
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        // The client sets the framing (content-length, or chunked) from the body.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.remove(http::header::HOST);
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(token) = &self.token {
+            parts.headers.insert(API_TOKEN_HEADER, token.clone());
+        }
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| {
+                if over_limit(&e) {
+                    Error::resource_exhausted(format!(
+                        "the request body is over the limit of {} bytes",
+                        self.max_body
+                    ))
+                } else {
+                    Error::unavailable(format!("the app at {} is not reachable: {e}", self.base))
+                }
+            })?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(http::Response::from_parts(parts, boxed(body)))
     }
 
     async fn list_subscriptions(&self) -> Result<Vec<AppSubscription>> {

@@ -20,8 +20,8 @@ pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long listing subscriptions or bindings may take.
 pub(crate) const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The header (HTTP) or metadata key (gRPC) that carries API tokens.
-pub const API_TOKEN_HEADER: &str = "dapr-api-token";
+/// The header (HTTP) or metadata key (gRPC) that carries API tokens, and which headers pass.
+pub use plinth_runtime::app::{API_TOKEN_HEADER, forwardable};
 
 /// The app's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,27 +134,4 @@ pub fn watch_health(
         }
     });
     AppHealth::from_receiver(rx)
-}
-
-/// Whether a caller's header (or gRPC metadata key) is passed on to the app, and back: not
-/// hop-by-hop, not framing, not a token, not gRPC's own.
-pub fn forwardable(name: &str) -> bool {
-    !matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-            | "content-type"
-            | "expect"
-            | API_TOKEN_HEADER
-    ) && !name.starts_with("grpc-")
-        && !name.starts_with(':')
 }

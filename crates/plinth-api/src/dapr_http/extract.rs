@@ -15,7 +15,7 @@ use super::error::{ApiError, BODY_READ};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BodyLimit(pub(super) usize);
 
-fn too_large(limit: Option<usize>) -> ApiError {
+pub(super) fn too_large(limit: Option<usize>) -> ApiError {
     let message = match limit {
         Some(limit) => format!(
             "failed to read request body: it exceeds the maximum body size of {limit} bytes"

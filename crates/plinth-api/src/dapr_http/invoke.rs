@@ -1,23 +1,33 @@
 //! Service invocation: `{VERB} /v1.0/invoke/{app-id}/method/{method...}` and, as Dapr does,
 //! any unmatched path carrying a `dapr-app-id` header. The verb, the rest of the path (as
 //! sent, percent-encoding kept), the query, the headers and the body go to the app; its
-//! status, headers and body come back as they are. A gRPC app's error status becomes the
-//! HTTP status its code maps to, with Dapr's `{"errorCode", "message"}` body.
+//! status, headers and body come back as they are. Where the target is an HTTP app (here or
+//! through the mesh) both bodies stream; a function or a gRPC app gets the call read whole.
+//! A gRPC app's error status becomes the HTTP status its code maps to, with Dapr's
+//! `{"errorCode", "message"}` body.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body as ResponseBody;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use plinth_runtime::app::{AppStatus, InvokeRequest};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use plinth_runtime::app::passthrough::{boxed, strip_for_app};
+use plinth_runtime::app::{AppStatus, HttpCall, InvokeAnswer};
 
 use super::DaprHttpState;
 use super::error::ApiError;
-use super::extract::Body;
-use crate::app::forwardable;
+use super::extract::{BodyLimit, too_large};
 use crate::status::{DaprHttpOp, http_of_grpc_code};
 
 /// The header naming the target app for invocations on plain paths.
 pub(super) const APP_ID_HEADER: &str = "dapr-app-id";
+
+/// Marks a response passed through from the app: its body streams, whatever its length.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PassedThrough;
 
 /// `/v1.0/invoke/{app-id}/method/{method...}`: the target and the method, raw. The target
 /// may be a URL (`http://host:port`), as in Dapr, for services without a sidecar.
@@ -41,66 +51,85 @@ pub(super) fn is_url_target(path: &str) -> bool {
 
 pub(super) async fn invoke(
     State(s): State<DaprHttpState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Body(body): Body,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let Some((app, target)) = split(uri.path()) else {
+    let Some((app, method)) = split(req.uri().path()) else {
         return Err(ApiError::malformed(format!(
             "{} is not /v1.0/invoke/{{app-id}}/method/{{method}}",
-            uri.path()
+            req.uri().path()
         )));
     };
-    let app = percent_decode(app);
-    call(&s, &app, target, method, &uri, &headers, body).await
+    let (app, method) = (percent_decode(app), method.to_string());
+    call(&s, &app, method, req).await
 }
 
 /// Dapr's other form: an unmatched path with `dapr-app-id` names the method itself.
 pub(super) async fn by_header(
     s: &DaprHttpState,
     app: &str,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let target = uri.path().trim_start_matches('/');
-    call(s, app, target, method, uri, headers, body).await
+    let method = req.uri().path().trim_start_matches('/').to_string();
+    call(s, app, method, req).await
 }
 
+/// Pass the call through: the body streams to the app (within the listener's limit) and the
+/// app's answer streams back.
 async fn call(
     s: &DaprHttpState,
     app: &str,
-    target: &str,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: axum::body::Bytes,
+    method: String,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let forwarded = headers
-        .iter()
-        .filter(|(k, _)| forwardable(k.as_str()) && k.as_str() != APP_ID_HEADER)
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let request = InvokeRequest {
-        method: target.to_string(),
-        verb: method.as_str().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        content_type,
-        data: body,
-        headers: forwarded,
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+    let (mut parts, body) = req.into_parts();
+    // A declared length over the limit is refused before any of the body is read.
+    if let Some(limit) = limit
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|declared| declared > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large(Some(limit)));
+    }
+    strip_for_app(&mut parts.headers);
+    parts.headers.remove(APP_ID_HEADER);
+    parts.extensions = Default::default();
+    // A chunked body can outgrow the limit while it streams; the call then fails wherever it
+    // was, and the caller is told why.
+    let over = Arc::new(AtomicBool::new(false));
+    let body = match limit {
+        Some(limit) => {
+            let over = over.clone();
+            boxed(Limited::new(body, limit).map_err(move |e| {
+                if e.is::<LengthLimitError>() {
+                    over.store(true, Ordering::Relaxed);
+                }
+                e
+            }))
+        }
+        None => boxed(body),
     };
-    let answer =
-        s.rt.invoke
-            .invoke(app, request)
-            .await
-            .map_err(|e| ApiError::op(DaprHttpOp::Invoke, &e))?;
+    let call = HttpCall {
+        method,
+        request: Request::from_parts(parts, body),
+    };
+    let answer = match s.rt.invoke.invoke_http(app, call).await {
+        Ok(answer) => answer,
+        Err(_) if over.load(Ordering::Relaxed) => return Err(too_large(limit)),
+        Err(e) => return Err(ApiError::op(DaprHttpOp::Invoke, &e)),
+    };
+    let answer = match answer {
+        InvokeAnswer::Http(response) => {
+            let (mut parts, body) = response.into_parts();
+            parts.extensions = Default::default();
+            parts.extensions.insert(PassedThrough);
+            return Ok(Response::from_parts(parts, ResponseBody::new(body)));
+        }
+        InvokeAnswer::Buffered(answer) => answer,
+    };
     let status = match &answer.status {
         AppStatus::Http(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
         AppStatus::Grpc { code: 0, .. } => StatusCode::OK,

@@ -37,9 +37,28 @@ use tokio::sync::Notify;
 use crate::status::DaprComponent;
 use error::ApiError;
 
-/// What the Dapr HTTP handlers share.
+/// What the Dapr HTTP handlers share: one reference, cloned per request.
 #[derive(Debug, Clone)]
-pub struct DaprHttpState {
+pub struct DaprHttpState(Arc<DaprHttpShared>);
+
+impl DaprHttpState {
+    /// Share `shared` with every handler.
+    pub fn new(shared: DaprHttpShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for DaprHttpState {
+    type Target = DaprHttpShared;
+
+    fn deref(&self) -> &DaprHttpShared {
+        &self.0
+    }
+}
+
+/// The parts of [`DaprHttpState`].
+#[derive(Debug)]
+pub struct DaprHttpShared {
     /// The runtime.
     pub rt: Arc<Runtime>,
     /// Whether every listener is bound and serving.
@@ -156,15 +175,13 @@ pub fn router(state: DaprHttpState, max_body_size: usize) -> Router {
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body_size))
         .layer(middleware::from_fn_with_state(
-            max_body_size,
-            limit_response,
+            Arc::new(Front {
+                metrics,
+                token: state.token.clone(),
+                limit: max_body_size,
+            }),
+            front,
         ))
-        .layer(axum::Extension(extract::BodyLimit(max_body_size)))
-        .layer(middleware::from_fn_with_state(
-            state.token.clone(),
-            require_token,
-        ))
-        .layer(middleware::from_fn_with_state(metrics, record))
         .with_state(state)
 }
 
@@ -228,30 +245,26 @@ fn unimplemented_api(path: &str) -> Option<&'static str> {
 
 /// Unmatched paths: an invocation when `dapr-app-id` names the app, as Dapr does; Dapr's
 /// unimplemented APIs answer 501, anything else 404.
-async fn fallback(
-    State(s): State<DaprHttpState>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: extract::Body,
-) -> Response {
-    if invoke::is_url_target(uri.path()) {
-        return match invoke::invoke(State(s), method, uri, headers, body).await {
+async fn fallback(State(s): State<DaprHttpState>, req: axum::extract::Request) -> Response {
+    if invoke::is_url_target(req.uri().path()) {
+        return match invoke::invoke(State(s), req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
     }
-    if let Some(app) = headers
+    if let Some(app) = req
+        .headers()
         .get(invoke::APP_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     {
-        return match invoke::by_header(&s, &app, method, &uri, &headers, body.0).await {
+        return match invoke::by_header(&s, &app, req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
     }
-    unmatched(method, uri).into_response()
+    let (parts, _) = req.into_parts();
+    unmatched(parts.method, parts.uri).into_response()
 }
 
 fn unmatched(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -277,52 +290,62 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// Answers are bounded like requests (`--max-body-size`), as gRPC bounds its responses: an
-/// answer over the limit becomes `500 ERR_RESPONSE_TOO_LARGE` naming its size.
-async fn limit_response(State(limit): State<usize>, req: Request, next: Next) -> Response {
+/// What every request passes through, in one layer: the rpc metrics, the API token, and the
+/// body limits.
+#[derive(Debug)]
+struct Front {
+    metrics: SharedMetrics,
+    token: crate::auth::ApiToken,
+    limit: usize,
+}
+
+/// - Every request is counted in the rpc metrics, labelled by verb and route template (never
+///   the raw path, which would make a series per key).
+/// - With an API token set, every route but the health checks requires it (401 otherwise).
+/// - Request bodies are limited by `--max-body-size` (the extractors read the limit from the
+///   request), and answers are bounded like requests, as gRPC bounds its responses: an answer
+///   over the limit becomes `500 ERR_RESPONSE_TOO_LARGE` naming its size. Answers streamed
+///   from the app are not held, so they have no limit.
+async fn front(State(front): State<Arc<Front>>, mut req: Request, next: Next) -> Response {
     use axum::body::HttpBody as _;
-    let response = next.run(req).await;
-    match response.body().size_hint().exact() {
-        Some(size) if size > u64::try_from(limit).unwrap_or(u64::MAX) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_RESPONSE_TOO_LARGE",
-            format!(
-                "the answer ({size} bytes) is over the limit of {limit} bytes (--max-body-size)"
-            ),
-        )
-        .into_response(),
-        _ => response,
-    }
-}
-
-/// With an API token set, every route but the health checks requires it (401 otherwise).
-async fn require_token(
-    State(token): State<crate::auth::ApiToken>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let open = matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
-    if open || token.admits(req.headers()) {
-        return next.run(req).await;
-    }
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "ERR_API_TOKEN",
-        crate::auth::ApiToken::rejection(req.headers()),
-    )
-    .into_response()
-}
-
-/// Count every request in the rpc metrics, labelled by verb and route template (never the
-/// raw path, which would make a series per key).
-async fn record(State(metrics): State<SharedMetrics>, req: Request, next: Next) -> Response {
     let route = match req.extensions().get::<MatchedPath>() {
         Some(path) => format!("{} {}", req.method(), path.as_str()),
         None => "unmatched".to_string(),
     };
     let started = Instant::now();
-    let response = next.run(req).await;
-    metrics.record_rpc(
+    let open = matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
+    let response = if open || front.token.admits(req.headers()) {
+        req.extensions_mut().insert(extract::BodyLimit(front.limit));
+        let response = next.run(req).await;
+        let limit = front.limit;
+        match response.body().size_hint().exact() {
+            Some(size)
+                if size > u64::try_from(limit).unwrap_or(u64::MAX)
+                    && response
+                        .extensions()
+                        .get::<invoke::PassedThrough>()
+                        .is_none() =>
+            {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_RESPONSE_TOO_LARGE",
+                    format!(
+                        "the answer ({size} bytes) is over the limit of {limit} bytes (--max-body-size)"
+                    ),
+                )
+                .into_response()
+            }
+            _ => response,
+        }
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "ERR_API_TOKEN",
+            crate::auth::ApiToken::rejection(req.headers()),
+        )
+        .into_response()
+    };
+    front.metrics.record_rpc(
         API,
         &route,
         status_label(response.status()),

@@ -16,7 +16,12 @@ use tokio::sync::watch;
 use crate::pubsub::{Outcome, TopicEvent};
 
 pub mod bindings;
+pub mod passthrough;
 pub mod subscriptions;
+
+pub use passthrough::{
+    API_TOKEN_HEADER, HttpBody, HttpCall, InvokeAnswer, forwardable, hop_by_hop, strip_hop_by_hop,
+};
 
 /// An invocation of one of the app's methods, as every front door describes it.
 #[derive(Debug, Clone, Default)]
@@ -188,6 +193,21 @@ pub trait AppChannel: Send + Sync + fmt::Debug + 'static {
 
     /// Call one of the app's methods.
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse>;
+
+    /// Whether [`forward_http`](Self::forward_http) passes HTTP invocations through (HTTP
+    /// apps do; the others are called with [`invoke`](Self::invoke)).
+    fn passes_http(&self) -> bool {
+        false
+    }
+
+    /// Pass an HTTP invocation through to the app, streaming both ways. `Ok` whatever
+    /// status the app answered; the response's hop-by-hop headers are removed.
+    async fn forward_http(&self, _call: HttpCall) -> Result<http::Response<HttpBody>> {
+        Err(Error::unimplemented(format!(
+            "{} apps are not called over HTTP",
+            self.protocol()
+        )))
+    }
 
     /// The app's own subscriptions. `Unavailable` while the app is not answering (it may
     /// start after Plinth); an app without subscriptions answers an empty list.

@@ -18,6 +18,7 @@ mod functions;
 mod lifecycle;
 mod lock;
 mod mesh;
+mod mesh_streaming;
 mod ops;
 mod parity;
 mod query;

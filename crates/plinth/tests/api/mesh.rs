@@ -24,18 +24,18 @@ use crate::upstream::Upstream;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A test's mesh: a directory holding the shared registry and the config files.
-struct Mesh {
+pub(crate) struct Mesh {
     dir: PathBuf,
 }
 
 impl Mesh {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         Self { dir: scratch(tag) }
     }
 
     /// A Configuration with the shared SQLite registry and `mesh` (YAML under `spec.mesh`,
     /// indented by four spaces) plus `extra` spec sections (indented by two).
-    fn config(&self, name: &str, mesh: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, name: &str, mesh: &str, extra: &str) -> PathBuf {
         let registry = self.dir.join("registry.db");
         write(
             &self.dir,
@@ -62,7 +62,7 @@ spec:
     }
 
     /// A resources directory holding `yaml`.
-    fn resources(&self, name: &str, yaml: &str) -> PathBuf {
+    pub(crate) fn resources(&self, name: &str, yaml: &str) -> PathBuf {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).expect("resources dir");
         write(&dir, "resources.yaml", yaml);
@@ -82,7 +82,13 @@ spec:
 
     /// Start a Plinth for `app_id` (with its app on `app_port`). It registers itself with
     /// the registry before it says it started.
-    fn start(&self, app_id: &str, app_port: Option<u16>, config: &Path, extra: &[&str]) -> Plinth {
+    pub(crate) fn start(
+        &self,
+        app_id: &str,
+        app_port: Option<u16>,
+        config: &Path,
+        extra: &[&str],
+    ) -> Plinth {
         let port = app_port.map(|p| p.to_string());
         let mut args = vec![
             "--app-id",
