@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use plinth_core::{Error, ErrorKind, Result};
 use plinth_runtime::app::{
-    AppStatus, HttpCall, InvokeAnswer, InvokeRequest, InvokeResponse, forwardable,
+    AppStatus, HttpCall, InvokeAnswer, InvokeRequest, InvokeResponse, passthrough,
 };
 use plinth_runtime::invoke::RemoteApps;
 use plinth_runtime::resilience::PolicyConfig;
@@ -632,19 +632,9 @@ async fn read_whole(
 fn whole_answer(parts: &http::response::Parts, data: Bytes) -> InvokeResponse {
     InvokeResponse {
         status: AppStatus::Http(parts.status.as_u16()),
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
+        content_type: passthrough::content_type(&parts.headers),
         data,
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(k, _)| forwardable(k.as_str()))
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: passthrough::forwarded(&parts.headers),
     }
 }
 

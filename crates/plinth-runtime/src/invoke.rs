@@ -122,6 +122,19 @@ impl InvokeApi {
         self.functions.get()
     }
 
+    /// A place among the calls to the app (`--app-max-concurrency`), when they are bounded.
+    async fn permit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match &self.concurrency {
+            Some(s) => s
+                .clone()
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| Error::unavailable("shutting down")),
+            None => Ok(None),
+        }
+    }
+
     /// Whether `target` names the local app: its id, or `id.namespace`.
     fn is_local(&self, target: &str) -> bool {
         match target.split_once('.') {
@@ -197,15 +210,7 @@ impl InvokeApi {
         })?;
         headers.insert(headers::CALLER_APP_ID, caller);
         headers.insert(headers::CALLEE_APP_ID, callee);
-        let permit = match &self.concurrency {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::unavailable("shutting down"))?,
-            ),
-            None => None,
-        };
+        let permit = self.permit().await?;
         let response =
             match tokio::time::timeout(APP_CALL_TIMEOUT, channel.forward_http(call)).await {
                 Ok(result) => result?,
@@ -277,15 +282,7 @@ impl InvokeApi {
             .push((headers::CALLER_APP_ID.into(), caller.to_string()));
         req.headers
             .push((headers::CALLEE_APP_ID.into(), self.app_id.to_string()));
-        let _permit = match &self.concurrency {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::unavailable("shutting down"))?,
-            ),
-            None => None,
-        };
+        let _permit = self.permit().await?;
         match tokio::time::timeout(APP_CALL_TIMEOUT, channel.invoke(req)).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(format!(

@@ -137,28 +137,34 @@ impl HttpCall {
     pub async fn into_buffered(self) -> Result<InvokeRequest> {
         let (parts, body) = self.request.into_parts();
         let data = collect(body).await?;
-        let header = |name: http::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
         Ok(InvokeRequest {
             method: self.method,
             verb: parts.method.as_str().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),
-            content_type: header(http::header::CONTENT_TYPE),
+            content_type: content_type(&parts.headers),
             data,
-            headers: parts
-                .headers
-                .iter()
-                .filter(|(k, _)| forwardable(k.as_str()))
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
+            headers: forwarded(&parts.headers),
         })
     }
+}
+
+/// The `content-type` of `headers`, empty when there is none (or it is not text).
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The [`forwardable`] headers of `headers` with text values, as a call read whole carries
+/// them.
+pub fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| forwardable(k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 /// Read a request body whole. The limit is the front door's (a `Limited` body): past it,
