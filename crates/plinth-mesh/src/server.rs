@@ -18,6 +18,7 @@ use plinth_core::{Error, Result};
 use plinth_runtime::app::passthrough::{boxed, strip_for_app};
 use plinth_runtime::app::{HttpCall, InvokeAnswer};
 use plinth_runtime::invoke::{APP_CALL_TIMEOUT, InvokeApi};
+use plinth_runtime::metrics::status_class;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -200,17 +201,6 @@ impl Counters {
     }
 }
 
-/// The outcome label of an answered call, by status class.
-fn class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 async fn handle(
     inbound: &Inbound,
     identity: Option<&Identity>,
@@ -245,7 +235,7 @@ async fn handle(
         invoke(inbound, &caller, req).await
     };
     let (outcome, response) = match result {
-        Ok(r) => (class(r.status()), r),
+        Ok(r) => (status_class(r.status().as_u16()), r),
         Err(e) => (e.kind().as_str(), wire::error_response(&e)),
     };
     counters.inc(&inbound.metrics, &caller.app_id, outcome);

@@ -58,17 +58,7 @@ pub(crate) fn retarget(parts: &mut http::request::Parts, authority: &str) -> Res
 
 /// Remove Plinth's own headers (`plinth-*`) from `headers`.
 pub(crate) fn strip(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().starts_with("plinth-")) {
-        return;
-    }
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("plinth-"))
-        .cloned()
-        .collect();
-    for k in ours {
-        headers.remove(k);
-    }
+    plinth_runtime::app::passthrough::remove_prefixed(headers, "plinth-");
 }
 
 /// Everything but unreserved characters and `/` is escaped.

@@ -305,3 +305,15 @@ impl Metrics {
 
 /// Shared handle to the metrics.
 pub type SharedMetrics = Arc<Metrics>;
+
+/// The metrics label of an HTTP status's class: `1xx` to `5xx` (anything else counts as
+/// `5xx`).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

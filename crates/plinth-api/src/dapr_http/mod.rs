@@ -365,13 +365,7 @@ fn status_label(status: StatusCode) -> &'static str {
     if let Some(known) = ANSWERED.iter().find(|c| **c == code) {
         return known;
     }
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    plinth_runtime::metrics::status_class(status.as_u16())
 }
 
 /// Response metadata as `metadata.<key>` headers, as Dapr sends it; a pair no header can

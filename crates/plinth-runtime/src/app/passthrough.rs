@@ -108,15 +108,21 @@ pub fn strip_for_app(headers: &mut HeaderMap) {
     for name in ["host", "content-length", "expect", API_TOKEN_HEADER] {
         headers.remove(name);
     }
-    if headers.keys().any(|k| k.as_str().starts_with("grpc-")) {
-        let grpc: Vec<http::HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("grpc-"))
-            .cloned()
-            .collect();
-        for name in grpc {
-            headers.remove(name);
-        }
+    remove_prefixed(headers, "grpc-");
+}
+
+/// Remove every header whose name starts with `prefix`.
+pub fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
+    if !headers.keys().any(|k| k.as_str().starts_with(prefix)) {
+        return;
+    }
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(prefix))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
