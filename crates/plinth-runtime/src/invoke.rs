@@ -170,17 +170,29 @@ impl InvokeApi {
                 .functions
                 .get()
                 .is_some_and(|functions| functions.contains(target));
-        let local = self.is_local(target);
-        let remote = self.remote.get().filter(|_| !local);
-        let channel = self.app.get().filter(|c| local && c.passes_http());
-        if target.is_empty() || function || (remote.is_none() && channel.is_none()) {
+        // Where the call passes through: another app's sidecar, or this app's HTTP channel.
+        enum Through<'a> {
+            Remote(&'a Arc<dyn RemoteApps>),
+            Local(&'a Arc<dyn crate::app::AppChannel>),
+        }
+        let through = if target.is_empty() || function {
+            None
+        } else if self.is_local(target) {
+            self.app
+                .get()
+                .filter(|c| c.passes_http())
+                .map(Through::Local)
+        } else {
+            self.remote.get().map(Through::Remote)
+        };
+        let Some(through) = through else {
             // Read whole; `invoke_as` gives the errors (no target, no mesh, no channel).
             let req = call.into_buffered().await?;
             return self
                 .invoke_as(target, caller, req)
                 .await
                 .map(InvokeAnswer::Buffered);
-        }
+        };
         if call.method.is_empty() {
             return Err(Error::invalid_argument("the method is empty"));
         }
@@ -195,11 +207,9 @@ impl InvokeApi {
             *call.request.method_mut() = http::Method::from_bytes(upper.as_bytes())
                 .map_err(|_| Error::invalid_argument(format!("{upper:?} is not an HTTP verb")))?;
         }
-        if let Some(remote) = remote {
-            return remote.invoke_http(target, caller, call).await;
-        }
-        let Some(channel) = channel else {
-            unreachable!("checked above: a remote target or an HTTP app channel")
+        let channel = match through {
+            Through::Remote(remote) => return remote.invoke_http(target, caller, call).await,
+            Through::Local(channel) => channel,
         };
         let headers = call.request.headers_mut();
         let caller = http::HeaderValue::try_from(caller).map_err(|_| {

@@ -21,7 +21,7 @@ use crate::common::{Plinth, scratch, write};
 use crate::upstream::Upstream;
 
 /// Bound on anything a test waits for.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// A test's mesh: a directory holding the shared registry and the config files.
 pub(crate) struct Mesh {

@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, StreamBody};
@@ -15,10 +14,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use tokio::sync::{Notify, mpsc};
 
-use crate::mesh::Mesh;
-
-/// Bound on anything a test waits for.
-const WAIT: Duration = Duration::from_secs(15);
+use crate::mesh::{Mesh, WAIT};
 
 /// The sidecars' `--max-body-size`.
 const LIMIT: usize = 1 << 20;
